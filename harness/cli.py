@@ -1,0 +1,117 @@
+"""Command line: `python -m harness [list|train|evaluate|lengths|report|check-config]`.
+
+Every user-facing failure is a `HarnessError`: one message naming the problem
+and the fix, exit status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import HarnessError
+
+
+def _config(args) -> dict:
+    from .config import load_config, validate
+
+    if getattr(args, "config_json", None):
+        return validate(json.loads(args.config_json))
+    return load_config(args.profile, args.config, args.configfile)
+
+
+def cmd_list(args) -> None:
+    from .config import profile_names
+    from .data import locate
+    from .registry import get_method, method_names
+    from .tasks import TASKS
+
+    cfg = _config(args)
+    print(f"data directory: {cfg.get('data_dir') or '(none: set data_dir or HARNESS_DATA_DIR)'}")
+    print("\ntasks (where each would load from):")
+    for name, spec in TASKS.items():
+        print(f"  {name:15s} {spec.primary_metric:9s} len {spec.seq_len:<4d} {locate(name, cfg.get('data_dir'))}")
+    print("\nmethods:")
+    for name in method_names():
+        print(f"  {name:15s} {get_method(name).summary}")
+    print("\nprofiles:")
+    from .config import load_profile
+
+    for name in profile_names():
+        desc = " ".join(str(load_profile(name).get("description", "")).split())
+        print(f"  {name:15s} {desc}")
+
+
+def cmd_plan(args) -> None:
+    from .workflow import resolve_methods, resolve_tasks
+
+    cfg = _config(args)
+    print(json.dumps({"tasks": resolve_tasks(cfg), "methods": resolve_methods(cfg)}))
+
+
+def cmd_train(args) -> None:
+    from .pipeline import train_job
+
+    print(train_job(_config(args), args.task, args.method))
+
+
+def cmd_evaluate(args) -> None:
+    from .pipeline import evaluate_job
+
+    print(evaluate_job(_config(args), args.task, args.method))
+
+
+def cmd_lengths(args) -> None:
+    from .pipeline import lengths_job
+
+    print(lengths_job(_config(args), args.task))
+
+
+def cmd_report(args) -> None:
+    from .report import build_report
+
+    cfg = _config(args)
+    for path in build_report(cfg["results_dir"], cfg["figures_dir"]):
+        print(path)
+
+
+def cmd_check(args) -> None:
+    from .workflow import resolve_methods, resolve_tasks
+
+    cfg = _config(args)
+    resolve_tasks(cfg), resolve_methods(cfg)
+    print(f"config {cfg['profile']} is valid")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+
+    def add(name, fn, help_, task=False, method=False):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--profile", default="default", help="config/<profile>.yaml (default: default)")
+        p.add_argument("--configfile", help="a config file instead of a profile")
+        p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.epochs=1")
+        p.add_argument("--config-json", help=argparse.SUPPRESS)
+        if task:
+            p.add_argument("--task", required=True)
+        if method:
+            p.add_argument("--method", required=True)
+        p.set_defaults(fn=fn)
+
+    add("list", cmd_list, "list tasks (and where they load from), methods and profiles")
+    add("plan", cmd_plan, "the tasks and methods a profile would run (JSON)")
+    add("check-config", cmd_check, "validate a profile")
+    add("train", cmd_train, "train one method on one task", task=True, method=True)
+    add("evaluate", cmd_evaluate, "evaluate, count FLOPs, time, write records", task=True, method=True)
+    add("lengths", cmd_lengths, "write a task's token-length record", task=True)
+    add("report", cmd_report, "summary, tables and figures from existing records")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["list", *(argv or [])])
+    try:
+        args.fn(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,118 @@
+"""Profiles: load, override, validate, hash.
+
+A profile is `config/<name>.yaml`, validated against `config/schema.yaml`
+(the Snakefile validates the same way). Overrides are `dotted.key=value`
+strings whose values are parsed as YAML. The data directory comes from the
+config's `data_dir`, else from `$HARNESS_DATA_DIR`. The config hash (SHA-256
+of the canonical JSON of the resolved config) goes into every result record.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from .errors import HarnessError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config"
+SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "schema")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise HarnessError(f"config file {path} is not valid YAML: {e}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"config file {path} does not hold a mapping", "write key: value pairs")
+    return data
+
+
+def load_profile(name: str) -> dict:
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise HarnessError(f"unknown profile {name!r}", f"use one of: {', '.join(profile_names())}")
+    return _read_yaml(path)
+
+
+def merge(base: dict, top: dict) -> dict:
+    """Deep-merge `top` over `base` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def apply_override(cfg: dict, assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise HarnessError(f"override {assignment!r} is not key=value", "write e.g. train.epochs=1")
+    value = yaml.safe_load(raw) if raw else None
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise HarnessError(f"override {assignment!r}: {p} is not a section", "override a leaf key")
+    node[parts[-1]] = value
+
+
+def _schema() -> dict:
+    return _read_yaml(SCHEMA_PATH)
+
+
+def _fill_defaults(schema: dict, cfg: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in cfg and "default" in sub:
+            cfg[key] = copy.deepcopy(sub["default"])
+        if isinstance(cfg.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, cfg[key])
+
+
+def validate(cfg: dict) -> dict:
+    """Validate against the schema, fill defaults and resolve the data dir."""
+    import jsonschema
+
+    cfg = copy.deepcopy(cfg)
+    schema = _schema()
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.path) or "(top level)"
+        raise HarnessError(
+            f"invalid config value at {where}: {e.message}",
+            f"edit config/{cfg.get('profile', '<profile>')}.yaml or the override for {where}"
+            " (config/schema.yaml lists what is allowed)",
+        )
+    _fill_defaults(schema, cfg)
+    if not cfg.get("data_dir"):
+        cfg["data_dir"] = os.environ.get("HARNESS_DATA_DIR") or None
+    if cfg["data_dir"]:
+        cfg["data_dir"] = str(Path(cfg["data_dir"]).expanduser().resolve())
+        if not Path(cfg["data_dir"]).is_dir():
+            raise HarnessError(
+                f"data directory {cfg['data_dir']} does not exist",
+                "point data_dir (or HARNESS_DATA_DIR) at a folder in the official layout, or unset it",
+            )
+    return cfg
+
+
+def load_config(profile: str = "default", overrides: list[str] | None = None, configfile: str | None = None) -> dict:
+    cfg = _read_yaml(Path(configfile)) if configfile else load_profile(profile)
+    for o in overrides or []:
+        apply_override(cfg, o)
+    return validate(cfg)
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]

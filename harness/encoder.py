@@ -1,0 +1,322 @@
+"""The harness's own BERT encoder, with the hooks the nine methods need.
+
+Why not `transformers.BertModel`: methods must drop tokens between sublayers,
+read attention probabilities, exit per sample and slice heads/dims physically,
+and every forward must leave a per-sample trace for the FLOPs counter. Here
+each of those is a plain line of code. Weights load from any Hugging Face BERT
+checkpoint (`load_hf_bert_weights`) and outputs match `BertModel` to 1e-5.
+
+Attention uses `scaled_dot_product_attention` unless a policy asks for the
+probabilities at a layer; then that layer runs eager attention.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .policy import EncoderState, Exit, Policy, drop_rows
+from .trace import ArchShape, Trace, TraceRecorder
+
+
+@dataclass
+class BertShape:
+    """Architecture hyper-parameters (Hugging Face `BertConfig` names)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+    hidden_act: str = "gelu"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertShape":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class Embeddings(nn.Module):
+    def __init__(self, s: BertShape):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(s.vocab_size, s.hidden_size, padding_idx=s.pad_token_id)
+        self.position_embeddings = nn.Embedding(s.max_position_embeddings, s.hidden_size)
+        self.token_type_embeddings = nn.Embedding(s.type_vocab_size, s.hidden_size)
+        self.LayerNorm = nn.LayerNorm(s.hidden_size, eps=s.layer_norm_eps)
+        self.dropout = nn.Dropout(s.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(pos)
+        x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class Layer(nn.Module):
+    """One transformer layer: attention sublayer, then FFN sublayer (post-LN)."""
+
+    def __init__(self, s: BertShape):
+        super().__init__()
+        d, h = s.hidden_size, s.num_attention_heads
+        self.num_heads = h
+        self.head_dim = d // h
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+        self.attn_out = nn.Linear(d, d)
+        self.attn_norm = nn.LayerNorm(d, eps=s.layer_norm_eps)
+        self.ffn_in = nn.Linear(d, s.intermediate_size)
+        self.ffn_out = nn.Linear(s.intermediate_size, d)
+        self.ffn_norm = nn.LayerNorm(d, eps=s.layer_norm_eps)
+        self.dropout = nn.Dropout(s.hidden_dropout_prob)
+        self.attn_dropout_p = s.attention_probs_dropout_prob
+        # training-time structural gates (None = off); see module docstring
+        self.head_gate: torch.Tensor | None = None  # [heads]
+        self.ffn_gate: torch.Tensor | None = None  # [intermediate]
+        self.attn_layer_gate: torch.Tensor | None = None  # scalar, whole attention sublayer
+        self.ffn_layer_gate: torch.Tensor | None = None  # scalar, whole FFN sublayer
+        self.hidden_gate: torch.Tensor | None = None  # [hidden], shared across the model
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.ffn_in.out_features
+
+    def attention(
+        self, x: torch.Tensor, mask: torch.Tensor, need_probs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.num_heads == 0:
+            return x, None
+        b, n, _ = x.shape
+        h, dh = self.num_heads, self.head_dim
+        q = self.query(x).view(b, n, h, dh).transpose(1, 2)
+        k = self.key(x).view(b, n, h, dh).transpose(1, 2)
+        v = self.value(x).view(b, n, h, dh).transpose(1, 2)
+        drop = self.attn_dropout_p if self.training else 0.0
+        probs = None
+        if need_probs:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(dh)
+            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+            probs = scores.softmax(-1)
+            ctx = torch.matmul(F.dropout(probs, drop, self.training), v)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=drop)
+        if self.head_gate is not None:
+            ctx = ctx * self.head_gate.view(1, h, 1, 1)
+        ctx = ctx.transpose(1, 2).reshape(b, n, h * dh)
+        out = self.dropout(self.attn_out(ctx))
+        if self.attn_layer_gate is not None:
+            out = out * self.attn_layer_gate
+        if self.hidden_gate is not None:
+            out = out * self.hidden_gate
+        return self.attn_norm(out + x), probs
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ffn_dim == 0:
+            return x
+        inter = F.gelu(self.ffn_in(x))
+        if self.ffn_gate is not None:
+            inter = inter * self.ffn_gate
+        out = self.dropout(self.ffn_out(inter))
+        if self.ffn_layer_gate is not None:
+            out = out * self.ffn_layer_gate
+        if self.hidden_gate is not None:
+            out = out * self.hidden_gate
+        return self.ffn_norm(out + x)
+
+
+@dataclass
+class EncoderOutput:
+    logits: torch.Tensor  # [B, C], every row (early-exit rows from their exit head)
+    trace: Trace
+    hidden: torch.Tensor | None  # [B, n, d] last hidden states (rows that reached the end)
+    state: EncoderState
+
+
+class BertClassifier(nn.Module):
+    """BERT encoder + pooler + task head, run under an optional `Policy`."""
+
+    def __init__(self, shape: BertShape, num_labels: int, policy: Policy | None = None):
+        super().__init__()
+        self.shape = shape
+        self.num_labels = num_labels
+        self.embeddings = Embeddings(shape)
+        self.layers = nn.ModuleList(Layer(shape) for _ in range(shape.num_hidden_layers))
+        self.pooler = nn.Linear(shape.hidden_size, shape.hidden_size)
+        self.dropout = nn.Dropout(shape.hidden_dropout_prob)
+        self.classifier = nn.Linear(shape.hidden_size, num_labels)
+        self.policy = policy if policy is not None else Policy()
+        self.embedding_hidden_gate: torch.Tensor | None = None
+
+    # ---- structure --------------------------------------------------------
+    def arch(self) -> ArchShape:
+        first = self.layers[0]
+        return ArchShape(
+            hidden=self.embeddings.LayerNorm.normalized_shape[0],
+            head_dim=first.head_dim,
+            heads=tuple(layer.num_heads for layer in self.layers),
+            ffn=tuple(layer.ffn_dim for layer in self.layers),
+            num_labels=self.num_labels,
+            pooler=(self.pooler.in_features, self.pooler.out_features),
+            classifier_in=self.classifier.in_features,
+        )
+
+    # ---- forward ----------------------------------------------------------
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        restore: bool = False,
+    ) -> EncoderState:
+        """Run the layers under the policy; rows may leave early."""
+        b, n = input_ids.shape
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        policy = self.policy
+        x = self.embeddings(input_ids, token_type_ids)
+        if self.embedding_hidden_gate is not None:
+            x = x * self.embedding_hidden_gate
+        device = input_ids.device
+        state = EncoderState(
+            hidden=x,
+            mask=attention_mask.bool(),
+            positions=torch.arange(n, device=device).unsqueeze(0).expand(b, n),
+            rows=torch.arange(b, device=device),
+            recorder=TraceRecorder(b, len(self.layers)),
+            num_layers=len(self.layers),
+            restore=restore,
+        )
+        for i, layer in enumerate(self.layers):
+            if state.hidden.shape[0] == 0:
+                break
+            state.layer = i
+            policy.before_layer(i, state)
+            state.recorder.attention(i, state.rows, state.mask)
+            state.hidden, state.attn_probs = layer.attention(
+                state.hidden, state.mask, policy.needs_attention_probs(i)
+            )
+            policy.after_attention(i, state)
+            state.recorder.ffn(i, state.rows, state.mask)
+            state.hidden = layer.ffn(state.hidden)
+            state.attn_probs = None
+            leaving = policy.after_layer(i, state)
+            if leaving is not None and bool(leaving.mask.any()):
+                self._record_exit(state, leaving, i + 1, b)
+        return state
+
+    def _record_exit(self, state: EncoderState, leaving: Exit, layers_run: int, batch: int) -> None:
+        rows = state.rows[leaving.mask]
+        if state.exit_logits is None:
+            state.exit_logits = leaving.logits.new_zeros(batch, leaving.logits.shape[-1])
+        state.exit_logits = state.exit_logits.index_copy(0, rows, leaving.logits[leaving.mask])
+        state.recorder.exited(rows, layers_run)
+        drop_rows(state, leaving.mask)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))
+        return self.classifier(self.dropout(pooled))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        restore: bool = False,
+    ) -> EncoderOutput:
+        b = input_ids.shape[0]
+        state = self.encode(input_ids, attention_mask, token_type_ids, restore=restore)
+        logits = state.exit_logits
+        if state.hidden.shape[0]:
+            final = self.head(state.hidden)
+            state.recorder.final_head[state.rows.cpu()] = True
+            base = logits if logits is not None else final.new_zeros(b, final.shape[-1])
+            logits = base.index_copy(0, state.rows, final)
+        hidden = restore_tokens(state, input_ids.shape[1]) if restore else state.hidden
+        return EncoderOutput(logits=logits, trace=state.recorder.to_trace(self.arch()), hidden=hidden, state=state)
+
+
+def restore_tokens(state: EncoderState, length: int) -> torch.Tensor:
+    """Drop-and-Restore: final hidden states at every original position.
+
+    Rows that exited early are not restored (they have no final states).
+    Kept tokens take their last-layer states, dropped tokens the state they
+    had when dropped.
+    """
+    d = state.hidden.shape[-1]
+    batch = int(state.recorder.batch)
+    out = state.hidden.new_zeros(batch, length, d)
+    for rows, pos, hid in state.dropped:
+        out[rows, pos] = hid
+    r, c = state.mask.nonzero(as_tuple=True)
+    out[state.rows[r], state.positions[r, c]] = state.hidden[r, c]
+    return out
+
+
+# ---- weights ---------------------------------------------------------------
+_LAYER_MAP = {
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attn_out",
+    "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+    "output.LayerNorm": "ffn_norm",
+}
+
+
+def hf_to_harness_key(key: str) -> str | None:
+    """Map a Hugging Face BertModel parameter name to ours (None = unused)."""
+    for prefix in ("bert.", "model."):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    if key.startswith("embeddings."):
+        return None if key.endswith("position_ids") else key
+    if key.startswith("pooler.dense."):
+        return "pooler." + key.split(".")[-1]
+    if key.startswith("encoder.layer."):
+        parts = key.split(".")
+        idx, rest, leaf = parts[2], ".".join(parts[3:-1]), parts[-1]
+        if rest in _LAYER_MAP:
+            return f"layers.{idx}.{_LAYER_MAP[rest]}.{leaf}"
+    return None
+
+
+def load_hf_bert_weights(model: BertClassifier, hf_state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy a Hugging Face BERT state dict into `model`; returns missing keys."""
+    mapped = {}
+    for k, v in hf_state.items():
+        ours = hf_to_harness_key(k)
+        if ours is not None:
+            if ours.endswith(".gamma"):
+                ours = ours[: -len("gamma")] + "weight"
+            if ours.endswith(".beta"):
+                ours = ours[: -len("beta")] + "bias"
+            mapped[ours] = v
+    result = model.load_state_dict(mapped, strict=False)
+    return [k for k in result.missing_keys if not k.startswith(("classifier.", "policy."))]
+
+
+def init_weights(model: nn.Module, std: float = 0.02) -> None:
+    """BERT's initialisation (normal(0, 0.02), zero bias, unit LayerNorm)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,57 @@
+"""Tokenization: examples -> token ids, once, outside any timed region.
+
+Every example is truncated to the task's `seq_len` under every padding
+protocol, so protocols differ only in padding and the dense model's
+predictions do not depend on the protocol.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.input_ids], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def subset(self, index) -> "Encoded":
+        index = list(index)
+        return Encoded(
+            [self.input_ids[i] for i in index],
+            [self.token_type_ids[i] for i in index],
+            self.labels[index],
+        )
+
+
+def _texts(examples):
+    a = [e.text_a for e in examples]
+    b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
+    return a, b
+
+
+def encode_examples(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
+    a, b = _texts(examples)
+    if not a:
+        return Encoded([], [], np.zeros(0))
+    out = tokenizer(a, b, truncation=True, max_length=max_length, return_token_type_ids=True)
+    labels = np.array([e.label for e in examples], dtype=np.float32 if regression else np.int64)
+    return Encoded(list(out["input_ids"]), list(out["token_type_ids"]), labels)
+
+
+def token_lengths(tokenizer, examples) -> list[int]:
+    """Untruncated token counts, [CLS] and [SEP] included."""
+    a, b = _texts(examples)
+    if not a:
+        return []
+    out = tokenizer(a, b, truncation=False, verbose=False)
+    return [len(x) for x in out["input_ids"]]

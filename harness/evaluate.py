@@ -1,0 +1,52 @@
+"""Deterministic evaluation of a model under a padding protocol.
+
+Returns predictions in dataset order and the per-example trace, from which
+metrics and FLOPs are computed. No sampling: the model runs in eval mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .encoding import Encoded
+from .metrics import compute_metrics
+from .padding import make_batches
+from .tasks import TaskSpec
+from .trace import Trace
+
+
+@dataclass
+class EvalRun:
+    protocol: str
+    predictions: np.ndarray
+    metrics: dict[str, float]
+    trace: Trace
+
+
+@torch.inference_mode()
+def predict(model, enc: Encoded, protocol: str, seq_len: int, batch_size: int, device="cpu"):
+    """Logits [N, C] and trace, both in dataset order."""
+    was_training = model.training
+    model.eval()
+    logits, traces, index = [], [], []
+    for batch in make_batches(enc, protocol, seq_len, batch_size):
+        b = batch.to(device)
+        out = model(b.input_ids, b.attention_mask, b.token_type_ids)
+        logits.append(out.logits.float().cpu().numpy())
+        traces.append(out.trace)
+        index.append(batch.index)
+    model.train(was_training)
+    order = np.argsort(np.concatenate(index), kind="stable")
+    return np.concatenate(logits)[order], Trace.concat(traces).take(order)
+
+
+def to_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
+def evaluate(model, task: TaskSpec, enc: Encoded, protocol: str, batch_size: int, device="cpu") -> EvalRun:
+    logits, trace = predict(model, enc, protocol, task.seq_len, batch_size, device)
+    preds = to_predictions(task, logits)
+    return EvalRun(protocol, preds, compute_metrics(task, preds, enc.labels), trace)

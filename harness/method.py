@@ -1,0 +1,43 @@
+"""What a method plugin implements.
+
+A plugin trains its model(s) for one task (`train`, writing into
+`ctx.model_dir`) and then yields its operating points (`operating_points`):
+each a named point on its accuracy/FLOPs curve with the knob values and a
+model ready to run (its policy configured, pruned parts physically removed).
+The core evaluates every point under every padding protocol, counts FLOPs
+from traces, times it, and writes the result records. Any choice among points
+must be made on `ctx.encoded("validation")`, never on the eval split.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .context import RunContext
+    from .encoder import BertClassifier
+
+
+@dataclass
+class OperatingPoint:
+    name: str  # unique within (task, method), file-name safe
+    knobs: dict
+    model: "BertClassifier"
+    notes: dict = field(default_factory=dict)  # fidelity notes, search results, ...
+
+
+class MethodPlugin:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    # methods whose trained models this one starts from (e.g. the fine-tuned dense model)
+    requires: ClassVar[tuple[str, ...]] = ()
+    # fidelity choices that depart from the original code, stored in every record
+    deviations: ClassVar[tuple[str, ...]] = ()
+
+    def train(self, ctx: "RunContext") -> dict:
+        """Train and save into ctx.model_dir; returns a JSON-able training log."""
+        raise NotImplementedError
+
+    def operating_points(self, ctx: "RunContext") -> Iterable[OperatingPoint]:
+        raise NotImplementedError

@@ -1,0 +1,74 @@
+"""Task metrics computed one way for every method.
+
+Methods are compared on quality as well as speed, so all of them must be
+scored by the same code: accuracy and F1 (positive class 1) as fractions in
+[0, 1], Matthews correlation for CoLA, Pearson/Spearman for STS-B.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from harness.errors import HarnessError
+from harness.tasks import TaskSpec
+
+
+def _correlation(fn: Callable, predictions: np.ndarray, labels: np.ndarray) -> float:
+    # A constant input has no defined correlation; report 0 instead of NaN.
+    if np.ptp(predictions) == 0 or np.ptp(labels) == 0:
+        return 0.0
+    value = float(fn(predictions, labels)[0])
+    return 0.0 if math.isnan(value) else value
+
+
+_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda p, y: float(accuracy_score(y, p)),
+    "f1": lambda p, y: float(f1_score(y, p, pos_label=1, average="binary", zero_division=0)),
+    "matthews": lambda p, y: float(matthews_corrcoef(y, p)),
+    "pearson": lambda p, y: _correlation(pearsonr, p, y),
+    "spearman": lambda p, y: _correlation(spearmanr, p, y),
+}
+
+METRIC_NAMES: tuple[str, ...] = tuple(_METRICS)
+
+
+def compute_metrics(task: TaskSpec, predictions, labels) -> dict[str, float]:
+    """Every metric of `task`: class ids (classification) or floats (regression)."""
+    preds = np.asarray(predictions)
+    gold = np.asarray(labels)
+    if preds.shape != gold.shape or preds.ndim != 1:
+        raise HarnessError(
+            f"{task.name}: predictions shape {preds.shape} does not match labels shape "
+            f"{gold.shape} (need two 1-D arrays of equal length)",
+            "pass one prediction per evaluation example (argmax class id, or the score "
+            "for regression)",
+        )
+    if preds.size == 0:
+        raise HarnessError(f"{task.name}: no predictions to score",
+                           "evaluate on a non-empty evaluation split")
+    if task.is_regression:
+        preds, gold = preds.astype(float), gold.astype(float)
+    else:
+        preds, gold = preds.astype(int), gold.astype(int)
+    out: dict[str, float] = {}
+    for name in task.metrics:
+        if name not in _METRICS:
+            raise HarnessError(f"{task.name}: unknown metric {name!r}",
+                               f"use metrics from: {', '.join(_METRICS)}")
+        out[name] = _METRICS[name](preds, gold)
+    return out
+
+
+def primary(task: TaskSpec, metrics: dict[str, float]) -> float:
+    """The task's headline number from a compute_metrics result."""
+    if task.primary_metric not in metrics:
+        raise HarnessError(
+            f"{task.name}: primary metric {task.primary_metric!r} missing from "
+            f"{sorted(metrics)}",
+            "pass the dict returned by compute_metrics for this task",
+        )
+    return float(metrics[task.primary_metric])

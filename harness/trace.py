@@ -1,0 +1,150 @@
+"""Per-sample execution traces: what actually ran, for every example.
+
+A trace is the only thing the FLOPs counter reads. For each example and layer
+it records how many *real* tokens entered the attention and FFN sublayers and
+the *physical* row width those tokens were computed in (real tokens plus
+padding of the batch they ran in), the layer at which the example left the
+encoder, whether the final head ran, and the extra MACs a method's policy
+spent on that example (exit heads, predictors, scorers). The model's
+structural shape (heads, FFN and hidden dims per layer) is recorded as well,
+because physical pruning changes it.
+
+The recorder works on batches whose rows may leave early (early exit): rows
+are addressed by their index in the original batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ArchShape:
+    """Structural shape of the model that produced a trace."""
+
+    hidden: int
+    head_dim: int
+    heads: tuple[int, ...]  # heads run per layer (0 = attention sublayer removed)
+    ffn: tuple[int, ...]  # FFN intermediate dims per layer (0 = FFN removed)
+    num_labels: int
+    pooler: tuple[int, int]  # (in, out) dims of the pooler dense layer, (0, 0) if none
+    classifier_in: int
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.heads)
+
+    def to_dict(self) -> dict:
+        return {
+            "hidden": self.hidden,
+            "head_dim": self.head_dim,
+            "heads": list(self.heads),
+            "ffn": list(self.ffn),
+            "num_labels": self.num_labels,
+            "pooler": list(self.pooler),
+            "classifier_in": self.classifier_in,
+        }
+
+
+@dataclass
+class Trace:
+    """Traces of N examples through an encoder of L layers (numpy, float64/int)."""
+
+    arch: ArchShape
+    n_attn: np.ndarray  # [N, L] real tokens entering attention
+    n_ffn: np.ndarray  # [N, L] real tokens entering the FFN
+    w_attn: np.ndarray  # [N, L] physical row width at attention (incl. padding)
+    w_ffn: np.ndarray  # [N, L] physical row width at the FFN
+    exit_layer: np.ndarray  # [N] number of layers run
+    final_head: np.ndarray  # [N] bool, the model's own pooler+classifier ran
+    extra_macs: np.ndarray  # [N] policy MACs (exit heads, predictors, ...)
+
+    @property
+    def n(self) -> int:
+        return int(self.n_attn.shape[0])
+
+    @staticmethod
+    def concat(traces: list["Trace"]) -> "Trace":
+        if not traces:
+            raise ValueError("no traces to concatenate")
+        arch = traces[0].arch
+        for t in traces[1:]:
+            if t.arch != arch:
+                raise ValueError("traces from different model shapes cannot be concatenated")
+        cat = lambda name: np.concatenate([getattr(t, name) for t in traces], axis=0)  # noqa: E731
+        return Trace(
+            arch,
+            cat("n_attn"),
+            cat("n_ffn"),
+            cat("w_attn"),
+            cat("w_ffn"),
+            cat("exit_layer"),
+            cat("final_head"),
+            cat("extra_macs"),
+        )
+
+    def take(self, index: np.ndarray) -> "Trace":
+        """Rows `index` of this trace (reordering or selecting examples)."""
+        return Trace(
+            self.arch,
+            self.n_attn[index],
+            self.n_ffn[index],
+            self.w_attn[index],
+            self.w_ffn[index],
+            self.exit_layer[index],
+            self.final_head[index],
+            self.extra_macs[index],
+        )
+
+
+@dataclass
+class TraceRecorder:
+    """Accumulates one batch's trace while the encoder runs."""
+
+    batch: int
+    layers: int
+    n_attn: torch.Tensor = field(init=False)
+    n_ffn: torch.Tensor = field(init=False)
+    w_attn: torch.Tensor = field(init=False)
+    w_ffn: torch.Tensor = field(init=False)
+    exit_layer: torch.Tensor = field(init=False)
+    final_head: torch.Tensor = field(init=False)
+    extra_macs: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        z = lambda: torch.zeros(self.batch, self.layers, dtype=torch.long)  # noqa: E731
+        self.n_attn, self.n_ffn, self.w_attn, self.w_ffn = z(), z(), z(), z()
+        self.exit_layer = torch.full((self.batch,), self.layers, dtype=torch.long)
+        self.final_head = torch.zeros(self.batch, dtype=torch.bool)
+        self.extra_macs = torch.zeros(self.batch, dtype=torch.float64)
+
+    def attention(self, layer: int, rows: torch.Tensor, mask: torch.Tensor) -> None:
+        self.n_attn[rows, layer] = mask.sum(1).cpu()
+        self.w_attn[rows, layer] = mask.shape[1]
+
+    def ffn(self, layer: int, rows: torch.Tensor, mask: torch.Tensor) -> None:
+        self.n_ffn[rows, layer] = mask.sum(1).cpu()
+        self.w_ffn[rows, layer] = mask.shape[1]
+
+    def exited(self, rows: torch.Tensor, layers_run: int) -> None:
+        self.exit_layer[rows.cpu()] = layers_run
+
+    def add_extra_macs(self, rows: torch.Tensor, macs: float | torch.Tensor) -> None:
+        """Policies call this for compute they add (exit heads, predictors)."""
+        if isinstance(macs, torch.Tensor):
+            macs = macs.detach().to("cpu", torch.float64)
+        self.extra_macs[rows.cpu()] += macs
+
+    def to_trace(self, arch: ArchShape) -> Trace:
+        return Trace(
+            arch,
+            self.n_attn.numpy().copy(),
+            self.n_ffn.numpy().copy(),
+            self.w_attn.numpy().copy(),
+            self.w_ffn.numpy().copy(),
+            self.exit_layer.numpy().copy(),
+            self.final_head.numpy().copy(),
+            self.extra_macs.numpy().copy(),
+        )
