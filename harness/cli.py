@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--profile", default="default", help="config/<profile>.yaml (default: default)")
         p.add_argument("--configfile", help="a config file instead of a profile")
-        p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.epochs=1")
+        p.add_argument("--config", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.epochs=1")
         p.add_argument("--config-json", help=argparse.SUPPRESS)
         if task:
             p.add_argument("--task", required=True)

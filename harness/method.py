@@ -41,3 +41,10 @@ class MethodPlugin:
 
     def operating_points(self, ctx: "RunContext") -> Iterable[OperatingPoint]:
         raise NotImplementedError
+
+    def demo_model(self, model: "BertClassifier") -> "BertClassifier":
+        """`model` (any small BertClassifier) set up to run this method's
+        inference path with untrained but active settings, so it really
+        prunes / exits. The generic tests run it to check the analytic FLOPs
+        against FlopCounterMode; no training happens."""
+        return model

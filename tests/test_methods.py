@@ -1,0 +1,47 @@
+"""Every registered method: analytic FLOPs == FlopCounterMode on its real
+(physically pruned / exiting) inference path, and the path really saves work.
+
+Methods are discovered from the registry; this file never lists them.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.flopcheck import count_flops
+from harness.flops import trace_flops, trace_macs
+from harness.registry import get_method, method_names
+
+from .conftest import random_batch
+
+
+@pytest.mark.parametrize("name", method_names())
+@pytest.mark.parametrize("lengths", [[57], [57, 12, 33, 40]])
+def test_flops_match_flop_counter(name, lengths, tiny_model):
+    model = get_method(name).demo_model(tiny_model).eval()
+    ids, mask = random_batch(len(lengths), max(lengths), lengths=lengths, seed=3)
+    with torch.no_grad():
+        measured = count_flops(lambda: model(ids, mask))
+        out = model(ids, mask)
+    protocol = "none" if len(lengths) == 1 else "batch"
+    analytic = trace_flops(out.trace, protocol).sum()
+    assert abs(analytic - measured) / measured < 1e-3, (name, analytic, measured)
+
+
+@pytest.mark.parametrize("name", [n for n in method_names() if n != "dense"])
+def test_method_inference_saves_work(name, tiny_model):
+    dense_macs = None
+    ids, mask = random_batch(1, 60, seed=4)
+    with torch.no_grad():
+        dense_macs = trace_macs(tiny_model(ids, mask).trace, "none")[0]
+        model = get_method(name).demo_model(tiny_model).eval()
+        macs = trace_macs(model(ids, mask).trace, "none")[0]
+    assert macs < dense_macs, f"{name}: demo path does not prune or exit ({macs} >= {dense_macs})"
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_plugin_metadata(name):
+    plugin = get_method(name)
+    assert plugin.name == name and plugin.summary
+    for req in plugin.requires:
+        get_method(req)

@@ -1,0 +1,102 @@
+"""The smoke profile runs the whole DAG; records, tables and figures follow.
+
+Also: a second run does nothing, the `figures` target rebuilds tables and
+figures from records alone, and the `paper` profile passes a dry run.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.registry import method_names
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = {
+    "method", "operating_point", "task", "protocol", "backbone", "seed", "n_eval", "metric", "metrics",
+    "flops_per_example", "macs_per_example", "baseline_flops_per_example", "flops_speedup", "tokens_per_layer",
+    "latency_ms_median", "latency_ms_iqr", "throughput_examples_per_s", "batch_size", "threads",
+    "wallclock_speedup", "provenance",
+}
+
+
+def snakemake(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [
+        "snakemake", "--profile", "profiles/smoke", "--nolock", "--cores", "2",
+        "--config", "profile=smoke", f"results_dir={out}/results", f"figures_dir={out}/figures",
+        f"work_dir={out}/work", *extra,
+    ]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    snakemake(out)
+    return out
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "results" / "records").rglob("*.json"))]
+
+
+def test_every_method_and_protocol_has_records(smoke):
+    recs = _records(smoke)
+    tasks = {r["task"] for r in recs}
+    assert "mr" in tasks
+    for task in tasks:
+        for method in method_names():
+            protocols = {r["protocol"] for r in recs if r["task"] == task and r["method"] == method}
+            assert protocols == {"sequence", "batch", "none"}, (task, method)
+    for r in recs:
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert r["flops_per_example"] == pytest.approx(2 * r["macs_per_example"])
+        prov = r["provenance"]
+        assert {"git_commit", "git_dirty", "packages", "hardware", "threads", "config_hash", "seed"} <= set(prov)
+
+
+def test_dense_protocols_change_flops_not_predictions(smoke):
+    recs = [r for r in _records(smoke) if r["method"] == "dense"]
+    for task in {r["task"] for r in recs}:
+        by = {r["protocol"]: r for r in recs if r["task"] == task}
+        assert by["sequence"]["per_example"]["prediction"] == pytest.approx(by["none"]["per_example"]["prediction"], abs=1e-4)
+        assert by["batch"]["metrics"] == pytest.approx(by["none"]["metrics"], abs=1e-6)
+        f = {p: by[p]["flops_per_example"] for p in by}
+        assert f["sequence"] >= f["batch"] >= f["none"] > 0
+        for r in by.values():
+            assert r["flops_per_example"] == pytest.approx(r["baseline_flops_per_example"])
+            assert r["flops_speedup"] == pytest.approx(1.0) and r["wallclock_speedup"] == pytest.approx(1.0)
+
+
+def test_tables_and_figures_exist(smoke):
+    results, figures = smoke / "results", smoke / "figures"
+    assert (results / "summary.csv").stat().st_size > 0
+    for name in ("baseline", "length_stats"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for ext in ("png", "pdf"):
+        assert (figures / f"length_histograms.{ext}").stat().st_size > 1000
+
+
+def test_second_run_does_nothing(smoke):
+    p = snakemake(smoke)
+    assert "Nothing to be done" in p.stdout + p.stderr
+
+
+def test_figures_target_uses_records_only(smoke):
+    table = smoke / "results" / "tables" / "baseline.md"
+    table.unlink()
+    p = snakemake(smoke, "figures")
+    log = p.stdout + p.stderr
+    assert table.is_file()
+    assert "rule train" not in log and "rule evaluate" not in log
+
+
+def test_paper_profile_dry_run():
+    p = subprocess.run(["snakemake", "--profile", "profiles/paper", "-n", "--nolock"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "rule train" in p.stdout and "bert-base-uncased" not in p.stderr
