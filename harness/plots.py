@@ -1,0 +1,189 @@
+"""Paper figures from stored records: length histograms and accuracy/FLOPs trade-offs.
+
+Figures are drawn on the Agg canvas through matplotlib's object API
+(`Figure` + `FigureCanvasAgg`) rather than pyplot: no display is needed, the
+process-wide backend is left alone for other code, and no figure lingers in
+pyplot's registry. Each figure is saved as PNG (for reading) and PDF (for the
+paper), atomically, then closed.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import rc_context
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.errors import HarnessError
+from harness.lengthstats import histogram_edges, length_stats
+from harness.records import atomic_output
+from harness.tables import DENSE_METHOD, FRACTION_METRICS
+
+STYLE: dict[str, Any] = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "pdf.fonttype": 42,  # embed TrueType so the PDF text stays editable/searchable
+}
+TRAIN_COLOR = "tab:blue"
+EVAL_COLOR = "tab:orange"
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(max_cols, max(n, 1))
+    return math.ceil(n / cols), cols
+
+
+def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    """A figure with an Agg canvas and a rows x cols grid; unused panels are hidden."""
+    rows, cols = _grid(n_panels)
+    fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
+    FigureCanvasAgg(fig)
+    axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel())
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _save(fig: Figure, figures_dir: str | os.PathLike[str], stem: str) -> list[str]:
+    """Save PNG and PDF atomically (temp file + os.replace), then release the figure."""
+    paths = []
+    try:
+        for ext in ("png", "pdf"):
+            dest = Path(figures_dir) / f"{stem}.{ext}"
+            # No CreationDate: identical inputs give byte-identical PDFs.
+            meta = {"CreationDate": None} if ext == "pdf" else {}
+            with atomic_output(dest) as tmp:
+                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
+            paths.append(str(dest))
+    finally:
+        fig.clear()
+    return paths
+
+
+# --------------------------------------------------------------------------- length histograms
+
+
+def length_histograms(
+    length_records: Mapping[str, dict[str, Any]], figures_dir: str | os.PathLike[str]
+) -> list[str]:
+    """LTP Fig. 1 style: per task, train vs eval length densities and their 99th percentiles.
+
+    Uses the same equal-width bins as the KL divergence in the length table,
+    so what the figure shows is what the number measures.
+    """
+    if not length_records:
+        raise HarnessError(
+            "no length records to plot",
+            "run the length-analysis step of the workflow so results/lengths/<task>.json exist",
+        )
+    tasks = sorted(length_records)
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(tasks), (4.6, 3.4))
+        for ax, task in zip(axes, tasks):
+            rec = length_records[task]
+            stats = length_stats(rec)
+            edges = histogram_edges(rec["train_lengths"], rec["eval_lengths"], stats["bins"])
+            ax.hist(rec["train_lengths"], bins=edges, density=True, alpha=0.45, color=TRAIN_COLOR, label="train")
+            ax.hist(rec["eval_lengths"], bins=edges, density=True, alpha=0.45, color=EVAL_COLOR, label="eval")
+            ax.axvline(stats["train_p99"], color=TRAIN_COLOR, ls="--", lw=1.5,
+                       label=f"train p99 = {stats['train_p99']:.0f}")
+            ax.axvline(stats["eval_p99"], color=EVAL_COLOR, ls="--", lw=1.5,
+                       label=f"eval p99 = {stats['eval_p99']:.0f}")
+            ax.set_title(f"{task}  (KL = {stats['kl']:.3f})")
+            ax.set_xlabel("sequence length (tokens)")
+            ax.set_ylabel("density (per token)")
+            ax.legend(loc="best")
+        fig.tight_layout()
+        return _save(fig, figures_dir, "length_histograms")
+
+
+# --------------------------------------------------------------------------- trade-off curves
+
+
+def _method_colors(methods: Iterable[str]) -> dict[str, Any]:
+    """A fixed colour per method so a method looks the same in every panel and figure."""
+    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
+               "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+    return {m: palette[i % len(palette)] for i, m in enumerate(sorted(methods))}
+
+
+def _select_methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
+    available = sorted(set(df["method"]) - {DENSE_METHOD})
+    if methods is None:
+        return available
+    unknown = sorted(set(methods) - set(df["method"]))
+    if unknown:
+        raise HarnessError(
+            f"no records for method(s) {unknown} under this protocol",
+            f"choose from {sorted(set(df['method']))} or run the workflow for them",
+        )
+    return [m for m in methods if m != DENSE_METHOD]
+
+
+def tradeoff_curves(
+    df: pd.DataFrame,
+    figures_dir: str | os.PathLike[str],
+    protocol: str,
+    methods: Sequence[str] | None = None,
+) -> list[str]:
+    """Per task: primary metric (%) vs relative FLOPs, one line per method.
+
+    x = flops_per_example / baseline_flops_per_example (1.0 = dense cost under
+    the same padding protocol); y = primary metric x 100. The dense result is a
+    solid horizontal line and a star at x = 1; "dense - 1" (the usual
+    "within one point" acceptance bar) is dotted. Saved as
+    tradeoff_<protocol>.{png,pdf}.
+    """
+    sub = df[df["protocol"] == protocol]
+    if sub.empty:
+        raise HarnessError(
+            f"no records with protocol {protocol!r}",
+            f"choose one of {sorted(set(df['protocol']))} or run the workflow for that protocol",
+        )
+    chosen = _select_methods(sub, methods)
+    colors = _method_colors(set(sub["method"]) - {DENSE_METHOD})
+    sub = sub.assign(
+        rel_flops=sub["flops_per_example"].astype(float) / sub["baseline_flops_per_example"].astype(float),
+        value_pct=sub["primary_value"].astype(float) * 100.0,
+    )
+    tasks = sorted(set(sub["task"]))
+    handles: dict[str, Any] = {}
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(tasks), (4.6, 3.6))
+        for ax, task in zip(axes, tasks):
+            t = sub[sub["task"] == task]
+            metric = str(t["metric"].iloc[0])
+            dense = t[t["method"] == DENSE_METHOD]
+            if not dense.empty:
+                base = float(dense["value_pct"].iloc[0])
+                handles["dense"] = ax.axhline(base, color="black", lw=1.2, label="dense")
+                handles["dense − 1"] = ax.axhline(base - 1.0, color="black", lw=1.0, ls=":", label="dense − 1")
+                ax.plot([1.0], [base], marker="*", ms=11, color="black", ls="none")
+            for method in chosen:
+                m = t[t["method"] == method].sort_values("rel_flops")
+                if m.empty:
+                    continue
+                (line,) = ax.plot(m["rel_flops"], m["value_pct"], marker="o", ms=5, lw=1.5,
+                                  color=colors[method], label=method)
+                handles[method] = line
+            ax.set_title(task)
+            ax.set_xlabel("relative FLOPs (× dense)")
+            ax.set_ylabel(f"{metric} (%)" if metric in FRACTION_METRICS else f"{metric} (× 100)")
+        fig.tight_layout()
+        if handles:
+            fig.legend(list(handles.values()), list(handles.keys()), loc="center left",
+                       bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.suptitle(f"Primary metric vs relative FLOPs ({protocol} padding protocol)", y=1.04)
+        return _save(fig, figures_dir, f"tradeoff_{protocol}")

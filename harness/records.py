@@ -1,0 +1,233 @@
+"""Load stored result and length records; the only input to tables and figures.
+
+Tables and figures are rebuilt from JSON records alone (never from models or
+datasets), so a report can be regenerated anywhere the `results/` folder is
+copied. This module turns the per-run record files into one flat DataFrame,
+validates them early (a broken record fails here, naming its file, rather than
+as a confusing KeyError deep inside a plot), and provides the atomic-write
+helpers the report writers share so an error never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from harness.errors import HarnessError
+
+PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
+KEY_COLUMNS: list[str] = ["task", "method", "operating_point", "protocol"]
+REQUIRED_RECORD_KEYS: tuple[str, ...] = (
+    "method",
+    "operating_point",
+    "task",
+    "protocol",
+    "metric",
+    "metrics",
+    "n_eval",
+    "flops_per_example",
+    "baseline_flops_per_example",
+)
+REQUIRED_LENGTH_KEYS: tuple[str, ...] = ("task", "hist_bins", "train_lengths", "eval_lengths")
+_LEAD_COLUMNS: list[str] = KEY_COLUMNS + ["metric", "primary_value", "val_primary_value"]
+
+
+# --------------------------------------------------------------------------- I/O helpers
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a temp path beside `path`; on success move it into place with os.replace.
+
+    The temp file lives in the destination folder so os.replace is an atomic
+    rename on the same filesystem; if the body raises, the temp file is removed
+    and any previous `path` is left untouched.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> str:
+    """Write `text` to `path` atomically (UTF-8) and return the path as a string."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _read_json(path: Path, kind: str) -> dict[str, Any]:
+    """Parse one JSON object, turning any failure into a HarnessError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(
+            f"malformed {kind} file {path}: {exc}",
+            "delete or regenerate that file by re-running the workflow step that wrote it",
+        ) from exc
+    if not isinstance(data, dict):
+        raise HarnessError(
+            f"malformed {kind} file {path}: expected a JSON object, got {type(data).__name__}",
+            "delete or regenerate that file by re-running the workflow step that wrote it",
+        )
+    return data
+
+
+def _missing_keys(data: dict[str, Any], required: tuple[str, ...], path: Path, kind: str) -> None:
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise HarnessError(
+            f"{kind} file {path} lacks required key(s): {', '.join(missing)}",
+            "regenerate it with the current workflow (the record schema may have changed)",
+        )
+
+
+def _as_float(value: Any) -> float:
+    """Metric values may be null in JSON (e.g. undefined correlation); keep them as NaN."""
+    return math.nan if value is None else float(value)
+
+
+# --------------------------------------------------------------------------- result records
+
+
+def _flatten_record(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """One record -> one flat row (see load_records for the column rules)."""
+    _missing_keys(data, REQUIRED_RECORD_KEYS, path, "result record")
+    if data["protocol"] not in PROTOCOLS:
+        raise HarnessError(
+            f"result record {path} has protocol {data['protocol']!r}; expected one of {list(PROTOCOLS)}",
+            "fix or regenerate that record",
+        )
+    metrics = data["metrics"]
+    val_metrics = data.get("validation_metrics") or {}
+    if not isinstance(metrics, dict) or not isinstance(val_metrics, dict):
+        raise HarnessError(
+            f"result record {path}: 'metrics' and 'validation_metrics' must be JSON objects",
+            "fix or regenerate that record",
+        )
+    metric = data["metric"]
+    if metric not in metrics:
+        raise HarnessError(
+            f"result record {path}: primary metric {metric!r} is not in its metrics {sorted(metrics)}",
+            "fix or regenerate that record",
+        )
+
+    row: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("metrics", "validation_metrics", "knobs", "provenance"):
+            continue
+        row[key] = value
+    row["operating_point"] = str(data["operating_point"])
+    row["knobs_json"] = json.dumps(data.get("knobs") or {}, sort_keys=True)
+    for name, value in metrics.items():
+        row[f"metric_{name}"] = _as_float(value)
+    for name, value in val_metrics.items():
+        row[f"val_{name}"] = _as_float(value)
+    row["primary_value"] = _as_float(metrics[metric])
+    row["val_primary_value"] = _as_float(val_metrics.get(metric))
+    prov = data.get("provenance") or {}
+    row["provenance_git_commit"] = prov.get("git_commit")
+    row["provenance_config_hash"] = prov.get("config_hash")
+    row["record_path"] = str(path)
+    return row
+
+
+def load_records(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read every `<results_dir>/records/**/*.json` into one DataFrame, one row per file.
+
+    Column rules: `metrics` -> `metric_<name>`, `validation_metrics` -> `val_<name>`,
+    `primary_value` / `val_primary_value` hold the primary metric, `knobs` is kept
+    as a sorted-key JSON string `knobs_json` (so rows stay hashable and CSV-safe),
+    and of `provenance` only `provenance_git_commit` and `provenance_config_hash`
+    survive (the rest is bulky and belongs in the record, not the summary).
+    `record_path` says which file a row came from. Raises HarnessError when no
+    records exist, a file is malformed, or two files claim the same
+    (task, method, operating_point, protocol).
+    """
+    records_dir = Path(results_dir) / "records"
+    files = sorted(records_dir.rglob("*.json")) if records_dir.is_dir() else []
+    if not files:
+        raise HarnessError(
+            f"no result records were found under {records_dir}",
+            "run the workflow first so it writes records/<task>/<method>/<op>/<protocol>.json",
+        )
+    rows = [_flatten_record(_read_json(f, "result record"), f) for f in files]
+    df = pd.DataFrame(rows)
+    dup = df.duplicated(KEY_COLUMNS, keep=False)
+    if dup.any():
+        clash = df.loc[dup, "record_path"].tolist()
+        raise HarnessError(
+            f"several records share one (task, method, operating_point, protocol): {clash}",
+            "remove the stale copies so each run has exactly one record",
+        )
+    lead = [c for c in _LEAD_COLUMNS if c in df.columns]
+    return df[lead + [c for c in df.columns if c not in lead]]
+
+
+def _natural_key(value: Any) -> tuple[Any, ...]:
+    """Sort '2' before '10' and 'k=0.5' before 'k=1' (operating points are strings)."""
+    parts = re.split(r"(-?\d+(?:\.\d+)?)", str(value))
+    return tuple((0, float(p), "") if re.fullmatch(r"-?\d+(?:\.\d+)?", p) else (1, 0.0, p) for p in parts)
+
+
+def sort_records(df: pd.DataFrame) -> pd.DataFrame:
+    """Order rows by task, method, operating_point (natural order), protocol."""
+    order = sorted(
+        range(len(df)),
+        key=lambda i: tuple(_natural_key(df.iloc[i][c]) for c in KEY_COLUMNS),
+    )
+    return df.iloc[order].reset_index(drop=True)
+
+
+def write_summary_frame(df: pd.DataFrame, out_csv: str | os.PathLike[str]) -> str:
+    """Write an already-loaded records frame as the sorted summary CSV (atomically)."""
+    out = sort_records(df).copy()
+    for col in out.columns:
+        if out[col].map(lambda v: isinstance(v, (list, dict))).any():
+            out[col] = out[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+    return atomic_write_text(out_csv, out.to_csv(index=False))
+
+
+def write_summary(results_dir: str | os.PathLike[str], out_csv: str | os.PathLike[str]) -> str:
+    """Load all records and write them, sorted, to `out_csv`; list columns become JSON."""
+    return write_summary_frame(load_records(results_dir), out_csv)
+
+
+# --------------------------------------------------------------------------- length records
+
+
+def load_length_records(results_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Read `<results_dir>/lengths/*.json` keyed by task; {} when there are none.
+
+    Length records are optional for a report (a run may skip the length
+    analysis), so absence is not an error; a malformed file is.
+    """
+    lengths_dir = Path(results_dir) / "lengths"
+    if not lengths_dir.is_dir():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(lengths_dir.glob("*.json")):
+        data = _read_json(path, "length record")
+        _missing_keys(data, REQUIRED_LENGTH_KEYS, path, "length record")
+        task = str(data["task"])
+        if task in out:
+            raise HarnessError(
+                f"two length records for task {task!r} under {lengths_dir}",
+                "keep exactly one lengths/<task>.json per task",
+            )
+        out[task] = data
+    return out

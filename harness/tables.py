@@ -1,0 +1,213 @@
+"""Paper tables built from the records frame, written as CSV, Markdown and LaTeX.
+
+Each table is a plain DataFrame first (so tests can check values), then
+`write_table` emits `<results_dir>/tables/<name>.{csv,md,tex}`. The CSV keeps
+full precision for downstream analysis; Markdown and LaTeX are formatted for
+reading. LaTeX is written by a small booktabs writer here because pandas'
+`DataFrame.to_latex` needs jinja2 since pandas 2.0, which the harness does not
+depend on. A table's explanatory note travels in `df.attrs["note"]` and is
+printed under the Markdown and LaTeX tables.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.lengthstats import length_stats
+from harness.records import PROTOCOLS, atomic_write_text
+
+DENSE_METHOD = "dense"
+FRACTION_METRICS: frozenset[str] = frozenset({"accuracy", "acc", "f1"})
+COEFFICIENT_METRICS: frozenset[str] = frozenset({"matthews", "mcc", "pearson", "spearman"})
+BASELINE_NOTE = (
+    "eval_value is x100: accuracy and F1 are percentages (fraction x 100); "
+    "Matthews, Pearson and Spearman are the raw coefficient x 100. "
+    "GFLOPs are analytic per example; latency is the recorded median latency in ms "
+    "(per call at the record's batch_size); throughput is examples/s. eval_value and n_eval come from the first protocol "
+    "present in the order sequence, batch, none."
+)
+LENGTH_NOTE = (
+    "Lengths are token counts incl. [CLS]/[SEP], untruncated. Quartiles use linear "
+    "interpolation. kl = KL(train || eval) in nats over bins equal-width bins on the "
+    "common [min, max] range, 1e-10 added per bin then renormalised."
+)
+DEFAULT_FLOATFMT = ".4g"
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _format_cell(value: Any, fmt: str) -> str | None:
+    """Render one cell; None marks a missing value (each writer picks its own dash)."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
+        return str(int(value))
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
+        return format(float(value), fmt)
+    return str(value)
+
+
+def _formatted(df: pd.DataFrame, floatfmt: Mapping[str, str]) -> list[list[str | None]]:
+    return [
+        [_format_cell(v, floatfmt.get(col, DEFAULT_FLOATFMT)) for col, v in zip(df.columns, row)]
+        for row in df.itertuples(index=False, name=None)
+    ]
+
+
+def _numeric_columns(df: pd.DataFrame) -> list[bool]:
+    return [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: Mapping[str, str] | None = None) -> str:
+    """Markdown via pandas/tabulate, numbers right-aligned, missing cells as an em dash."""
+    cells = _formatted(df, floatfmt or {})
+    text = pd.DataFrame([[("—" if c is None else c) for c in row] for row in cells], columns=df.columns)
+    align = ["right" if n else "left" for n in _numeric_columns(df)]
+    if len(df):
+        body = text.to_markdown(index=False, disable_numparse=True, colalign=align)
+    else:  # tabulate cannot align an empty table; a header alone still documents the columns
+        body = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns)
+    note = df.attrs.get("note")
+    return body + (f"\n\n*Note:* {note}\n" if note else "\n")
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters (task names like sst_2 would break otherwise)."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(df: pd.DataFrame, floatfmt: Mapping[str, str] | None = None) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); missing cells as an en dash."""
+    cells = _formatted(df, floatfmt or {})
+    spec = "".join("r" if n else "l" for n in _numeric_columns(df))
+    lines = [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(latex_escape(str(c)) for c in df.columns) + " \\\\",
+        "\\midrule",
+    ]
+    lines += [" & ".join("--" if c is None else latex_escape(c) for c in row) + " \\\\" for row in cells]
+    lines.append("\\bottomrule")
+    note = df.attrs.get("note")
+    if note:
+        lines.append(
+            f"\\multicolumn{{{len(df.columns)}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize Note: {latex_escape(note)}}} \\\\"
+        )
+    lines.append("\\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    df: pd.DataFrame,
+    results_dir: str | os.PathLike[str],
+    name: str,
+    floatfmt: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write `<results_dir>/tables/<name>.{csv,md,tex}` atomically; return the paths.
+
+    `floatfmt` maps column -> format spec for Markdown/LaTeX (default '.4g');
+    the CSV keeps full precision. `df.attrs["note"]` is appended to md/tex.
+    """
+    out_dir = Path(results_dir) / "tables"
+    fmt = dict(floatfmt or df.attrs.get("floatfmt", {}))
+    texts = {
+        "csv": df.to_csv(index=False),
+        "md": to_markdown(df, fmt),
+        "tex": to_latex(df, fmt),
+    }
+    return [atomic_write_text(out_dir / f"{name}.{ext}", text) for ext, text in texts.items()]
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def metric_x100(metric: str, value: float) -> float:
+    """Scale a metric for display: x100 (fractions -> %, coefficients -> raw x100), 2 d.p."""
+    if _is_missing(value):
+        return math.nan
+    return round(float(value) * 100.0, 2)
+
+
+def baseline_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The dense baseline per task: metric, eval value (x100), n_eval, cost per protocol.
+
+    Columns: task, metric, eval_value, n_eval, then for each protocol p in
+    (sequence, batch, none): gflops_<p> (flops_per_example / 1e9),
+    latency_ms_<p> (median) and throughput_<p> (examples/s); NaN where a
+    protocol was not run. The dense row is the reference every other method's
+    speed-up is measured against, so it is reported on its own.
+    """
+    dense = df[df["method"] == DENSE_METHOD]
+    if dense.empty:
+        raise HarnessError(
+            f"no records for the {DENSE_METHOD!r} method, so there is no baseline table",
+            f"run the workflow with the {DENSE_METHOD!r} method for each task",
+        )
+    rows = []
+    for task, group in sorted(dense.groupby("task"), key=lambda kv: str(kv[0])):
+        by_proto = {p: group[group["protocol"] == p] for p in PROTOCOLS}
+        first = next(g.iloc[0] for g in by_proto.values() if not g.empty)
+        row: dict[str, Any] = {
+            "task": task,
+            "metric": first["metric"],
+            "eval_value": metric_x100(first["metric"], first["primary_value"]),
+            "n_eval": int(first["n_eval"]),
+        }
+        for p, g in by_proto.items():
+            rec = g.iloc[0] if not g.empty else None
+            row[f"gflops_{p}"] = math.nan if rec is None else float(rec["flops_per_example"]) / 1e9
+        for p, g in by_proto.items():
+            rec = g.iloc[0] if not g.empty else None
+            row[f"latency_ms_{p}"] = math.nan if rec is None else _float(rec.get("latency_ms_median"))
+        for p, g in by_proto.items():
+            rec = g.iloc[0] if not g.empty else None
+            row[f"throughput_{p}"] = math.nan if rec is None else _float(rec.get("throughput_examples_per_s"))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = BASELINE_NOTE
+    out.attrs["floatfmt"] = {
+        "eval_value": ".2f",
+        **{f"gflops_{p}": ".3f" for p in PROTOCOLS},
+        **{f"latency_ms_{p}": ".2f" for p in PROTOCOLS},
+        **{f"throughput_{p}": ".1f" for p in PROTOCOLS},
+    }
+    return out
+
+
+def _float(value: Any) -> float:
+    return math.nan if _is_missing(value) else float(value)
+
+
+def length_table(length_records: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
+    """LTP Table 2: per task train Q1/Q2/Q3, eval Q1/Q2/Q3, KL(train || eval), bins."""
+    cols = ["task", "train_q1", "train_q2", "train_q3", "eval_q1", "eval_q2", "eval_q3", "kl", "bins"]
+    rows = [length_stats(length_records[t]) for t in sorted(length_records)]
+    out = pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)
+    out.attrs["note"] = LENGTH_NOTE
+    out.attrs["floatfmt"] = {**{c: ".1f" for c in cols[1:7]}, "kl": ".4f"}
+    return out
