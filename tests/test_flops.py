@@ -116,3 +116,31 @@ def test_structurally_pruned_model(tiny_model):
     prune_ffn(tiny_model.layers[2], list(range(10)))
     ids, mask = random_batch(1, 25)
     _agree(tiny_model, ids, mask, "none")
+
+
+def test_dense_eager_matches_fvcore(tiny_model):
+    """fvcore (MAC = 1, adds LayerNorm, cannot see SDPA) as a second reference on the eager path."""
+    from fvcore.nn import FlopCountAnalysis
+
+    class Probs(Policy):
+        def needs_attention_probs(self, layer):
+            return True
+
+    class Logits(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            return self.m(ids, mask).logits
+
+    tiny_model.policy = Probs()
+    ids, mask = random_batch(1, 20)
+    analysis = FlopCountAnalysis(Logits(tiny_model), (ids, mask))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    by_op = analysis.by_operator()
+    fv_macs = analysis.total() - by_op.get("layer_norm", 0)
+    with torch.no_grad():
+        ours = trace_macs(tiny_model(ids, mask).trace, "none")[0]
+    assert by_op["matmul"] > 0 and fv_macs == pytest.approx(ours, rel=1e-3)
