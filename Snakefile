@@ -86,10 +86,23 @@ rule evaluate:
         " --task {wildcards.task} --method {wildcards.method} 2> {log}"
 
 
+rule selection_cost:
+    output:
+        f"{R}/benchmarks/selection_cost.json",
+    threads: CFG["timing"]["threads"]
+    resources:
+        timing_slot=1,
+    log:
+        f"{W}/logs/selection_cost.log",
+    shell:
+        "python -m harness selection-cost --config-json {CFG_ARG} 2> {log}"
+
+
 rule report:
     input:
         wf.all_manifests(CFG),
         wf.all_lengths(CFG),
+        wf.benchmark_outputs(CFG),
     output:
         REPORT,
     log:

@@ -71,8 +71,14 @@ def cmd_report(args) -> None:
     from .report import build_report
 
     cfg = _config(args)
-    for path in build_report(cfg["results_dir"], cfg["figures_dir"]):
+    for path in build_report(cfg["results_dir"], cfg["figures_dir"], cfg.get("experiments")):
         print(path)
+
+
+def cmd_selection_cost(args) -> None:
+    from .pipeline import selection_cost_job
+
+    print(selection_cost_job(_config(args)))
 
 
 def cmd_check(args) -> None:
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     add("train", cmd_train, "train one method on one task", task=True, method=True)
     add("evaluate", cmd_evaluate, "evaluate, count FLOPs, time, write records", task=True, method=True)
     add("lengths", cmd_lengths, "write a task's token-length record", task=True)
+    add("selection-cost", cmd_selection_cost, "benchmark top-k vs threshold token selection (LTP Fig. A.1)")
     add("report", cmd_report, "summary, tables and figures from existing records")
     args = parser.parse_args(argv)
     if args.command is None:

@@ -81,8 +81,25 @@ class RunContext:
 
     # ---- models --------------------------------------------------------------
     @property
+    def variant(self) -> dict | None:
+        return self.cfg.get("variants", {}).get(self.method)
+
+    @property
+    def base_method(self) -> str:
+        """The registered plugin this job runs (a variant's `method`, else itself)."""
+        return self.variant["method"] if self.variant else self.method
+
+    @property
     def method_cfg(self) -> dict:
-        return self.cfg.get("methods_config", {}).get(self.method, {})
+        """methods_config of the plugin, with a variant's `config` on top."""
+        out = dict(self.cfg.get("methods_config", {}).get(self.base_method, {}))
+        if self.variant:
+            out.update(self.variant.get("config") or {})
+        return {k: (self.eval_median_length() if v == "eval_median" else v) for k, v in out.items()}
+
+    def eval_median_length(self) -> int:
+        """Median token length of the eval split (after truncation)."""
+        return int(np.median(self.encoded("eval").lengths))
 
     def new_model(self, policy: Policy | None = None):
         model = self.backbone.new_classifier(self.task.num_labels, self.seed)

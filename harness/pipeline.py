@@ -21,9 +21,9 @@ from .flops import FLOPS_PER_MAC, dense_macs, trace_macs
 from .metrics import primary
 from .padding import padded_lengths
 from .provenance import provenance
-from .registry import get_method
 from .results import lengths_path, manifest_path, read_json, record_path, write_json
 from .timing import time_model
+from .workflow import plugin_for
 
 
 def lengths_job(cfg: dict, task: str) -> Path:
@@ -46,7 +46,7 @@ def lengths_job(cfg: dict, task: str) -> Path:
 
 def train_job(cfg: dict, task: str, method: str) -> Path:
     ctx = RunContext(cfg, task, method)
-    plugin = get_method(method)
+    plugin = plugin_for(cfg, method)
     start = time.time()
     log = plugin.train(ctx) or {}
     done = {
@@ -92,7 +92,7 @@ def _dense_throughput(cfg: dict, task: str, protocol: str) -> dict | None:
 
 def evaluate_job(cfg: dict, task: str, method: str) -> Path:
     ctx = RunContext(cfg, task, method)
-    plugin = get_method(method)
+    plugin = plugin_for(cfg, method)
     eval_bs = cfg["eval"]["batch_size"]
     enc_eval, enc_val = ctx.encoded("eval"), ctx.encoded("validation")
     lengths = enc_eval.lengths
@@ -116,6 +116,8 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
                 speed = {bs: thr[bs] / dense_thr[str(bs)] for bs in thr if str(bs) in dense_thr} or None
             rec = {
                 "method": method,
+                "base_method": ctx.base_method,
+                "method_config": ctx.method_cfg,
                 "operating_point": op.name,
                 "knobs": op.knobs,
                 "task": task,
@@ -180,3 +182,16 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
         {"task": task, "method": method, "records": [str(p) for p in paths], "summary": summary},
     )
 
+
+def selection_cost_job(cfg: dict) -> Path:
+    """Top-k vs threshold selection latency, for every selection_cost experiment's settings."""
+    from .selection_cost import measure
+
+    spec = next((e for e in cfg.get("experiments", {}).values() if e["kind"] == "selection_cost"), {})
+    kwargs = {k: spec[k] for k in ("lengths", "ratios", "batch") if k in spec}
+    with timing_lock(cfg):
+        rows = measure(threads=cfg["timing"]["threads"], min_run_time=min(0.2, cfg["timing"]["min_run_time"]), **kwargs)
+    return write_json(
+        Path(cfg["results_dir"]) / "benchmarks" / "selection_cost.json",
+        {"rows": rows, "provenance": provenance(cfg, cfg["timing"]["threads"])},
+    )

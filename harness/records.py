@@ -128,8 +128,8 @@ def _flatten_record(data: dict[str, Any], path: Path) -> dict[str, Any]:
 
     row: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("metrics", "validation_metrics", "knobs", "provenance"):
-            continue
+        if key in ("metrics", "validation_metrics", "knobs", "provenance", "per_example"):
+            continue  # per-example arrays stay in the record file: see per_example()
         row[key] = value
     row["operating_point"] = str(data["operating_point"])
     row["knobs_json"] = json.dumps(data.get("knobs") or {}, sort_keys=True)
@@ -231,3 +231,20 @@ def load_length_records(results_dir: str | os.PathLike[str]) -> dict[str, dict[s
             )
         out[task] = data
     return out
+
+
+def per_example(row_or_path) -> pd.DataFrame:
+    """The per-example arrays of one record (a `load_records` row or a path).
+
+    Kept out of the summary frame because they are large; length-bucket
+    analyses read them from the record file through this.
+    """
+    path = Path(row_or_path["record_path"] if not isinstance(row_or_path, (str, os.PathLike)) else row_or_path)
+    data = _read_json(path, "result record").get("per_example")
+    if not data:
+        raise HarnessError(f"result record {path} has no per_example data", "regenerate it with the current workflow")
+    columns = {k: v for k, v in data.items() if k != "tokens_per_layer"}
+    frame = pd.DataFrame(columns)
+    if "tokens_per_layer" in data:
+        frame["tokens_per_layer"] = data["tokens_per_layer"]
+    return frame

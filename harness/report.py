@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.experiments import run_experiments
 from harness.plots import length_histograms, tradeoff_curves
-from harness.records import PROTOCOLS, load_length_records, load_records, write_summary_frame
+from harness.records import PROTOCOLS, atomic_write_text, load_length_records, load_records, write_summary_frame
 from harness.tables import DENSE_METHOD, baseline_table, length_table, write_table
 
 
-def build_report(results_dir: str | os.PathLike[str], figures_dir: str | os.PathLike[str]) -> list[str]:
+def build_report(
+    results_dir: str | os.PathLike[str], figures_dir: str | os.PathLike[str], experiments: dict | None = None
+) -> list[str]:
     """Write summary.csv, the baseline and length tables and all figures; return the paths.
 
     - `<results_dir>/summary.csv`: every record, flattened and sorted.
@@ -23,6 +26,8 @@ def build_report(results_dir: str | os.PathLike[str], figures_dir: str | os.Path
     - `<results_dir>/tables/length_stats.*` and `<figures_dir>/length_histograms.*`:
       only if length records exist.
     - `<figures_dir>/tradeoff_<protocol>.*`: one per protocol present.
+    - the configured `experiments` (harness/experiments.py); those whose
+      methods have no records are listed in tables/skipped_experiments.txt.
     Raises HarnessError (before writing anything) if records are missing or malformed.
     """
     df = load_records(results_dir)
@@ -39,4 +44,8 @@ def build_report(results_dir: str | os.PathLike[str], figures_dir: str | os.Path
         written += length_histograms(lengths, figures_dir)
     for protocol in protocols:
         written += tradeoff_curves(df, figures_dir, protocol)
+    done, skipped = run_experiments(df, experiments or {}, results_dir, figures_dir)
+    written += done
+    if skipped:
+        written.append(str(atomic_write_text(Path(results_dir) / "tables" / "skipped_experiments.txt", "\n".join(skipped) + "\n")))
     return written

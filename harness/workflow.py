@@ -24,19 +24,35 @@ def resolve_tasks(cfg: dict) -> list[str]:
             out.append(name)
         else:
             raise HarnessError(f"unknown task {name!r} in the config", f"use one of: {', '.join(known)} or 'auto'")
+    for name in cfg.get("optional_tasks", []):
+        if name not in known:
+            raise HarnessError(f"unknown optional task {name!r} in the config", f"use one of: {', '.join(known)}")
+        if available_locally(name, cfg.get("data_dir")):
+            out.append(name)
     return list(dict.fromkeys(out))
 
 
+def plugin_for(cfg: dict, name: str):
+    """The plugin behind a method name or a config-defined variant of one."""
+    variant = cfg.get("variants", {}).get(name)
+    return get_method(variant["method"] if variant else name)
+
+
 def resolve_methods(cfg: dict) -> list[str]:
-    names = method_names() if "all" in cfg["methods"] else list(cfg["methods"])
+    variants = cfg.get("variants", {})
+    for v, spec in variants.items():
+        if v in method_names():
+            raise HarnessError(f"variant {v!r} has the name of a registered method", "rename the variant")
+        get_method(spec["method"])
+    names = method_names() + list(variants) if "all" in cfg["methods"] else list(cfg["methods"])
     for n in list(names) + list(cfg.get("exclude_methods", [])):
-        get_method(n)  # raises a clear error for unknown names
+        plugin_for(cfg, n)  # raises a clear error for unknown names
     names = [n for n in names if n not in cfg.get("exclude_methods", [])]
     # the dense baseline always runs (every speedup is relative to it), and so
     # do a method's requirements; dense first
     names.append("dense")
     for n in list(names):
-        for req in get_method(n).requires:
+        for req in plugin_for(cfg, n).requires:
             if req not in names:
                 names.append(req)
     return sorted(dict.fromkeys(names), key=lambda n: (n != "dense", n))
@@ -47,7 +63,7 @@ def done_path(cfg: dict, task: str, method: str) -> Path:
 
 
 def required_models(cfg: dict, task: str, method: str) -> list[str]:
-    return [str(done_path(cfg, task, r)) for r in get_method(method).requires]
+    return [str(done_path(cfg, task, r)) for r in plugin_for(cfg, method).requires]
 
 
 def evaluate_inputs(cfg: dict, task: str, method: str) -> list[str]:
@@ -57,9 +73,26 @@ def evaluate_inputs(cfg: dict, task: str, method: str) -> list[str]:
     return inputs
 
 
+def runs_on(cfg: dict, task: str, method: str) -> bool:
+    """Variants may be limited to some tasks; methods run everywhere."""
+    variant = cfg.get("variants", {}).get(method)
+    return not variant or not variant.get("tasks") or task in variant["tasks"]
+
+
 def all_manifests(cfg: dict) -> list[str]:
-    return [str(manifest_path(cfg["results_dir"], t, m)) for t in resolve_tasks(cfg) for m in resolve_methods(cfg)]
+    return [
+        str(manifest_path(cfg["results_dir"], t, m))
+        for t in resolve_tasks(cfg)
+        for m in resolve_methods(cfg)
+        if runs_on(cfg, t, m)
+    ]
 
 
 def all_lengths(cfg: dict) -> list[str]:
     return [str(lengths_path(cfg["results_dir"], t)) for t in resolve_tasks(cfg)]
+
+
+def benchmark_outputs(cfg: dict) -> list[str]:
+    """Benchmark files the configured experiments need."""
+    kinds = {e["kind"] for e in cfg.get("experiments", {}).values()}
+    return [str(Path(cfg["results_dir"]) / "benchmarks" / "selection_cost.json")] if "selection_cost" in kinds else []

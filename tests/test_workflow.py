@@ -24,9 +24,9 @@ REQUIRED = {
 
 def snakemake(out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
-        "snakemake", "--profile", "profiles/smoke", "--nolock", "--cores", "2",
+        "snakemake", *extra, "--profile", "profiles/smoke", "--nolock", "--cores", "2",
         "--config", "profile=smoke", f"results_dir={out}/results", f"figures_dir={out}/figures",
-        f"work_dir={out}/work", *extra,
+        f"work_dir={out}/work",
     ]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

@@ -1,0 +1,169 @@
+"""The papers' experiments as report steps, declared in the profile's config.
+
+`experiments:` maps a name to `{kind: ..., methods: [...], ...}`; each kind
+turns records into a table (`results/tables/<name>.*`) and/or a figure
+(`figures/<name>.*`). Methods are named by the config, never by the core; an
+experiment whose methods have no records yet is skipped (and says so), so a
+profile can list experiments for methods it does not run.
+
+Kinds: selected_points (LTP Table 1, Magic Pyramid Table 2), wallclock (LTP
+Fig. 6), robustness (LTP Table 3), trajectories (LTP Fig. A.2),
+selection_cost (LTP Fig. A.1), bucket_speedup (Magic Pyramid Fig. 1),
+knob_table (Magic Pyramid Table 3).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import paper_plots
+from .buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
+from .paper_tables import selected_points_table, wallclock_table
+from .records import per_example
+from .selection import DENSE, fastest_within, nearest_speedup
+from .tables import write_table
+
+KINDS = ("selected_points", "wallclock", "robustness", "trajectories", "selection_cost", "bucket_speedup", "knob_table")
+
+
+def _methods(df: pd.DataFrame, spec: dict) -> list[str]:
+    present = [m for m in dict.fromkeys(df["method"]) if m != DENSE]
+    wanted = spec.get("methods", ["all"])
+    return present if "all" in wanted else [m for m in wanted if m in present]
+
+
+def _row(df, task, method, op, protocol="none"):
+    r = df[(df.task == task) & (df.method == method) & (df.operating_point == op) & (df.protocol == protocol)]
+    return r.iloc[0] if len(r) else None
+
+
+def robustness(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per task, points of the methods with the closest relative FLOPs on <=Q2, metric per bucket."""
+    out = []
+    for task in sorted(df["task"].unique()):
+        rows = df[(df.task == task) & (df.protocol == "none")]
+        cands = {m: rows[rows.method == m] for m in methods if (rows.method == m).any()}
+        if len(cands) < 1:
+            continue
+        lengths = per_example(rows.iloc[0])["length"]
+        buckets = quartile_buckets(lengths)
+        tables = {(m, r.operating_point): bucket_table(r, buckets) for m, c in cands.items() for _, r in c.iterrows()}
+        low = {k: float(t.iloc[0]["relative_flops"]) for k, t in tables.items()}
+        first, *others = list(cands)
+        best, best_gap = None, math.inf
+        for op in cands[first]["operating_point"]:
+            pick = {first: op}
+            gap = 0.0
+            for m in others:
+                near = min(cands[m]["operating_point"], key=lambda o: abs(low[(m, o)] - low[(first, op)]))
+                pick[m], gap = near, gap + abs(low[(m, near)] - low[(first, op)])
+            if gap < best_gap - 1e-12:
+                best, best_gap = pick, gap
+        dense = rows[rows.method == DENSE]
+        entries = [(DENSE, dense.iloc[0])] if len(dense) else []
+        entries += [(m, _row(df, task, m, op)) for m, op in best.items()]
+        for m, r in entries:
+            for _, b in bucket_table(r, buckets).iterrows():
+                out.append({"task": task, "metric": r["metric"], "method": m, "operating_point": r["operating_point"],
+                            **b.to_dict()})
+    return pd.DataFrame(out)
+
+
+def trajectories(df: pd.DataFrame, methods: list[str], n: int, tolerance: float) -> pd.DataFrame:
+    out = []
+    for task in sorted(df["task"].unique()):
+        for m in methods:
+            chosen, _ = fastest_within(df, task, m, tolerance, "none")
+            if chosen is None:
+                continue
+            ex = per_example(chosen)
+            if "tokens_per_layer" not in ex:
+                continue
+            order = np.argsort(ex["length"].to_numpy(), kind="stable")
+            picks = order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int))]
+            for i in picks:
+                out.append({"task": task, "method": f"{m} ({chosen['operating_point']})",
+                            "length": int(ex["length"].iloc[i]), "tokens_per_layer": list(ex["tokens_per_layer"].iloc[i])})
+    return pd.DataFrame(out)
+
+
+def bucket_speedup(df: pd.DataFrame, methods: list[str], tolerance: float) -> pd.DataFrame:
+    out = []
+    for task in sorted(df["task"].unique()):
+        for m in methods:
+            chosen, met = fastest_within(df, task, m, tolerance, "none")
+            if chosen is None:
+                continue
+            for _, b in bucket_table(chosen, FIXED_BUCKETS).iterrows():
+                out.append({"task": task, "method": m, "operating_point": chosen["operating_point"], "met": met,
+                            **b.to_dict()})
+    return pd.DataFrame(out)
+
+
+def knob_table(df: pd.DataFrame, methods: list[str], knob: str, values: list[float]) -> pd.DataFrame:
+    out = []
+    sub = df[df.protocol == "none"]
+    for task in sorted(sub["task"].unique()):
+        for m in methods:
+            rows = sub[(sub.task == task) & (sub.method == m)]
+            for _, r in rows.iterrows():
+                k = json.loads(r["knobs_json"]).get(knob)
+                if k is not None and any(abs(float(k) - v) < 1e-9 for v in values):
+                    out.append({"task": task, "method": m, knob: float(k), "value": 100 * r["primary_value"],
+                                "flops_speedup": r["flops_speedup"]})
+    return pd.DataFrame(out)
+
+
+def run_experiments(df: pd.DataFrame, experiments: dict, results_dir, figures_dir) -> tuple[list[str], list[str]]:
+    """Build every configured experiment; returns (paths written, skipped notes)."""
+    written, skipped = [], []
+    for name, spec in (experiments or {}).items():
+        kind = spec["kind"]
+        tol = spec.get("tolerance", 0.01)
+        if kind == "selection_cost":
+            path = Path(results_dir) / "benchmarks" / "selection_cost.json"
+            if not path.is_file():
+                skipped.append(f"{name}: no {path}")
+                continue
+            rows = pd.DataFrame(json.loads(path.read_text())["rows"])
+            written += write_table(rows, results_dir, name)
+            written += paper_plots.selection_cost_figure(rows, figures_dir, name)
+            continue
+        methods = _methods(df, spec)
+        if not methods:
+            skipped.append(f"{name}: none of {spec.get('methods')} has records")
+            continue
+        if kind == "selected_points":
+            written += write_table(selected_points_table(df, methods, tol), results_dir, name)
+        elif kind == "wallclock":
+            table = wallclock_table(df, methods, spec.get("target", 2.0))
+            if table.empty:
+                skipped.append(f"{name}: no timed points")
+                continue
+            written += write_table(table, results_dir, name)
+            written += paper_plots.wallclock_figure(table, figures_dir, name)
+        elif kind == "robustness":
+            table = robustness(df, methods)
+            written += write_table(table, results_dir, name)
+            written += paper_plots.robustness_figure(table, figures_dir, name)
+        elif kind == "trajectories":
+            traj = trajectories(df, methods, spec.get("n_examples", 20), tol)
+            if traj.empty:
+                skipped.append(f"{name}: no per-layer token data")
+                continue
+            written += paper_plots.trajectories_figure(traj, figures_dir, name)
+        elif kind == "bucket_speedup":
+            table = bucket_speedup(df, methods, tol)
+            written += write_table(table, results_dir, name)
+            written += paper_plots.bucket_speedup_figure(table, figures_dir, name)
+        elif kind == "knob_table":
+            table = knob_table(df, methods, spec["knob"], spec["values"])
+            if table.empty:
+                skipped.append(f"{name}: no points at {spec['knob']} in {spec['values']}")
+                continue
+            written += write_table(table, results_dir, name)
+    return written, skipped

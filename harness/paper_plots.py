@@ -1,0 +1,125 @@
+"""Figures of the papers' experiments, from records only.
+
+* `robustness_figure`   - LTP Table 3 as bars: metric per eval length bucket.
+* `trajectories_figure` - LTP Fig. A.2: kept tokens per layer for examples
+                          spread over length, one panel per method.
+* `selection_cost_figure` - LTP Fig. A.1: top-k vs threshold latency.
+* `bucket_speedup_figure` - Magic Pyramid Fig. 1: FLOPs speedup per length
+                          bucket, grouped bars per task.
+* `wallclock_figure`    - measured throughput speedup vs FLOPs speedup.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from matplotlib import rc_context
+
+from .plots import STYLE, _new_figure, _save
+
+
+def _grouped_bars(ax, table: pd.DataFrame, group: str, series: str, value: str, ylabel: str) -> None:
+    groups = list(dict.fromkeys(table[group]))
+    names = list(dict.fromkeys(table[series]))
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(groups))
+    for i, name in enumerate(names):
+        sub = table[table[series] == name].set_index(group)
+        ys = [float(sub[value].get(g, np.nan)) if g in sub.index else np.nan for g in groups]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, ys, width, label=name)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+
+
+def robustness_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    tasks = list(dict.fromkeys(table["task"]))
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(tasks), (4.8, 3.6))
+        for ax, task in zip(axes, tasks):
+            t = table[table["task"] == task]
+            _grouped_bars(ax, t, "bucket", "method", "value", f"{t['metric'].iloc[0]} (×100)")
+            ax.set_title(f"{task}: trained on short examples")
+            ax.set_xlabel("eval length bucket")
+        axes[0].legend()
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def trajectories_figure(traj: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    """traj columns: task, method, length, tokens_per_layer (list)."""
+    panels = list(dict.fromkeys(zip(traj["task"], traj["method"])))
+    lengths = traj["length"].astype(float)
+    norm = (lengths - lengths.min()) / max(1.0, lengths.max() - lengths.min())
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(panels), (4.6, 3.6))
+        for ax, (task, method) in zip(axes, panels):
+            sel = traj[(traj["task"] == task) & (traj["method"] == method)]
+            for idx, row in sel.iterrows():
+                tokens = list(row["tokens_per_layer"])
+                ax.plot(range(1, len(tokens) + 1), tokens, color=_cmap(norm[idx]), lw=1.2)
+            ax.set_title(f"{task}: {method}")
+            ax.set_xlabel("layer")
+            ax.set_ylabel("tokens entering attention")
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def _cmap(v: float):
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](float(v))
+
+
+def selection_cost_figure(rows: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    ratios = sorted(rows["ratio"].unique())
+    with rc_context(STYLE):
+        fig, axes = _new_figure(2, (4.8, 3.6))
+        for r in ratios:
+            sub = rows[rows["ratio"] == r].sort_values("length")
+            axes[0].plot(sub["length"], sub["topk_us"], marker="o", label=f"top-k, keep {r:.0%}")
+            axes[1].plot(sub["length"], sub["ratio_topk_over_threshold"], marker="o", label=f"keep {r:.0%}")
+        thr = rows.groupby("length")["threshold_us"].median()
+        axes[0].plot(thr.index, thr.values, color="black", ls="--", marker="s", label="threshold")
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("selection latency (µs, batch 32)")
+        axes[1].set_ylabel("top-k / threshold latency")
+        for ax in axes:
+            ax.set_xlabel("sequence length (tokens)")
+            ax.set_xscale("log", base=2)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def bucket_speedup_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    tasks = list(dict.fromkeys(table["task"]))
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(tasks), (4.8, 3.6))
+        for ax, task in zip(axes, tasks):
+            _grouped_bars(ax, table[table["task"] == task], "bucket", "method", "speedup", "FLOPs speedup (× dense)")
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.set_title(task)
+            ax.set_xlabel("eval length bucket (tokens)")
+        axes[0].legend()
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    protocols = list(dict.fromkeys(table["protocol"]))
+    sizes = sorted(int(c[len("wall_bs"):]) for c in table.columns if c.startswith("wall_bs"))
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(protocols), (5.0, 4.0))
+        for ax, p in zip(axes, protocols):
+            sub = table[table["protocol"] == p]
+            for b, marker in zip(sizes, "os^Dv"):
+                ax.scatter(sub["flops_speedup"], sub[f"wall_bs{b}"], marker=marker, label=f"batch {b}")
+            hi = float(np.nanmax([sub["flops_speedup"].max(), *(sub[f"wall_bs{b}"].max() for b in sizes), 1.0]))
+            ax.plot([0, hi * 1.1], [0, hi * 1.1], color="black", lw=0.8, ls=":", label="wall = FLOPs")
+            ax.set_xlabel("FLOPs speedup (× dense)")
+            ax.set_ylabel("measured throughput speedup (× dense)")
+            ax.set_title(f"{p} padding protocol")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)

@@ -1,0 +1,92 @@
+"""The papers' comparison tables, from the records frame only.
+
+* `selected_points_table` - LTP Table 1 / Magic Pyramid Table 2: per task the
+  dense baseline and each method's point chosen by `fastest_within` on the
+  validation metric under protocol `none`, then that same point's GFLOPs and
+  FLOPs speedup under every protocol (to show how padding inflates speedups).
+* `wallclock_table` - LTP Fig. 6: for each method's point nearest a FLOPs
+  speedup target, the measured throughput speedup over dense per batch size
+  and protocol, next to the FLOPs speedup, and their ratio.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .records import PROTOCOLS
+from .selection import dense_row, fastest_within, nearest_speedup, same_point
+from .tables import metric_x100
+
+SELECT_NOTE = (
+    "Each method's point is the fewest-FLOPs point whose validation metric is within {tol} (absolute, "
+    "metric scale) of the dense validation metric, chosen under protocol none; met=False marks tasks where "
+    "no point qualified (the most accurate point is shown). Metrics are eval-split values x100. "
+    "GFLOPs per example and speedup = dense FLOPs / method FLOPs under each protocol."
+)
+WALLCLOCK_NOTE = (
+    "Point = the method's point whose FLOPs speedup under protocol none is nearest {target}x. "
+    "wall_bs<b> = measured throughput / dense throughput at batch size b under the protocol; "
+    "ratio = wall-clock speedup at the largest batch size / FLOPs speedup under that protocol."
+)
+
+
+def selected_points_table(
+    df: pd.DataFrame, methods: list[str], tolerance: float = 0.01, protocols=PROTOCOLS
+) -> pd.DataFrame:
+    rows = []
+    for task in sorted(df["task"].unique()):
+        base = dense_row(df, task, "none")
+        if base is None:
+            continue
+        for method in methods:
+            chosen, met = fastest_within(df, task, method, tolerance, "none")
+            if chosen is None:
+                continue
+            row = {
+                "task": task,
+                "metric": base["metric"],
+                "dense": metric_x100(base["metric"], base["primary_value"]),
+                "method": method,
+                "value": metric_x100(base["metric"], chosen["primary_value"]),
+                "operating_point": chosen["operating_point"],
+                "met": met,
+            }
+            for p in protocols:
+                rec = same_point(df, chosen, p)
+                d = dense_row(df, task, p)
+                row[f"dense_gflops_{p}"] = d["flops_per_example"] / 1e9 if d is not None else math.nan
+                row[f"gflops_{p}"] = rec["flops_per_example"] / 1e9 if rec is not None else math.nan
+                row[f"speedup_{p}"] = rec["flops_speedup"] if rec is not None else math.nan
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = SELECT_NOTE.format(tol=tolerance)
+    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", **{c: ".3f" for c in out.columns if "gflops" in c},
+                             **{c: ".2f" for c in out.columns if c.startswith("speedup")}}
+    return out
+
+
+def wallclock_table(df: pd.DataFrame, methods: list[str], target: float = 2.0, protocols=("batch", "none")):
+    rows = []
+    for task in sorted(df["task"].unique()):
+        for method in methods:
+            point = nearest_speedup(df, task, method, target, "none")
+            if point is None:
+                continue
+            for p in protocols:
+                rec = same_point(df, point, p)
+                if rec is None:
+                    continue
+                speeds = rec.get("wallclock_speedup_by_batch_size") or {}
+                row = {"task": task, "method": method, "operating_point": point["operating_point"], "protocol": p,
+                       "flops_speedup": rec["flops_speedup"]}
+                sizes = sorted(int(b) for b in speeds)
+                for b in sizes:
+                    row[f"wall_bs{b}"] = speeds[str(b)] if str(b) in speeds else speeds.get(b)
+                last = row.get(f"wall_bs{sizes[-1]}") if sizes else None
+                row["ratio"] = last / rec["flops_speedup"] if last else math.nan
+                rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = WALLCLOCK_NOTE.format(target=target)
+    out.attrs["floatfmt"] = {c: ".2f" for c in out.columns if c.startswith(("wall", "flops", "ratio"))}
+    return out

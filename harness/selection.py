@@ -1,0 +1,61 @@
+"""Operating-point selection rules, applied to result records only.
+
+The papers pick the point they report by a rule; the harness applies the
+same rule on the held-out `validation` metric (never on the reported `eval`
+metric):
+
+* `fastest_within(df, task, method, tolerance)` - the point with the fewest
+  FLOPs whose validation metric is within `tolerance` of the dense
+  baseline's validation metric (LTP Table 1, Magic Pyramid Table 2). The
+  tolerance is absolute on the metric's own scale: 0.01 = one accuracy point,
+  or 0.01 of a correlation. If no point qualifies, the most accurate one is
+  returned and flagged.
+* `nearest_speedup(df, task, method, target)` - the point whose FLOPs speedup
+  is closest to `target` (e.g. 2x for the wall-clock comparison).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+DENSE = "dense"
+
+
+def _points(df: pd.DataFrame, task: str, method: str, protocol: str) -> pd.DataFrame:
+    return df[(df["task"] == task) & (df["method"] == method) & (df["protocol"] == protocol)]
+
+
+def dense_row(df: pd.DataFrame, task: str, protocol: str) -> pd.Series | None:
+    rows = _points(df, task, DENSE, protocol)
+    return rows.iloc[0] if len(rows) else None
+
+
+def fastest_within(
+    df: pd.DataFrame, task: str, method: str, tolerance: float = 0.01, protocol: str = "none"
+) -> tuple[pd.Series | None, bool]:
+    """(chosen row, whether it met the tolerance) under `protocol`."""
+    points = _points(df, task, method, protocol)
+    base = dense_row(df, task, protocol)
+    if points.empty or base is None:
+        return None, False
+    ok = points[points["val_primary_value"] >= base["val_primary_value"] - tolerance]
+    if len(ok):
+        return ok.sort_values(["flops_per_example", "val_primary_value"], ascending=[True, False]).iloc[0], True
+    return points.sort_values("val_primary_value", ascending=False).iloc[0], False
+
+
+def nearest_speedup(df: pd.DataFrame, task: str, method: str, target: float = 2.0, protocol: str = "none"):
+    points = _points(df, task, method, protocol)
+    if points.empty:
+        return None
+    return points.loc[(points["flops_speedup"] - target).abs().idxmin()]
+
+
+def same_point(df: pd.DataFrame, row: pd.Series, protocol: str) -> pd.Series | None:
+    """The record of the same (task, method, operating point) under another protocol."""
+    rows = df[
+        (df["task"] == row["task"])
+        & (df["method"] == row["method"])
+        & (df["operating_point"] == row["operating_point"])
+        & (df["protocol"] == protocol)
+    ]
+    return rows.iloc[0] if len(rows) else None
