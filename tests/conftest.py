@@ -10,6 +10,10 @@ from harness.encoder import BertClassifier, BertShape, init_weights
 
 DATA_DIR = os.environ.get("HARNESS_DATA_DIR")
 
+# Unit tests run tiny models: one intra-op thread avoids oversubscribing the
+# 2-core CI machine (workflow tests' subprocesses choose their own threads).
+torch.set_num_threads(1)
+
 
 def tiny_shape(**kw) -> BertShape:
     base = dict(vocab_size=200, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
