@@ -46,3 +46,37 @@ def random_batch(batch: int, length: int, vocab: int = 200, seed: int = 0, lengt
             mask[i, n:] = 0
             ids[i, n:] = 0
     return ids, mask
+
+
+@pytest.fixture(scope="session")
+def _smoke_dense_dir(tmp_path_factory):
+    """The smoke profile's dense model on MR, trained once per test session."""
+    from harness.config import load_config
+    from harness.context import RunContext
+    from harness.registry import get_method
+
+    root = tmp_path_factory.mktemp("smoke_dense")
+    cfg = load_config("smoke", [f"results_dir={root}/r", f"work_dir={root}/w", "data_dir="])
+    ctx = RunContext(cfg, "mr", "dense")
+    get_method("dense").train(ctx)
+    return ctx.model_dir()
+
+
+@pytest.fixture
+def smoke_context(tmp_path, _smoke_dense_dir):
+    """Factory: a RunContext for (mr, method) on the smoke profile, with the
+    fine-tuned dense model already in place; `overrides` as in `--config`."""
+    import shutil
+
+    from harness.config import load_config
+    from harness.context import RunContext
+
+    def make(method: str, overrides: list[str] | None = None) -> RunContext:
+        cfg = load_config(
+            "smoke", [f"results_dir={tmp_path}/r", f"work_dir={tmp_path}/w", "data_dir=", *(overrides or [])]
+        )
+        ctx = RunContext(cfg, "mr", method)
+        shutil.copytree(_smoke_dense_dir, ctx.model_dir("dense"), dirs_exist_ok=True)
+        return ctx
+
+    return make

@@ -227,27 +227,18 @@ def test_choose_points_tops_up_a_short_front():
     assert (1,) in chosen and (10,) in chosen and len(chosen) == 4
 
 
-def test_train_and_operating_points_end_to_end(tmp_path):
-    from harness.config import load_config
-    from harness.context import RunContext
+def test_train_and_operating_points_end_to_end(smoke_context):
     from harness.registry import get_method
 
-    cfg = load_config(
-        "smoke",
+    ctx = smoke_context(
+        "lat",
         [
-            f"results_dir={tmp_path}/r",
-            f"work_dir={tmp_path}/w",
-            "data_dir=",
             "train.max_train_examples=16",
             "train.max_validation_examples=8",
             "methods_config.lat={population_size: 3, evo_iterations: 1, mutation_size: 2, crossover_size: 2, "
             "n_points: 4, train_max_length: 30}",
         ],
     )
-    dctx = RunContext(cfg, "mr", "dense")
-    get_method("dense").train(dctx)
-    ctx = RunContext(cfg, "mr", "lat")
-    ctx.__dict__.update(data=dctx.data, backbone=dctx.backbone)  # share the loaded data and tokenizer
     log = get_method("lat").train(ctx)
     json.dumps(log)
     lengths = ctx.encoded("train").lengths

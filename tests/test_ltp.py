@@ -2,7 +2,6 @@
 on a tiny random BERT, and train/operating_points end to end on `smoke`."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -161,23 +160,10 @@ def test_no_attention_probs_when_threshold_cannot_prune(tiny_model):
 
 
 # ---- end to end on the smoke profile -----------------------------------------------
-@pytest.fixture(scope="module")
-def smoke_ctx(tmp_path_factory):
-    from harness.config import load_config
-    from harness.context import RunContext
-
-    tmp = tmp_path_factory.mktemp("ltp")
-    cfg = load_config("smoke", [f"results_dir={tmp}/r", f"work_dir={tmp}/w", "data_dir="])
-    get_method("dense").train(RunContext(cfg, "mr", "dense"))
-    return cfg, RunContext
-
-
-def test_ltp_train_and_operating_points(smoke_ctx):
-    cfg, RunContext = smoke_ctx
-    cfg = copy.deepcopy(cfg)
-    cfg["methods_config"]["ltp"] = {"lambdas": [0.0, 50.0], "theta_final": 0.05, "temperature": 5e-3,
-                                    "threshold_lr": 5e-3, "hard_epochs": 0.4, "train_max_length": 40}
-    ctx = RunContext(cfg, "mr", "ltp")
+def test_ltp_train_and_operating_points(smoke_context):
+    ctx = smoke_context("ltp")
+    ctx.cfg["methods_config"]["ltp"] = {"lambdas": [0.0, 50.0], "theta_final": 0.05, "temperature": 5e-3,
+                                        "threshold_lr": 5e-3, "hard_epochs": 0.4, "train_max_length": 40}
     plugin = get_method("ltp")
     log = plugin.train(ctx)
     assert log["train_max_length"] == 40
@@ -197,11 +183,9 @@ def test_ltp_train_and_operating_points(smoke_ctx):
     assert all(b > a for a, b in zip(big["thresholds_init"], big["thresholds_learned"]))
 
 
-def test_ltp_manual_points(smoke_ctx):
-    cfg, RunContext = smoke_ctx
-    cfg = copy.deepcopy(cfg)
-    cfg["methods_config"]["ltp_manual"] = {"theta_finals": [0.02, 0.2], "hard_epochs": 0.4}
-    ctx = RunContext(cfg, "mr", "ltp_manual")
+def test_ltp_manual_points(smoke_context):
+    ctx = smoke_context("ltp_manual")
+    ctx.cfg["methods_config"]["ltp_manual"] = {"theta_finals": [0.02, 0.2], "hard_epochs": 0.4}
     plugin = get_method("ltp_manual")
     log = plugin.train(ctx)
     pts = list(plugin.operating_points(ctx))
@@ -211,11 +195,10 @@ def test_ltp_manual_points(smoke_ctx):
     for p in pts:
         assert p.notes["fine_tuned"] and p.model.policy.thresholds[-1].item() == pytest.approx(p.knobs["theta_final"])
     # without a fine-tune, the points are the dense model with thresholds attached
-    cfg["methods_config"]["ltp_manual"]["hard_epochs"] = 0
-    ctx = RunContext(cfg, "mr", "ltp_manual")
+    ctx.cfg["methods_config"]["ltp_manual"]["hard_epochs"] = 0
     plugin.train(ctx)
     pts = list(plugin.operating_points(ctx))
-    dense = RunContext(cfg, "mr", "dense").load_model()
+    dense = ctx.load_model(method="dense")
     for p in pts:
         assert not p.notes["fine_tuned"]
         assert torch.equal(p.model.classifier.weight, dense.classifier.weight)

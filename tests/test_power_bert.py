@@ -159,26 +159,19 @@ def test_padding_does_not_change_hard_selection(tiny_model):
     assert batch.trace.w_ffn[:, 0].tolist() == [20] * 4
 
 
-def test_train_and_operating_points_end_to_end(tmp_path):
-    from harness.config import load_config
-    from harness.context import RunContext
+def test_train_and_operating_points_end_to_end(smoke_context):
     from harness.flops import trace_flops
     from harness.evaluate import evaluate
     from harness.registry import get_method
 
-    cfg = load_config(
-        "smoke",
+    ctx = smoke_context(
+        "power_bert",
         [
-            f"results_dir={tmp_path}/r",
-            f"work_dir={tmp_path}/w",
-            "data_dir=",
             "train.max_train_examples=16",
             "train.max_validation_examples=8",
             "methods_config={power_bert: {lambdas: [0.0, 0.01, 0.1, 1.0], retention_lr: 1.0, soft_steps: 2, hard_steps: 1}}",
         ],
     )
-    get_method("dense").train(RunContext(cfg, "mr", "dense"))
-    ctx = RunContext(cfg, "mr", "power_bert")
     plugin = get_method("power_bert")
     log = plugin.train(ctx)
     points = list(plugin.operating_points(ctx))

@@ -204,15 +204,13 @@ def test_head_pruning_flops_match_counter(tiny_model):
 
 
 # ---- end to end on the smoke profile -----------------------------------------------
-def test_train_and_operating_points(tmp_path):
-    from harness.config import load_config
+def test_train_and_operating_points(smoke_context):
     from harness.context import RunContext
     from harness.registry import get_method
 
-    cfg = load_config("smoke", [f"results_dir={tmp_path}/r", f"work_dir={tmp_path}/w", "data_dir="])
+    ctx = smoke_context("spatten")
+    cfg = ctx.cfg
     cfg["methods_config"] = {"spatten": {"ratios": [0.2, 0.7, 1.0], "epochs": 1, "head_calibration_examples": 16}}
-    get_method("dense").train(RunContext(cfg, "mr", "dense"))
-    ctx = RunContext(cfg, "mr", "spatten")
     plugin = get_method("spatten")
     log = plugin.train(ctx)
     assert set(log["points"]) == {"0.2", "0.7", "1"}
