@@ -98,6 +98,11 @@ def _load_tokenizer(ref: str, data_dir: str | None):
         ) from None
 
 
+def resolve_tokenizer(cfg: dict, data_dir: str | None):
+    """Only the tokenizer of the config's backbone (no weights are loaded)."""
+    return _load_tokenizer(cfg.get("tokenizer") or cfg["model"], data_dir)
+
+
 def resolve_backbone(cfg: dict, data_dir: str | None) -> Backbone:
     """Load the backbone described by the config's `backbone` section."""
     from transformers import BertConfig, BertModel

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import Backbone, resolve_backbone
+from .backbone import Backbone, resolve_backbone, resolve_tokenizer
 from .data import TaskData, load_task
 from .encoding import Encoded, encode_examples
 from .errors import HarnessError
@@ -45,15 +45,20 @@ class RunContext:
 
     # ---- data ----------------------------------------------------------------
     @cached_property
-    def data(self) -> TaskData:
-        t = self.cfg["train"]
-        raw = load_task(
+    def full_data(self) -> TaskData:
+        """The task's splits before the config's caps (for dataset statistics)."""
+        return load_task(
             self.task.name,
             self.cfg.get("data_dir"),
             seed=self.seed,
-            validation_fraction=t.get("validation_fraction", 0.1),
+            validation_fraction=self.cfg["train"].get("validation_fraction", 0.1),
             allow_hub=self.cfg.get("allow_hub", False),
         )
+
+    @cached_property
+    def data(self) -> TaskData:
+        """The splits with the config's caps applied (seeded subsamples)."""
+        t, raw = self.cfg["train"], self.full_data
         capped = {s: _cap(getattr(raw, s), t.get(_CAP_KEYS[s]), self.seed + i) for i, s in enumerate(SPLITS)}
         return dataclasses.replace(raw, **capped)
 
@@ -67,6 +72,13 @@ class RunContext:
         return resolve_backbone(self.cfg["backbone"], self.cfg.get("data_dir"))
 
     @cached_property
+    def tokenizer(self):
+        """The backbone's tokenizer, without loading its weights if they are not needed yet."""
+        if "backbone" in self.__dict__:
+            return self.backbone.tokenizer
+        return resolve_tokenizer(self.cfg["backbone"], self.cfg.get("data_dir"))
+
+    @cached_property
     def _encoded(self) -> dict[str, Encoded]:
         return {}
 
@@ -75,7 +87,7 @@ class RunContext:
             raise ValueError(split)
         if split not in self._encoded:
             self._encoded[split] = encode_examples(
-                self.backbone.tokenizer, getattr(self.data, split), self.task.seq_len, self.task.is_regression
+                self.tokenizer, getattr(self.data, split), self.task.seq_len, self.task.is_regression
             )
         return self._encoded[split]
 

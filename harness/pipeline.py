@@ -28,17 +28,18 @@ from .workflow import plugin_for
 
 def lengths_job(cfg: dict, task: str) -> Path:
     ctx = RunContext(cfg, task, "lengths")
-    tok = ctx.backbone.tokenizer
+    data = ctx.full_data  # uncapped: these are dataset statistics; bad data fails before anything loads
+    tok = ctx.tokenizer
     record = {
         "task": task,
         "tokenizer": cfg["backbone"].get("tokenizer") or cfg["backbone"]["model"],
         "hist_bins": ctx.task.hist_bins,
         "seq_len": ctx.task.seq_len,
-        "train_lengths": token_lengths(tok, ctx.data.train),
-        "eval_lengths": token_lengths(tok, ctx.data.eval),
-        "data_source": ctx.data.source,
-        "split_note": ctx.data.split_note,
-        "caps": ctx.caps,
+        "train_lengths": token_lengths(tok, data.train),
+        "eval_lengths": token_lengths(tok, data.eval),
+        "data_source": data.source,
+        "split_note": data.split_note,
+        "caps": "none (full train and eval splits)",
         "provenance": provenance(cfg),
     }
     return write_json(lengths_path(cfg["results_dir"], task), record)
