@@ -1,0 +1,100 @@
+"""The config-driven experiments build the papers' tables/figures from records."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.experiments import run_experiments
+from harness.records import load_records
+from harness.results import record_path, write_json
+from harness.selection import fastest_within
+
+N = 40
+LENGTHS = np.arange(10, 10 + N)  # eval lengths 10..49
+LABELS = np.arange(N) % 2
+
+
+def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None, wall=None):
+    """A synthetic record: `correct` is a boolean mask over the N examples."""
+    base = 1e6 * LENGTHS.astype(float)
+    flops = base * rel_flops
+    preds = np.where(correct, LABELS, 1 - LABELS)
+    rec = {
+        "method": method, "operating_point": op, "knobs": knobs or {}, "task": "mr", "protocol": protocol,
+        "backbone": "t", "seed": 0, "n_eval": N, "metric": "accuracy",
+        "metrics": {"accuracy": float(np.mean(correct))}, "validation_metrics": {"accuracy": val_acc},
+        "flops_per_example": flops.mean(), "macs_per_example": flops.mean() / 2,
+        "baseline_flops_per_example": base.mean(), "flops_speedup": base.mean() / flops.mean(),
+        "tokens_per_layer": [30.0, 20.0], "latency_ms_median": 1.0, "latency_ms_iqr": 0.1,
+        "throughput_examples_per_s": 100.0, "batch_size": 32, "threads": 1, "wallclock_speedup": 1.0,
+        "wallclock_speedup_by_batch_size": wall or {"1": 1.0, "32": 1.0},
+        "per_example": {"length": LENGTHS, "label": LABELS, "prediction": preds, "flops": flops,
+                        "baseline_flops": base, "exit_layer": np.full(N, 2),
+                        "tokens_per_layer": np.stack([LENGTHS, LENGTHS // 2], 1)},
+        "provenance": {"git_commit": "x", "config_hash": "y"},
+    }
+    write_json(record_path(root, "mr", method, op, protocol), rec)
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    allc = np.ones(N, bool)
+    for p in ("none", "batch"):
+        _record(root, "dense", "dense", p, 1.0, allc, 0.90)
+        # ltp: a cheap point that is too inaccurate on validation, and an acceptable one
+        _record(root, "ltp", "a", p, 0.3, allc, 0.80, {"lambda": 1.0}, {"1": 1.5, "32": 2.4})
+        _record(root, "ltp", "b", p, 0.5, allc, 0.895, {"lambda": 0.1}, {"1": 1.2, "32": 1.8})
+        # robustness variants: wrong on long examples
+        long_wrong = LENGTHS <= np.percentile(LENGTHS, 75)
+        _record(root, "ltp_short", "p1", p, 0.6, allc, 0.9)
+        _record(root, "lat_short", "q1", p, 0.4, long_wrong, 0.9)
+        _record(root, "lat_short", "q2", p, 0.62, long_wrong, 0.9)
+    return root
+
+
+def test_selection_rule_uses_validation(results):
+    df = load_records(results)
+    row, met = fastest_within(df, "mr", "ltp", 0.01)
+    assert met and row["operating_point"] == "b"  # "a" is cheaper but 10 points worse on validation
+    row, met = fastest_within(df, "mr", "ltp", 0.0)
+    assert not met and row["operating_point"] == "b"
+
+
+def test_experiments_write_tables_and_figures(results, tmp_path):
+    import pandas as pd
+
+    df = load_records(results)
+    figures = tmp_path / "figures"
+    experiments = {
+        "t1": {"kind": "selected_points", "methods": ["ltp"], "tolerance": 0.01},
+        "wall": {"kind": "wallclock", "methods": ["all"], "target": 2.0},
+        "robust": {"kind": "robustness", "methods": ["ltp_short", "lat_short"]},
+        "traj": {"kind": "trajectories", "methods": ["ltp"], "n_examples": 5},
+        "buckets": {"kind": "bucket_speedup", "methods": ["ltp"]},
+        "knobs": {"kind": "knob_table", "methods": ["ltp"], "knob": "lambda", "values": [0.1, 1.0]},
+        "absent": {"kind": "selected_points", "methods": ["fastbert"]},
+        "cost": {"kind": "selection_cost"},
+    }
+    written, skipped = run_experiments(df, experiments, results, figures)
+    assert any("absent" in s for s in skipped) and any("cost" in s for s in skipped)
+    t1 = pd.read_csv(results / "tables" / "t1.csv")
+    assert t1.loc[0, "operating_point"] == "b" and t1.loc[0, "speedup_none"] == pytest.approx(2.0)
+    wall = pd.read_csv(results / "tables" / "wall.csv")
+    ltp_none = wall[(wall.method == "ltp") & (wall.protocol == "none")].iloc[0]
+    assert ltp_none["operating_point"] == "b" and ltp_none["ratio"] == pytest.approx(1.8 / 2.0)
+    robust = pd.read_csv(results / "tables" / "robust.csv")
+    # lat_short's point closest to ltp_short's <=Q2 relative FLOPs (0.6) is q2 (0.62)
+    assert set(robust[robust.method == "lat_short"]["operating_point"]) == {"q2"}
+    lat = robust[robust.method == "lat_short"].set_index("bucket")
+    assert lat.loc["<=Q2", "value"] == pytest.approx(100.0) and lat.loc[">Q3", "value"] == pytest.approx(0.0)
+    buckets = pd.read_csv(results / "tables" / "buckets.csv").set_index("bucket")
+    assert buckets["n"].tolist() == [26, 14, 0]  # lengths 10..35, 36..49, none above 70
+    assert buckets["speedup"].iloc[:2].round(6).tolist() == [2.0, 2.0] and np.isnan(buckets["speedup"].iloc[2])
+    knobs = pd.read_csv(results / "tables" / "knobs.csv")
+    assert sorted(knobs["lambda"]) == [0.1, 1.0]
+    for name in ("wall", "robust", "traj", "buckets"):
+        assert (figures / f"{name}.png").stat().st_size > 1000
+    assert json.dumps(written)
