@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context
+from matplotlib.ticker import MaxNLocator
 
 from .plots import STYLE, _new_figure, _save
 
@@ -39,7 +40,7 @@ def robustness_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem:
         for ax, task in zip(axes, tasks):
             t = table[table["task"] == task]
             _grouped_bars(ax, t, "bucket", "method", "value", f"{t['metric'].iloc[0]} (×100)")
-            ax.set_title(f"{task}: trained on short examples")
+            ax.set_title(f"{task}: metric per eval length bucket")
             ax.set_xlabel("eval length bucket")
         axes[0].legend()
         fig.tight_layout()
@@ -59,6 +60,7 @@ def trajectories_figure(traj: pd.DataFrame, figures_dir: str | os.PathLike, stem
                 tokens = list(row["tokens_per_layer"])
                 ax.plot(range(1, len(tokens) + 1), tokens, color=_cmap(norm[idx]), lw=1.2)
             ax.set_title(f"{task}: {method}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("layer")
             ax.set_ylabel("tokens entering attention")
         fig.tight_layout()
@@ -115,6 +117,10 @@ def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: 
             sub = table[table["protocol"] == p]
             for b, marker in zip(sizes, "os^Dv"):
                 ax.scatter(sub["flops_speedup"], sub[f"wall_bs{b}"], marker=marker, label=f"batch {b}")
+            if sizes:
+                for _, r in sub.iterrows():
+                    ax.annotate(f"{r['method']} ({r['task']})", (r["flops_speedup"], r[f"wall_bs{sizes[-1]}"]),
+                                fontsize=7, xytext=(3, 3), textcoords="offset points")
             hi = float(np.nanmax([sub["flops_speedup"].max(), *(sub[f"wall_bs{b}"].max() for b in sizes), 1.0]))
             ax.plot([0, hi * 1.1], [0, hi * 1.1], color="black", lw=0.8, ls=":", label="wall = FLOPs")
             ax.set_xlabel("FLOPs speedup (× dense)")
