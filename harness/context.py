@@ -109,6 +109,10 @@ class RunContext:
             out.update(self.variant.get("config") or {})
         return {k: (self.eval_median_length() if v == "eval_median" else v) for k, v in out.items()}
 
+    def method_settings(self, defaults: dict) -> dict:
+        """A plugin's `defaults` with this job's method_cfg on top."""
+        return {**defaults, **self.method_cfg}
+
     def eval_median_length(self) -> int:
         """Median token length of the eval split (after truncation)."""
         return int(np.median(self.encoded("eval").lengths))

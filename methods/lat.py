@@ -442,9 +442,7 @@ class LAT(MethodPlugin):
     # -- helpers
     @staticmethod
     def _cfg(ctx) -> dict:
-        cfg = dict(DEFAULTS)
-        cfg.update(ctx.method_cfg or {})
-        return cfg
+        return ctx.method_settings(DEFAULTS)
 
     @staticmethod
     def _resolution(ctx, cfg) -> int:

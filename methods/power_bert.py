@@ -232,8 +232,7 @@ class PowerBert(MethodPlugin):
     # ---- settings ---------------------------------------------------------
     @staticmethod
     def settings(ctx) -> dict:
-        s = dict(DEFAULTS)
-        s.update(ctx.method_cfg or {})
+        s = ctx.method_settings(DEFAULTS)
         lams = s["lambdas"]
         if isinstance(lams, dict):
             lams = lams.get(ctx.task.name, lams.get("default", DEFAULTS["lambdas"]))
