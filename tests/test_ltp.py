@@ -102,17 +102,12 @@ def test_thresholds_prune_exactly_the_tokens_below(tiny_model):
 
 
 @pytest.mark.parametrize("name", ["ltp", "ltp_manual"])
-def test_padding_does_not_change_selection_and_counts_fall(tiny_model, name):
+def test_counts_fall_and_cls_survives(tiny_model, name):
+    # padding independence (alone vs in a batch) is checked for every method in test_methods.py
     model = get_method(name).demo_model(tiny_model).eval()
-    lengths = [57, 12, 33, 40]
-    ids, mask = random_batch(4, 57, lengths=lengths, seed=3)
+    ids, mask = random_batch(4, 57, lengths=[57, 12, 33, 40], seed=3)
     with torch.no_grad():
         batch = model(ids, mask)
-        for i, n in enumerate(lengths):
-            alone = model(ids[i : i + 1, :n], mask[i : i + 1, :n])
-            assert alone.trace.n_attn[0].tolist() == batch.trace.n_attn[i].tolist()
-            assert alone.trace.n_ffn[0].tolist() == batch.trace.n_ffn[i].tolist()
-            assert torch.allclose(alone.logits[0], batch.logits[i], atol=1e-4)
     t = batch.trace
     assert (t.n_ffn <= t.n_attn).all()
     assert (t.n_attn[:, 1:] <= t.n_ffn[:, :-1]).all()

@@ -28,6 +28,23 @@ def test_flops_match_flop_counter(name, lengths, tiny_model):
     assert abs(analytic - measured) / measured < 1e-3, (name, analytic, measured)
 
 
+@pytest.mark.parametrize("name", method_names())
+def test_padding_does_not_change_results(name, tiny_model):
+    """Each example runs the same alone as in a padded batch: same tokens per
+    layer, same exit, same logits. Selection must never depend on padding."""
+    model = get_method(name).demo_model(tiny_model).eval()
+    lengths = [57, 12, 33, 40]
+    ids, mask = random_batch(4, 57, lengths=lengths, seed=3)
+    with torch.no_grad():
+        batch = model(ids, mask)
+        for i, n in enumerate(lengths):
+            alone = model(ids[i : i + 1, :n], mask[i : i + 1, :n])
+            assert alone.trace.n_attn[0].tolist() == batch.trace.n_attn[i].tolist()
+            assert alone.trace.n_ffn[0].tolist() == batch.trace.n_ffn[i].tolist()
+            assert alone.trace.exit_layer[0] == batch.trace.exit_layer[i]
+            assert torch.allclose(alone.logits[0], batch.logits[i], atol=1e-4)
+
+
 @pytest.mark.parametrize("name", [n for n in method_names() if n != "dense"])
 def test_method_inference_saves_work(name, tiny_model):
     dense_macs = None
