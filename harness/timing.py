@@ -3,11 +3,15 @@
 Inputs are tokenized and padded before the timed region; the statement timed
 is the model's forward over a fixed list of pre-built batches. The thread
 count is explicit, a warm-up run precedes measurement, and we report the
-median and inter-quartile range of `blocked_autorange` blocks.
+median and inter-quartile range over at least `MIN_REPEATS` repeats of
+`Timer.timeit` (blocked_autorange gives a single block for a long statement,
+and so a meaningless IQR).
 Timing jobs take the workflow's single `timing_slot` so they never overlap.
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +19,8 @@ from torch.utils import benchmark
 
 from .encoding import Encoded
 from .padding import make_batches
+
+MIN_REPEATS = 5
 
 
 @dataclass
@@ -59,8 +65,16 @@ def time_model(
     torch.set_num_threads(threads)
     try:
         run()  # warm-up
+        start = time.perf_counter()
+        run()
+        once = time.perf_counter() - start
         timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads)
-        m = timer.blocked_autorange(min_run_time=min_run_time)
+        # repeats of `number` runs each (tiny statements are grouped to >= 10 ms), at
+        # least MIN_REPEATS of them and enough to fill min_run_time, so the median
+        # and IQR describe a distribution
+        number = max(1, math.ceil(0.01 / max(once, 1e-9)))
+        repeats = max(MIN_REPEATS, math.ceil(min_run_time / max(once * number, 1e-9)))
+        m = benchmark.Measurement.merge([timer.timeit(number) for _ in range(repeats)])[0]
     finally:
         torch.set_num_threads(previous)
     return Timing(protocol, batch_size, len(enc), m.median, m.iqr, threads, len(m.times))
