@@ -64,6 +64,9 @@ Fidelity choices (also in `deviations`):
   `finetune` takes a single learning rate); gradient clipping covers delta too;
 * hard-stage (and ltp_manual fine-tune) checkpoints are chosen on the
   held-out validation split, the stage's starting point included;
+* default knobs relative to the mean training length (above) and short stage
+  budgets (0.25 epoch soft, 0.25 epoch hard) instead of the reference's
+  1-10 soft and 5 hard epochs;
 * the optional `train_max_length` drops longer training examples (LTP Table 3
   robustness setting).
 """
@@ -86,13 +89,17 @@ from harness.metrics import primary
 from harness.policy import EncoderState, Policy, select_tokens
 from harness.registry import register_method
 
-DEFAULT_LAMBDAS = (0.02, 0.05, 0.1, 0.2)
+DEFAULT_LAMBDAS = (0.03, 0.1, 0.3, 1.0)
 DEFAULT_TEMPERATURE = 2e-3
 # Unless absolute thresholds are configured, theta_final defaults to a multiple
 # of 1/(mean training length) - the mean score of an average training input -
 # so the same defaults give comparable pruning on short (MR) and long (RTE) tasks.
-DEFAULT_THETA_FINAL_REL = 0.5
+DEFAULT_THETA_FINAL_REL = 0.25
 DEFAULT_MANUAL_THETA_RELS = (0.25, 0.5, 1.0, 2.0)
+# thresholds live on the same 1/length scale, so their learning rate does too
+DEFAULT_THRESHOLD_LR_REL = 0.108  # 0.004 on MR (mean training length 27)
+DEFAULT_SOFT_EPOCHS = 0.25
+DEFAULT_HARD_EPOCHS = 0.25
 
 
 # ---- scoring and selection ---------------------------------------------------
@@ -280,7 +287,8 @@ def training_split(ctx, log: dict):
         if len(keep) == 0:
             raise HarnessError(
                 f"train_max_length={max_len} leaves no training example for {ctx.task.name}",
-                f"raise methods_config.{ctx.method}.train_max_length (shortest example: {int(enc.lengths.min())} tokens)",
+                f"raise methods_config.{ctx.method}.train_max_length "
+                f"(shortest example: {int(enc.lengths.min())} tokens)",
             )
         enc = enc.subset(keep)
     log["n_train_used"] = len(enc)
@@ -363,17 +371,23 @@ class LTP(MethodPlugin):
     deviations = (
         "token score averages attention received over heads and the REAL query rows of the tokens present "
         "(the reference averages over all padded rows, tying thresholds to the padded length)",
-        "scores use the softmax output before attention dropout (the reference uses post-dropout probabilities in training)",
+        "scores use the softmax output before attention dropout "
+        "(the reference uses post-dropout probabilities in training)",
         "[CLS] is always kept (the reference does not protect it)",
         "pruned tokens are physically removed after the attention sublayer at inference and in the hard stage "
         "(the reference hard-masks them in the attention mask)",
         "initial thresholds theta_l = theta_final*l/L with l = 1..L as in the reference README "
         "(the reference code's 0-indexed layers give the first layer a zero threshold)",
         "the thresholds' own learning rate is realised by the Adam-invariant reparameterisation "
-        "theta = theta_0 + (threshold_lr/lr)*delta under one optimiser and schedule (the reference uses a second optimiser)",
+        "theta = theta_0 + (threshold_lr/lr)*delta under one optimiser and schedule "
+        "(the reference uses a second optimiser)",
         "soft stage keeps its last checkpoint; hard stage keeps the best checkpoint on the held-out validation split "
         "(its starting point included)",
-        "short training budgets (epochs per stage, learning rates) scaled to the profile, not the paper's 1-10 soft epochs",
+        "theta_final and the threshold learning rate default to multiples of 1/(mean training length) "
+        "(theta_final_rel, threshold_lr_rel) unless absolute values are configured; the reference uses an absolute "
+        "theta_final of 0.01 on padded-length scores",
+        "short stage budgets by default (soft_epochs, hard_epochs = 0.25 epoch each) instead of the reference's "
+        "1-10 soft and 5 hard epochs",
     )
 
     @staticmethod
@@ -386,11 +400,12 @@ class LTP(MethodPlugin):
             "theta_final": mc.get("theta_final"),
             "theta_final_rel": float(mc.get("theta_final_rel", DEFAULT_THETA_FINAL_REL)),
             "temperature": float(mc.get("temperature", DEFAULT_TEMPERATURE)),
-            "soft_epochs": float(mc.get("soft_epochs", 1.0)),
+            "soft_epochs": float(mc.get("soft_epochs", DEFAULT_SOFT_EPOCHS)),
             "soft_lr": soft_lr,
-            "threshold_lr": float(mc.get("threshold_lr", 10 * soft_lr)),
+            "threshold_lr": mc.get("threshold_lr"),
+            "threshold_lr_rel": float(mc.get("threshold_lr_rel", DEFAULT_THRESHOLD_LR_REL)),
             "soft_cumulative": bool(mc.get("soft_cumulative", False)),
-            "hard_epochs": float(mc.get("hard_epochs", 1.0)),
+            "hard_epochs": float(mc.get("hard_epochs", DEFAULT_HARD_EPOCHS)),
             "hard_lr": float(mc.get("hard_lr", t["lr"])),
         }
 
@@ -398,8 +413,12 @@ class LTP(MethodPlugin):
         s = self.settings(ctx)
         log: dict = {"settings": s, "points": {}}
         train = training_split(ctx, log)
+        mean_length = float(train.lengths.mean())
         s["theta_final"] = resolve_thetas(
-            ctx.method_cfg, "theta_final", "theta_final_rel", DEFAULT_THETA_FINAL_REL, float(train.lengths.mean())
+            ctx.method_cfg, "theta_final", "theta_final_rel", DEFAULT_THETA_FINAL_REL, mean_length
+        )
+        s["threshold_lr"] = resolve_thetas(
+            ctx.method_cfg, "threshold_lr", "threshold_lr_rel", DEFAULT_THRESHOLD_LR_REL, mean_length
         )
         dense = ctx.load_model(method="dense").to(ctx.device)
         num_layers = len(dense.layers)
@@ -444,7 +463,13 @@ class LTP(MethodPlugin):
             file = f"{name}.pt"
             ctx.save_model(model.eval(), file)
             manifest.append(
-                {"name": name, "lambda": lam, "theta_final": s["theta_final"], "temperature": s["temperature"], "file": file}
+                {
+                    "name": name,
+                    "lambda": lam,
+                    "theta_final": s["theta_final"],
+                    "temperature": s["temperature"],
+                    "file": file,
+                }
             )
             log["points"][name] = {
                 "lambda": lam,
@@ -496,8 +521,10 @@ class LTPManual(MethodPlugin):
         "[CLS] is always kept (the reference does not protect it)",
         "pruned tokens are physically removed after the attention sublayer (the reference hard-masks them)",
         "thresholds theta_l = theta_final*l/L with l = 1..L as in the reference README",
-        "optional short hard-stage fine-tune (hard_epochs) instead of the reference's 5 epochs; "
+        "optional short hard-stage fine-tune (hard_epochs, default 0.25 epoch) instead of the reference's 5 epochs; "
         "best checkpoint on the held-out validation split, the un-fine-tuned start included",
+        "theta_final values default to multiples of 1/(mean training length) (theta_final_rels) unless absolute "
+        "theta_finals are configured",
     )
 
     @staticmethod
@@ -506,7 +533,7 @@ class LTPManual(MethodPlugin):
         return {
             "theta_finals": mc.get("theta_finals"),
             "theta_final_rels": [float(x) for x in mc.get("theta_final_rels", DEFAULT_MANUAL_THETA_RELS)],
-            "hard_epochs": float(mc.get("hard_epochs", 0.0)),
+            "hard_epochs": float(mc.get("hard_epochs", DEFAULT_HARD_EPOCHS)),
             "hard_lr": float(mc.get("hard_lr", ctx.cfg["train"]["lr"])),
         }
 

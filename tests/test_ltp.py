@@ -3,7 +3,6 @@ on a tiny random BERT, and train/operating_points end to end on `smoke`."""
 from __future__ import annotations
 
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,7 +31,8 @@ def test_scores_use_real_rows_only(tiny_model):
     with torch.no_grad():
         batch = token_scores(_layer0_probs(tiny_model, ids, mask), mask.bool())
         for i, n in enumerate(lengths):
-            alone = token_scores(_layer0_probs(tiny_model, ids[i : i + 1, :n], mask[i : i + 1, :n]), mask[i : i + 1, :n].bool())
+            one_ids, one_mask = ids[i : i + 1, :n], mask[i : i + 1, :n]
+            alone = token_scores(_layer0_probs(tiny_model, one_ids, one_mask), one_mask.bool())
             assert torch.allclose(batch[i, :n], alone[0], atol=1e-6)
             assert (batch[i, n:] == 0).all()  # padded keys receive nothing
     # mean over heads and real query rows of a row-stochastic matrix: scores sum to 1
@@ -118,7 +118,7 @@ def test_soft_stage_masks_without_removing_and_learns_thresholds(tiny_model):
     model = tiny_model
     L = len(model.layers)
     # thresholds near the uniform score of a 40-token input, so masks are fractional
-    policy = LTPPolicy(L, theta_final=1 / 40 * L / L, temperature=5e-3, lam=0.3, soft=True, lr_scale=10.0, learnable=True)
+    policy = LTPPolicy(L, theta_final=1 / 40, temperature=5e-3, lam=0.3, soft=True, lr_scale=10.0, learnable=True)
     model.policy = policy
     model.train()
     ids, mask = random_batch(2, 40, lengths=[40, 31], seed=5)
