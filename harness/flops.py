@@ -12,6 +12,9 @@ Per-sample accounting under each padding protocol:
 * `batch`    - the physical width of the padded batch it ran in,
 * `sequence` - the physical width too (the fixed per-task length, shrunk
                only by what the method physically removed).
+
+Policy MACs (exit heads that attend over tokens, predictors) are recorded both
+as run and at real token counts, and follow the same rule.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def trace_macs(trace: Trace, protocol: str) -> np.ndarray:
     for layer in range(trace.arch.num_layers):
         total += layer_macs(na[:, layer], nf[:, layer], trace.arch, layer)
     total += trace.final_head.astype(np.float64) * head_macs(trace.arch)
-    total += trace.extra_macs
+    total += trace.extra_macs_real if real else trace.extra_macs
     return total
 
 

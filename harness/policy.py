@@ -90,6 +90,28 @@ def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
     return index
 
 
+def received_sum(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention each token receives [b, n]: probabilities [b, H, n, n] summed
+    over heads and over the REAL query rows (mask [b, n]), so padding never
+    changes a score. Written as one batched matrix product (mask row x probs),
+    which is how its cost is counted (H n^2 MACs per row)."""
+    q = mask.to(probs.dtype)[:, None, None, :].expand(-1, probs.shape[1], 1, -1)
+    return torch.matmul(q, probs).squeeze(2).sum(1)
+
+
+def attention_received(state: EncoderState, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """`received_sum` of `probs` (default `state.attn_probs`) at the current
+    layer, with its MACs added to the trace: H w^2 per row as run (w the
+    batch's physical width) and H n^2 at the row's real token count n.
+    Attention-score methods (PoWER-BERT, LAT, SpAtten, LTP) score tokens with
+    it, so their scoring is counted like any other policy compute."""
+    probs = state.attn_probs if probs is None else probs
+    heads, width = probs.shape[1], probs.shape[-1]
+    real = state.mask.sum(1).to(torch.float64)
+    state.recorder.add_extra_macs(state.rows, float(heads * width * width), heads * real * real)
+    return received_sum(probs, state.mask)
+
+
 def drop_rows(state: EncoderState, leave: torch.Tensor) -> torch.Tensor:
     """Physically remove rows where `leave` [b] is true; returns kept row index."""
     stay = (~leave).nonzero(as_tuple=True)[0]

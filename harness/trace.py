@@ -59,7 +59,8 @@ class Trace:
     w_ffn: np.ndarray  # [N, L] physical row width at the FFN
     exit_layer: np.ndarray  # [N] number of layers run
     final_head: np.ndarray  # [N] bool, the model's own pooler+classifier ran
-    extra_macs: np.ndarray  # [N] policy MACs (exit heads, predictors, ...)
+    extra_macs: np.ndarray  # [N] policy MACs (exit heads, predictors, ...) as run (physical width)
+    extra_macs_real: np.ndarray  # [N] the same at the example's real token counts (protocol `none`)
 
     @property
     def n(self) -> int:
@@ -83,6 +84,7 @@ class Trace:
             cat("exit_layer"),
             cat("final_head"),
             cat("extra_macs"),
+            cat("extra_macs_real"),
         )
 
     def take(self, index: np.ndarray) -> "Trace":
@@ -96,6 +98,7 @@ class Trace:
             self.exit_layer[index],
             self.final_head[index],
             self.extra_macs[index],
+            self.extra_macs_real[index],
         )
 
 
@@ -112,6 +115,7 @@ class TraceRecorder:
     exit_layer: torch.Tensor = field(init=False)
     final_head: torch.Tensor = field(init=False)
     extra_macs: torch.Tensor = field(init=False)
+    extra_macs_real: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         z = lambda: torch.zeros(self.batch, self.layers, dtype=torch.long)  # noqa: E731
@@ -119,6 +123,7 @@ class TraceRecorder:
         self.exit_layer = torch.full((self.batch,), self.layers, dtype=torch.long)
         self.final_head = torch.zeros(self.batch, dtype=torch.bool)
         self.extra_macs = torch.zeros(self.batch, dtype=torch.float64)
+        self.extra_macs_real = torch.zeros(self.batch, dtype=torch.float64)
 
     def attention(self, layer: int, rows: torch.Tensor, mask: torch.Tensor) -> None:
         self.n_attn[rows, layer] = mask.sum(1).cpu()
@@ -131,11 +136,17 @@ class TraceRecorder:
     def exited(self, rows: torch.Tensor, layers_run: int) -> None:
         self.exit_layer[rows.cpu()] = layers_run
 
-    def add_extra_macs(self, rows: torch.Tensor, macs: float | torch.Tensor) -> None:
-        """Policies call this for compute they add (exit heads, predictors)."""
-        if isinstance(macs, torch.Tensor):
-            macs = macs.detach().to("cpu", torch.float64)
-        self.extra_macs[rows.cpu()] += macs
+    def add_extra_macs(
+        self, rows: torch.Tensor, macs: float | torch.Tensor, real: float | torch.Tensor | None = None
+    ) -> None:
+        """Policies call this for compute they add (exit heads, predictors).
+
+        `macs` is what ran (at the batch's physical width); `real` is the same
+        computation at each row's real token count (protocol `none`), equal to
+        `macs` when omitted (compute that does not depend on the width)."""
+        conv = lambda m: m.detach().to("cpu", torch.float64) if isinstance(m, torch.Tensor) else m  # noqa: E731
+        self.extra_macs[rows.cpu()] += conv(macs)
+        self.extra_macs_real[rows.cpu()] += conv(macs if real is None else real)
 
     def to_trace(self, arch: ArchShape) -> Trace:
         return Trace(
@@ -147,4 +158,5 @@ class TraceRecorder:
             self.exit_layer.numpy().copy(),
             self.final_head.numpy().copy(),
             self.extra_macs.numpy().copy(),
+            self.extra_macs_real.numpy().copy(),
         )

@@ -85,7 +85,7 @@ from harness.evaluate import evaluate
 from harness.flops import head_macs, layer_macs
 from harness.method import MethodPlugin, OperatingPoint
 from harness.metrics import primary
-from harness.policy import EncoderState, Policy, select_tokens
+from harness.policy import EncoderState, Policy, attention_received, select_tokens
 from harness.registry import register_method
 from harness.training import task_loss
 
@@ -166,6 +166,9 @@ def gene_macs(gene: Gene | None, resolution: int, lengths, arch, min_length: int
     total = np.zeros(len(n), dtype=np.float64)
     for layer in range(layers):
         total += layer_macs(n_attn[:, layer], k[:, layer], arch, layer)
+        if gene is not None and gene[layer] < (resolution if layer == 0 else gene[layer - 1]):
+            # scoring (attention received) where the layer drops: H n^2
+            total += arch.heads[layer] * n_attn[:, layer].astype(np.float64) ** 2
     return total + head_macs(arch)
 
 
@@ -209,7 +212,7 @@ class LATPolicy(Policy):
             return
         k = state.scratch["lat_counts"][state.rows, layer]
         # attention received from real query rows only (padded keys have probability 0)
-        score = (state.attn_probs * state.mask[:, None, :, None]).sum((1, 2))
+        score = attention_received(state)
         score = score.masked_fill(~state.mask, float("-inf"))
         score[:, 0] = float("inf")  # [CLS]
         order = torch.argsort(score, dim=1, descending=True, stable=True)

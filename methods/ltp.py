@@ -86,7 +86,7 @@ from harness.evaluate import evaluate
 from harness.flops import dense_macs, trace_macs
 from harness.method import MethodPlugin, OperatingPoint
 from harness.metrics import primary
-from harness.policy import EncoderState, Policy, select_tokens
+from harness.policy import EncoderState, Policy, attention_received, received_sum, select_tokens
 from harness.registry import register_method
 
 DEFAULT_LAMBDAS = (0.03, 0.1, 0.3, 1.0)
@@ -100,6 +100,32 @@ DEFAULT_MANUAL_THETA_RELS = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_THRESHOLD_LR_REL = 0.108  # 0.004 on MR (mean training length 27)
 DEFAULT_SOFT_EPOCHS = 0.25
 DEFAULT_HARD_EPOCHS = 0.25
+LTP_DEFAULTS = {
+    "lambdas": list(DEFAULT_LAMBDAS),
+    "theta_final": None,  # None: theta_final_rel / (mean training length)
+    "theta_final_rel": DEFAULT_THETA_FINAL_REL,
+    "temperature": DEFAULT_TEMPERATURE,
+    "soft_epochs": DEFAULT_SOFT_EPOCHS,
+    "soft_lr": None,  # None: the profile's learning rate
+    "threshold_lr": None,  # None: threshold_lr_rel / (mean training length)
+    "threshold_lr_rel": DEFAULT_THRESHOLD_LR_REL,
+    "soft_cumulative": False,
+    "hard_epochs": DEFAULT_HARD_EPOCHS,
+    "hard_lr": None,
+}
+MANUAL_DEFAULTS = {
+    "theta_finals": None,  # None: theta_final_rels / (mean training length)
+    "theta_final_rels": list(DEFAULT_MANUAL_THETA_RELS),
+    "hard_epochs": DEFAULT_HARD_EPOCHS,
+    "hard_lr": None,
+}
+
+
+def with_profile_lrs(ctx, s: dict, keys) -> dict:
+    """Learning rates left at None take the profile's train.lr."""
+    for k in keys:
+        s[k] = float(ctx.cfg["train"]["lr"] if s[k] is None else s[k])
+    return s
 
 
 # ---- scoring and selection ---------------------------------------------------
@@ -109,9 +135,12 @@ def token_scores(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     probs: [b, H, n, n] softmax output (padded keys hold 0); mask: [b, n] bool.
     Padded query rows are excluded, so the result never depends on padding.
     """
-    rows = mask.to(probs.dtype)
-    received = (probs * rows[:, None, :, None]).sum(2).mean(1)  # [b, n]
-    return received / rows.sum(1, keepdim=True).clamp(min=1.0)
+    return per_real_row(received_sum(probs, mask), probs.shape[1], mask)
+
+
+def per_real_row(received: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """Summed attention received -> mean over heads and real query rows."""
+    return received / heads / mask.to(received.dtype).sum(1, keepdim=True).clamp(min=1.0)
 
 
 def threshold_select(scores: torch.Tensor, mask: torch.Tensor, theta, keep_cls: bool = True) -> torch.Tensor:
@@ -221,7 +250,7 @@ class LTPPolicy(Policy):
         if state.attn_probs is None:
             return
         theta = self.thresholds[layer]
-        scores = token_scores(state.attn_probs, state.mask)
+        scores = per_real_row(attention_received(state), state.attn_probs.shape[1], state.mask)
         if self._soft_active():
             m = torch.sigmoid((scores - theta) / self.temperature)
             first = torch.arange(m.shape[1], device=m.device).unsqueeze(0) == 0
@@ -312,6 +341,20 @@ def validation_summary(ctx, model) -> dict:
     }
 
 
+def prepare(ctx, s: dict, relative: list[tuple[str, str, object]]):
+    """Shared start of ltp / ltp_manual training: the log, the training split
+    (length-filtered if configured), absolute values for the length-relative
+    settings `relative` [(absolute, relative, default)], and the dense model."""
+    log: dict = {"settings": s, "points": {}}
+    train = training_split(ctx, log)
+    mean_length = float(train.lengths.mean())
+    for absolute, rel, default in relative:
+        s[absolute] = resolve_thetas(ctx.method_cfg, absolute, rel, default, mean_length)
+    dense = ctx.load_model(method="dense").to(ctx.device)
+    log["dense_validation"] = validation_summary(ctx, dense)
+    return log, train, dense
+
+
 def _last_checkpoint_score():
     """A `score_fn` that makes `finetune` keep the last checkpoint."""
     calls = {"n": 0}
@@ -354,11 +397,12 @@ def _manifest_write(ctx, entries: list[dict]) -> None:
     path.write_text(json.dumps(entries, indent=1))
 
 
-def _manifest_read(ctx) -> list[dict]:
-    path = ctx.model_dir() / "points.json"
+def _manifest_read(ctx, method: str | None = None) -> list[dict]:
+    """The points manifest of this job's method (or of `method`, whose models it starts from)."""
+    path = ctx.model_dir(method) / "points.json"
     if not path.is_file():
         raise HarnessError(
-            f"{path} not found", f"run the workflow's train step for {ctx.task.name}/{ctx.method} first"
+            f"{path} not found", f"run the workflow's train step for {ctx.task.name}/{method or ctx.method} first"
         )
     return json.loads(path.read_text())
 
@@ -392,37 +436,15 @@ class LTP(MethodPlugin):
 
     @staticmethod
     def settings(ctx) -> dict:
-        mc = ctx.method_cfg
-        t = ctx.cfg["train"]
-        soft_lr = float(mc.get("soft_lr", t["lr"]))
-        return {
-            "lambdas": [float(x) for x in mc.get("lambdas", DEFAULT_LAMBDAS)],
-            "theta_final": mc.get("theta_final"),
-            "theta_final_rel": float(mc.get("theta_final_rel", DEFAULT_THETA_FINAL_REL)),
-            "temperature": float(mc.get("temperature", DEFAULT_TEMPERATURE)),
-            "soft_epochs": float(mc.get("soft_epochs", DEFAULT_SOFT_EPOCHS)),
-            "soft_lr": soft_lr,
-            "threshold_lr": mc.get("threshold_lr"),
-            "threshold_lr_rel": float(mc.get("threshold_lr_rel", DEFAULT_THRESHOLD_LR_REL)),
-            "soft_cumulative": bool(mc.get("soft_cumulative", False)),
-            "hard_epochs": float(mc.get("hard_epochs", DEFAULT_HARD_EPOCHS)),
-            "hard_lr": float(mc.get("hard_lr", t["lr"])),
-        }
+        return with_profile_lrs(ctx, ctx.method_settings(LTP_DEFAULTS), ("soft_lr", "hard_lr"))
 
     def train(self, ctx) -> dict:
         s = self.settings(ctx)
-        log: dict = {"settings": s, "points": {}}
-        train = training_split(ctx, log)
-        mean_length = float(train.lengths.mean())
-        s["theta_final"] = resolve_thetas(
-            ctx.method_cfg, "theta_final", "theta_final_rel", DEFAULT_THETA_FINAL_REL, mean_length
-        )
-        s["threshold_lr"] = resolve_thetas(
-            ctx.method_cfg, "threshold_lr", "threshold_lr_rel", DEFAULT_THRESHOLD_LR_REL, mean_length
-        )
-        dense = ctx.load_model(method="dense").to(ctx.device)
+        log, train, dense = prepare(ctx, s, [
+            ("theta_final", "theta_final_rel", DEFAULT_THETA_FINAL_REL),
+            ("threshold_lr", "threshold_lr_rel", DEFAULT_THRESHOLD_LR_REL),
+        ])
         num_layers = len(dense.layers)
-        log["dense_validation"] = validation_summary(ctx, dense)
         manifest = []
         for lam in s["lambdas"]:
             name = f"lambda={_fmt(lam)}"
@@ -529,24 +551,12 @@ class LTPManual(MethodPlugin):
 
     @staticmethod
     def settings(ctx) -> dict:
-        mc = ctx.method_cfg
-        return {
-            "theta_finals": mc.get("theta_finals"),
-            "theta_final_rels": [float(x) for x in mc.get("theta_final_rels", DEFAULT_MANUAL_THETA_RELS)],
-            "hard_epochs": float(mc.get("hard_epochs", DEFAULT_HARD_EPOCHS)),
-            "hard_lr": float(mc.get("hard_lr", ctx.cfg["train"]["lr"])),
-        }
+        return with_profile_lrs(ctx, ctx.method_settings(MANUAL_DEFAULTS), ("hard_lr",))
 
     def train(self, ctx) -> dict:
         s = self.settings(ctx)
-        log: dict = {"settings": s, "points": {}}
-        train = training_split(ctx, log)
-        s["theta_finals"] = resolve_thetas(
-            ctx.method_cfg, "theta_finals", "theta_final_rels", DEFAULT_MANUAL_THETA_RELS, float(train.lengths.mean())
-        )
-        dense = ctx.load_model(method="dense").to(ctx.device)
+        log, train, dense = prepare(ctx, s, [("theta_finals", "theta_final_rels", DEFAULT_MANUAL_THETA_RELS)])
         num_layers = len(dense.layers)
-        log["dense_validation"] = validation_summary(ctx, dense)
         manifest = []
         for theta in s["theta_finals"]:
             name = f"theta_final={_fmt(theta)}"

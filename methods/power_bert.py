@@ -51,7 +51,7 @@ from torch import nn
 from harness.evaluate import evaluate
 from harness.method import MethodPlugin, OperatingPoint
 from harness.metrics import primary
-from harness.policy import EncoderState, Policy, select_tokens
+from harness.policy import EncoderState, Policy, attention_received, select_tokens
 from harness.registry import register_method
 
 DEFAULTS = {
@@ -78,8 +78,7 @@ def significance(state: EncoderState, exclude_self: bool = False) -> torch.Tenso
     treated specially here.
     """
     probs = state.attn_probs.detach()  # [b, H, n, n]; padded keys are already 0
-    q = state.mask[:, None, :, None].to(probs.dtype)
-    score = (probs * q).sum((1, 2))
+    score = attention_received(state, probs)
     if exclude_self:
         diag = probs.diagonal(dim1=-2, dim2=-1).sum(1)  # [b, n]
         score = score - diag * state.mask.to(probs.dtype)

@@ -61,11 +61,22 @@ from harness.evaluate import evaluate
 from harness.method import MethodPlugin, OperatingPoint
 from harness.metrics import primary
 from harness.padding import collate
-from harness.policy import EncoderState, Policy, select_tokens
+from harness.policy import EncoderState, Policy, attention_received, select_tokens
 from harness.registry import register_method
 from harness.structure import prune_heads
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.35, 0.5, 0.7)
+DEFAULTS = {
+    "ratios": list(DEFAULT_RATIOS),
+    "full_layers": None,  # None = round(L/4)
+    "epochs": 0.25,
+    "lr": None,  # None = half the profile's learning rate
+    "batch_size": None,  # None = the profile's
+    "eval_every": 0,
+    "keep_start_if_better": True,
+    "head_ratio": 1.0,  # 1.0 = head pruning off
+    "head_calibration_examples": 256,
+}
 
 
 # ---- schedule ----------------------------------------------------------------
@@ -116,8 +127,7 @@ class SpAttenPolicy(Policy):
     def received(state: EncoderState) -> torch.Tensor:
         """Attention each token receives, summed over heads and real query rows."""
         probs = state.attn_probs.detach()
-        rows = state.mask[:, None, :, None].to(probs.dtype)
-        score = (probs * rows).sum((1, 2))
+        score = attention_received(state, probs)
         return score.masked_fill(~state.mask, 0.0)
 
     def after_attention(self, layer: int, state: EncoderState) -> None:
@@ -274,19 +284,12 @@ class SpAtten(MethodPlugin):
     # ---- configuration ---------------------------------------------------------
     @staticmethod
     def settings(ctx) -> dict:
-        mc = ctx.method_cfg
+        s = ctx.method_settings(DEFAULTS)
         t = ctx.cfg["train"]
-        return {
-            "ratios": [float(r) for r in mc.get("ratios", DEFAULT_RATIOS)],
-            "full_layers": mc.get("full_layers"),  # None = round(L/4)
-            "epochs": float(mc.get("epochs", 0.25)),
-            "lr": float(mc.get("lr", t["lr"] * 0.5)),
-            "batch_size": int(mc.get("batch_size", t["batch_size"])),
-            "eval_every": int(mc.get("eval_every", 0)),
-            "keep_start_if_better": bool(mc.get("keep_start_if_better", True)),
-            "head_ratio": float(mc.get("head_ratio", 1.0)),  # 1.0 = head pruning off
-            "head_calibration_examples": int(mc.get("head_calibration_examples", 256)),
-        }
+        s["ratios"] = [float(r) for r in s["ratios"]]
+        s["lr"] = float(t["lr"] * 0.5 if s["lr"] is None else s["lr"])
+        s["batch_size"] = int(t["batch_size"] if s["batch_size"] is None else s["batch_size"])
+        return s
 
     @staticmethod
     def point_name(r: float, head_ratio: float) -> str:

@@ -43,6 +43,8 @@ def test_padding_does_not_change_results(name, tiny_model):
             assert alone.trace.n_ffn[0].tolist() == batch.trace.n_ffn[i].tolist()
             assert alone.trace.exit_layer[0] == batch.trace.exit_layer[i]
             assert torch.allclose(alone.logits[0], batch.logits[i], atol=1e-4)
+            # protocol `none` counts the example as if run alone, policy compute included
+            assert trace_macs(alone.trace, "none")[0] == pytest.approx(trace_macs(batch.trace, "none")[i])
 
 
 @pytest.mark.parametrize("name", [n for n in method_names() if n != "dense"])
