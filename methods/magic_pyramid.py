@@ -1,0 +1,140 @@
+"""Magic Pyramid: LTP token pruning plus FastBERT-style early exit.
+
+He, Yu, Zhou, Ren, Chen, "Magic Pyramid: Accelerating Inference with Early
+Exiting and Token Pruning", 2021 (arXiv:2111.00230); no public code.
+
+Method. Tokens are pruned by LTP's learned per-layer thresholds (see
+`methods/ltp.py`) and rows leave early through FastBERT's student classifiers
+(see `methods/fastbert.py`) when their normalised entropy u_l <= tau. Both
+reductions compound: a long input loses tokens layer by layer, an easy one
+stops early.
+
+Stages: fine-tune (the dense model), LTP soft stage, LTP hard stage - these
+are exactly the `ltp` plugin's stages, so Magic Pyramid starts from the `ltp`
+models (one per lambda) rather than repeating them - then the exit heads are
+trained by self-distillation from the pruned model's own final classifier with
+hard pruning active, backbone, classifier and thresholds frozen.
+
+The paper leaves these open; the harness's assumptions (also in `deviations`
+and every record):
+* exit heads read the hidden states of the tokens still present after that
+  layer's pruning (pruned tokens are physically gone; [CLS] is always kept, so
+  the head's [CLS] query always exists);
+* heads are FastBERT's student (d->128, 2-head attention over the kept tokens,
+  [CLS], 128->128, classes), trained by sum_l KL(teacher || student_l) on the
+  pruned model for `distill_epochs` (default 1) at `distill_lr` (1e-3), keeping
+  the lowest validation distillation loss;
+* the LTP models are the `ltp` plugin's (its lambdas, soft and hard budgets);
+  `lambdas` picks which of them get exit heads (default 0.1 and 0.3);
+* exit rule u_l <= tau (inclusive, as the paper writes it); knobs lambda and tau;
+* LTP scoring and every exit head that runs are counted in the FLOPs;
+* regression tasks use the FastBERT plugin's stability rule (prediction change
+  / training label std <= tau).
+"""
+from __future__ import annotations
+
+import copy
+
+from harness.errors import HarnessError
+from harness.method import MethodPlugin, OperatingPoint
+from harness.policy import EncoderState, Exit, Policy
+from harness.registry import register_method
+from methods.fastbert import DEFAULTS as FASTBERT_DEFAULTS
+from methods.fastbert import EarlyExitPolicy, demo_exits, new_exit_policy, train_exits
+from methods.ltp import LTPPolicy, _manifest_read, _manifest_write
+
+DEFAULTS = {
+    **{k: FASTBERT_DEFAULTS[k] for k in ("student_width", "student_heads", "distill_epochs", "distill_lr")},
+    "lambdas": [0.1, 0.3],
+    "taus": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8],
+}
+
+
+class PrunedExitPolicy(Policy):
+    """LTP's threshold pruning after attention, then the exit decision after the layer."""
+
+    def __init__(self, ltp: LTPPolicy, exits: EarlyExitPolicy):
+        super().__init__()
+        self.ltp = ltp
+        self.exits = exits
+
+    def needs_attention_probs(self, layer: int) -> bool:
+        return self.ltp.needs_attention_probs(layer)
+
+    def after_attention(self, layer: int, state: EncoderState) -> None:
+        self.ltp.after_attention(layer, state)
+
+    def after_layer(self, layer: int, state: EncoderState) -> Exit | None:
+        self.ltp.after_layer(layer, state)
+        return self.exits.exit_decision(layer, state)
+
+    def describe(self) -> dict:
+        return {"kind": "ltp+early_exit", "ltp": self.ltp.describe(), "exits": self.exits.describe()}
+
+
+@register_method("magic_pyramid")
+class MagicPyramid(MethodPlugin):
+    summary = "Magic Pyramid: LTP token pruning plus FastBERT exits on the pruned model (knobs lambda, tau)"
+    requires = ("ltp",)
+    deviations = (
+        "starts from the ltp plugin's hard-stage models (fine-tune, LTP soft, LTP hard are its stages)",
+        "exit heads read the hidden states of the tokens kept after that layer's pruning ([CLS] always kept)",
+        "exit heads are FastBERT's students, self-distilled from the pruned model's final classifier with hard "
+        "pruning active, backbone/classifier/thresholds frozen; lowest validation distillation loss kept",
+        "exit when u <= tau (inclusive); regression: prediction change / label std <= tau",
+        "the student's attention computes the [CLS] query only (identical output, fewer FLOPs)",
+    )
+
+    @staticmethod
+    def _ltp_entries(ctx, lambdas) -> list[dict]:
+        entries = _manifest_read(ctx, method="ltp")
+        by_lambda = {float(e["lambda"]): e for e in entries}
+        missing = [lam for lam in lambdas if float(lam) not in by_lambda]
+        if missing:
+            raise HarnessError(
+                f"magic_pyramid lambdas {missing} have no trained ltp model for {ctx.task.name} "
+                f"(ltp has {sorted(by_lambda)})",
+                "set methods_config.magic_pyramid.lambdas to values in methods_config.ltp.lambdas",
+            )
+        return [by_lambda[float(lam)] for lam in lambdas]
+
+    def train(self, ctx) -> dict:
+        s = ctx.method_settings(DEFAULTS)
+        log: dict = {"settings": s, "points": {}}
+        manifest = []
+        for entry in self._ltp_entries(ctx, s["lambdas"]):
+            model = ctx.load_model(entry["file"], method="ltp").to(ctx.device)
+            ltp = model.policy
+            ltp.freeze()
+            exits = new_exit_policy(ctx, model, s)
+            exits.inclusive = True
+            model.policy = PrunedExitPolicy(ltp, exits)
+            log["points"][entry["name"]] = train_exits(
+                ctx, model, exits, s, desc=f"{ctx.task.name}/magic_pyramid exits {entry['name']}"
+            )
+            file = entry["file"]
+            ctx.save_model(model.eval(), file)
+            manifest.append({**entry, "file": file})
+        _manifest_write(ctx, manifest)
+        return log
+
+    def operating_points(self, ctx):
+        s = ctx.method_settings(DEFAULTS)
+        for entry in _manifest_read(ctx):
+            model = ctx.load_model(entry["file"])
+            for tau in s["taus"]:
+                m = copy.deepcopy(model)
+                m.policy.exits.speed = float(tau)
+                yield OperatingPoint(
+                    f"{entry['name']},tau={float(tau):g}",
+                    {"lambda": entry["lambda"], "tau": float(tau), "theta_final": entry["theta_final"]},
+                    m.eval(),
+                    notes={"thresholds": [float(x) for x in m.policy.ltp.thresholds.detach().cpu()]},
+                )
+
+    def demo_model(self, model):
+        exits = demo_exits(model)
+        exits.inclusive = True
+        model.policy = PrunedExitPolicy(LTPPolicy(len(model.layers), theta_final=0.05), exits)
+        return model
+
