@@ -104,16 +104,23 @@ def bucket_speedup(df: pd.DataFrame, methods: list[str], tolerance: float) -> pd
     return pd.DataFrame(out)
 
 
-def knob_table(df: pd.DataFrame, methods: list[str], knob: str, values: list[float]) -> pd.DataFrame:
+def knob_table(df: pd.DataFrame, methods: list[str], knob, values: list[float]) -> pd.DataFrame:
+    """Metric and FLOPs speedup (protocol `none`) of every point whose knob is
+    one of `values`. `knob` is a name or a list of names (methods may call the
+    same threshold differently, e.g. FastBERT's speed and Magic Pyramid's tau);
+    a point's first knob present is used, and the table column is the first name."""
+    names = [knob] if isinstance(knob, str) else list(knob)
     out = []
     sub = df[df.protocol == "none"]
     for task in sorted(sub["task"].unique()):
         for m in methods:
             rows = sub[(sub.task == task) & (sub.method == m)]
             for _, r in rows.iterrows():
-                k = json.loads(r["knobs_json"]).get(knob)
+                knobs = json.loads(r["knobs_json"])
+                k = next((knobs[n] for n in names if knobs.get(n) is not None), None)
                 if k is not None and any(abs(float(k) - v) < 1e-9 for v in values):
-                    out.append({"task": task, "method": m, knob: float(k), "value": 100 * r["primary_value"],
+                    out.append({"task": task, "method": m, "operating_point": r["operating_point"],
+                                names[0]: float(k), "value": 100 * r["primary_value"],
                                 "flops_speedup": r["flops_speedup"]})
     return pd.DataFrame(out)
 

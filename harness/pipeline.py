@@ -98,6 +98,7 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
     enc_eval, enc_val = ctx.encoded("eval"), ctx.encoded("validation")
     lengths = enc_eval.lengths
     base_arch = ctx.new_model().arch()
+    timed_protocols = cfg["timing"].get("protocols") or cfg["eval"]["protocols"]
     records = []
     for op in plugin.operating_points(ctx):
         model = op.model.to(ctx.device).eval()
@@ -107,14 +108,17 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
             macs = trace_macs(run.trace, protocol)
             widths = padded_lengths(lengths, protocol, ctx.task.seq_len, eval_bs)
             base_macs = dense_macs(widths, base_arch)
-            with timing_lock(cfg):
-                timings = _timings(model, ctx, protocol)
-            thr = {bs: t.throughput for bs, t in timings.items()}
-            if method == "dense":
-                speed = {bs: 1.0 for bs in thr}
-            else:
-                dense_thr = _dense_throughput(cfg, task, protocol) or {}
-                speed = {bs: thr[bs] / dense_thr[str(bs)] for bs in thr if str(bs) in dense_thr} or None
+            timings, thr, speed = {}, {}, None
+            if protocol in timed_protocols:
+                with timing_lock(cfg):
+                    timings = _timings(model, ctx, protocol)
+                thr = {bs: t.throughput for bs, t in timings.items()}
+                if method == "dense":
+                    speed = {bs: 1.0 for bs in thr}
+                else:
+                    dense_thr = _dense_throughput(cfg, task, protocol) or {}
+                    speed = {bs: thr[bs] / dense_thr[str(bs)] for bs in thr if str(bs) in dense_thr} or None
+            one = timings.get(1)
             rec = {
                 "method": method,
                 "base_method": ctx.base_method,
@@ -143,12 +147,12 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
                 "ffn_tokens_per_layer": run.trace.n_ffn.mean(0),
                 "exit_layer_mean": run.trace.exit_layer.mean(),
                 "arch": run.trace.arch.to_dict(),
-                "latency_ms_median": timings[1].latency_ms,
-                "latency_ms_iqr": timings[1].latency_iqr_ms,
-                "throughput_examples_per_s": thr[eval_bs],
+                "latency_ms_median": one.latency_ms if one else None,
+                "latency_ms_iqr": one.latency_iqr_ms if one else None,
+                "throughput_examples_per_s": thr.get(eval_bs),
                 "throughput_by_batch_size": thr,
                 "timing_iqr_s_by_batch_size": {bs: t.iqr_s for bs, t in timings.items()},
-                "timing_n_examples": timings[1].n_examples,
+                "timing_n_examples": one.n_examples if one else None,
                 "batch_size": eval_bs,
                 "threads": cfg["timing"]["threads"],
                 "wallclock_speedup": speed.get(eval_bs) if speed else None,

@@ -48,6 +48,25 @@ def random_batch(batch: int, length: int, vocab: int = 200, seed: int = 0, lengt
     return ids, mask
 
 
+def hand_state(probs: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None):
+    """An EncoderState around hand-made attention probabilities [b, H, n, n]
+    (2 layers); by default hidden[b, i] = (b*n + i) in both of its 2 dims, so gathers are visible."""
+    from harness.policy import EncoderState
+    from harness.trace import TraceRecorder
+
+    b, _, n, _ = probs.shape
+    return EncoderState(
+        hidden=torch.arange(b * n, dtype=torch.float32).view(b, n, 1).expand(b, n, 2).clone()
+        if hidden is None else hidden,
+        mask=mask.bool().clone(),
+        positions=torch.arange(n).unsqueeze(0).expand(b, n),
+        rows=torch.arange(b),
+        recorder=TraceRecorder(b, 2),
+        num_layers=2,
+        attn_probs=probs,
+    )
+
+
 @pytest.fixture(scope="session")
 def _smoke_dense_dir(tmp_path_factory):
     """The smoke profile's dense model on MR, trained once per test session."""

@@ -75,6 +75,8 @@ def test_experiments_write_tables_and_figures(results, tmp_path):
         "traj": {"kind": "trajectories", "methods": ["ltp"], "n_examples": 5},
         "buckets": {"kind": "bucket_speedup", "methods": ["ltp"]},
         "knobs": {"kind": "knob_table", "methods": ["ltp"], "knob": "lambda", "values": [0.1, 1.0]},
+        # a knob under several names: the first one a point has is used
+        "aliases": {"kind": "knob_table", "methods": ["ltp"], "knob": ["tau", "lambda"], "values": [0.1]},
         "absent": {"kind": "selected_points", "methods": ["fastbert"]},
         "cost": {"kind": "selection_cost"},
     }
@@ -95,6 +97,9 @@ def test_experiments_write_tables_and_figures(results, tmp_path):
     assert buckets["speedup"].iloc[:2].round(6).tolist() == [2.0, 2.0] and np.isnan(buckets["speedup"].iloc[2])
     knobs = pd.read_csv(results / "tables" / "knobs.csv")
     assert sorted(knobs["lambda"]) == [0.1, 1.0]
+    aliases = pd.read_csv(results / "tables" / "aliases.csv")
+    assert aliases["tau"].tolist() == [0.1] and aliases["operating_point"].tolist() == knobs.sort_values("lambda")[
+        "operating_point"].tolist()[:1]
     for name in ("wall", "robust", "traj", "buckets"):
         assert (figures / f"{name}.png").stat().st_size > 1000
     assert json.dumps(written)

@@ -9,8 +9,6 @@ import torch
 
 from harness.flopcheck import count_flops
 from harness.flops import trace_flops, trace_macs
-from harness.policy import EncoderState
-from harness.trace import TraceRecorder
 from methods.spatten import (
     SpAtten,
     SpAttenPolicy,
@@ -22,7 +20,7 @@ from methods.spatten import (
     retain_schedule,
 )
 
-from .conftest import random_batch
+from .conftest import hand_state, random_batch
 
 
 # ---- schedule ------------------------------------------------------------------
@@ -40,17 +38,7 @@ def test_schedule_bert_base_and_scaled():
 
 
 # ---- the score on hand-made attention --------------------------------------------
-def _state(probs: torch.Tensor, mask: torch.Tensor) -> EncoderState:
-    b, _, n, _ = probs.shape
-    return EncoderState(
-        hidden=torch.arange(b * n, dtype=torch.float32).view(b, n, 1).expand(b, n, 2).clone(),
-        mask=mask.clone(),
-        positions=torch.arange(n).unsqueeze(0).expand(b, n),
-        rows=torch.arange(b),
-        recorder=TraceRecorder(b, 2),
-        num_layers=2,
-        attn_probs=probs,
-    )
+_state = hand_state
 
 
 def _probs_to(targets: dict[int, float], n: int, heads: int = 2) -> torch.Tensor:

@@ -80,6 +80,12 @@ def test_tables_and_figures_exist(smoke):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
     for ext in ("png", "pdf"):
         assert (figures / f"length_histograms.{ext}").stat().st_size > 1000
+    # the experiments the smoke profile declares (LTP and Magic Pyramid tables and figures)
+    for name in ("ltp_table1", "selected_points", "ltp_table3_robustness", "wallclock", "mp_table2",
+                 "mp_table3_speed", "mp_fig1_buckets", "ltp_fig_a1_selection_cost"):
+        assert (results / "tables" / f"{name}.csv").stat().st_size > 0, name
+    for name in ("ltp_table3_robustness", "wallclock", "mp_fig1_buckets", "ltp_fig_a2_trajectories"):
+        assert (figures / f"{name}.png").stat().st_size > 1000, name
 
 
 def test_second_run_does_nothing(smoke):
