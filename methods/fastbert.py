@@ -31,8 +31,10 @@ Fidelity choices (also in `deviations`):
   key/value, so the output is identical and the FLOPs are those that must run;
 * stage 1 is the harness's dense fine-tune (shared with every other method);
 * stage 2 runs `distill_epochs` (default 1) at `distill_lr` (default 1e-3, the
-  students are trained from scratch on a frozen backbone), and keeps the
-  checkpoint with the lowest distillation loss on the held-out validation split;
+  students are trained from scratch on a frozen backbone), with the frozen
+  backbone's dropout off (the teacher's targets are its eval-time
+  predictions), and keeps the checkpoint with the lowest distillation loss on
+  the held-out validation split;
 * the regression stability rule above.
 """
 from __future__ import annotations
@@ -231,6 +233,13 @@ def train_exits(ctx, model, exits: EarlyExitPolicy, settings: dict, train: Encod
         exits.collect = True  # back to training mode's collection
         return -losses[-1]
 
+    # the frozen backbone runs without dropout: the teacher's targets are its eval-time predictions
+    dropouts = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    attn_drop = [(layer, layer.attn_dropout_p) for layer in model.layers]
+    for m, _ in dropouts:
+        m.p = 0.0
+    for layer, _ in attn_drop:
+        layer.attn_dropout_p = 0.0
     exits.collect = True
     try:
         log = ctx.finetune(
@@ -246,6 +255,10 @@ def train_exits(ctx, model, exits: EarlyExitPolicy, settings: dict, train: Encod
         exits.collect = False
         for p in frozen:
             p.requires_grad_(True)
+        for m, p_drop in dropouts:
+            m.p = p_drop
+        for layer, p_drop in attn_drop:
+            layer.attn_dropout_p = p_drop
     model.eval()
     return {
         "steps": log["steps"],
@@ -282,7 +295,8 @@ class FastBERT(MethodPlugin):
         "stage 1 is the harness's dense fine-tune (reused, not repeated)",
         "the student's self-attention computes the [CLS] query only (the only output it reads): "
         "identical output, only the FLOPs that must run",
-        "stage 2 trains the students for distill_epochs (default 1) at distill_lr (default 1e-3) and keeps the "
+        "stage 2 trains the students for distill_epochs (default 1) at distill_lr (default 1e-3), the frozen "
+        "backbone's dropout off, and keeps the "
         "checkpoint with the lowest distillation loss on the held-out validation split",
         "regression tasks: students distilled by MSE to the teacher; exit when the prediction changes by less than "
         "speed x (training label std) since the previous student (a harness rule; FastBERT is classification-only)",
