@@ -126,7 +126,7 @@ class MagicPyramid(MethodPlugin):
                 m = copy.deepcopy(model)
                 m.policy.exits.speed = float(tau)
                 yield OperatingPoint(
-                    f"{entry['name']},tau={float(tau):g}",
+                    f"{entry['name']}_tau={float(tau):g}",
                     {"lambda": entry["lambda"], "tau": float(tau), "theta_final": entry["theta_final"]},
                     m.eval(),
                     notes={"thresholds": [float(x) for x in m.policy.ltp.thresholds.detach().cpu()]},

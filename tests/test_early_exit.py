@@ -169,7 +169,7 @@ def test_magic_pyramid_train_and_points(smoke_context):
     log = plugin.train(mp)
     assert list(log["points"]) == ["lambda=0.1"]
     pts = list(plugin.operating_points(mp))
-    assert [p.name for p in pts] == ["lambda=0.1,tau=0", "lambda=0.1,tau=0.5"]
+    assert [p.name for p in pts] == ["lambda=0.1_tau=0", "lambda=0.1_tau=0.5"]
     ltp_model = ctx.load_model("lambda=0.1.pt")
     for p in pts:
         assert torch.equal(p.model.policy.ltp.thresholds, ltp_model.policy.thresholds)
