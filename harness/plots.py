@@ -132,13 +132,28 @@ def _select_methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str
     return [m for m in methods if m != DENSE_METHOD]
 
 
+def pareto_front(cost, value) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower or equal
+    cost and higher value), in increasing cost. A method's curve joins these;
+    its other points (e.g. another lambda family of Magic Pyramid) are drawn
+    as faint markers, so lines never zig-zag between families."""
+    order = sorted(range(len(cost)), key=lambda i: (cost[i], -value[i]))
+    keep, best = [], -float("inf")
+    for i in order:
+        if value[i] > best:
+            keep.append(i)
+            best = value[i]
+    return keep
+
+
 def tradeoff_curves(
     df: pd.DataFrame,
     figures_dir: str | os.PathLike[str],
     protocol: str,
     methods: Sequence[str] | None = None,
 ) -> list[str]:
-    """Per task: primary metric (%) vs relative FLOPs, one line per method.
+    """Per task: primary metric (%) vs relative FLOPs, one line per method
+    through its Pareto-optimal points (the others as faint markers).
 
     x = flops_per_example / baseline_flops_per_example (1.0 = dense cost under
     the same padding protocol); y = primary metric x 100. The dense result is a
@@ -175,8 +190,11 @@ def tradeoff_curves(
                 m = t[t["method"] == method].sort_values("rel_flops")
                 if m.empty:
                     continue
-                (line,) = ax.plot(m["rel_flops"], m["value_pct"], marker="o", ms=5, lw=1.5,
-                                  color=colors[method], label=method)
+                front = pareto_front(m["rel_flops"].to_numpy(), m["value_pct"].to_numpy())
+                ax.plot(m["rel_flops"], m["value_pct"], marker="o", ms=4, ls="none", alpha=0.4,
+                        color=colors[method])
+                (line,) = ax.plot(m["rel_flops"].to_numpy()[front], m["value_pct"].to_numpy()[front], marker="o",
+                                  ms=5, lw=1.5, color=colors[method], label=method)
                 handles[method] = line
             ax.set_title(task)
             ax.set_xlabel("relative FLOPs (× dense)")

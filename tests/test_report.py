@@ -21,7 +21,7 @@ from harness.lengthstats import kl_divergence, length_stats
 from harness.records import load_length_records, load_records, write_summary
 from harness.report import build_report
 from harness.tables import baseline_table, length_table, write_table
-from harness.plots import length_histograms, tradeoff_curves
+from harness.plots import length_histograms, pareto_front, tradeoff_curves
 
 TASKS = {"rte": "accuracy", "stsb": "pearson"}
 DENSE_FLOPS = {"sequence": 11.5e9, "batch": 22.4e9, "none": 9.75e9}
@@ -320,3 +320,10 @@ def test_build_report_error_writes_nothing(results_dir: Path, tmp_path: Path) ->
     assert not (results_dir / "summary.csv").exists()
     assert not (results_dir / "tables").exists()
     assert not (tmp_path / "figures").exists()
+
+
+def test_pareto_front_joins_undominated_points() -> None:
+    # two knob families interleaved in cost: the curve keeps only undominated points
+    cost = [0.3, 0.35, 0.45, 0.5, 0.55, 0.7]
+    value = [79.5, 75.5, 80.4, 75.5, 81.3, 81.2]
+    assert pareto_front(cost, value) == [0, 2, 4]
