@@ -193,7 +193,7 @@ def distillation_loss(teacher: torch.Tensor, students: list[torch.Tensor], regre
 
 @torch.no_grad()
 def validation_distill_loss(model, exits: EarlyExitPolicy, enc: Encoded, batch_size: int, device) -> float:
-    was = model.training
+    was, was_collecting = model.training, exits.collect
     model.eval()
     exits.collect = True
     total, n = 0.0, 0
@@ -205,7 +205,7 @@ def validation_distill_loss(model, exits: EarlyExitPolicy, enc: Encoded, batch_s
             total += float(loss) * len(batch.index)
             n += len(batch.index)
     finally:
-        exits.collect = False
+        exits.collect = was_collecting
         model.train(was)
     return total / max(n, 1)
 
@@ -230,7 +230,6 @@ def train_exits(ctx, model, exits: EarlyExitPolicy, settings: dict, train: Encod
 
     def score_fn(m) -> float:
         losses.append(validation_distill_loss(m, exits, val, bs, ctx.device))
-        exits.collect = True  # back to training mode's collection
         return -losses[-1]
 
     # the frozen backbone runs without dropout: the teacher's targets are its eval-time predictions

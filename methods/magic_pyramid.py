@@ -112,9 +112,8 @@ class MagicPyramid(MethodPlugin):
             log["points"][entry["name"]] = train_exits(
                 ctx, model, exits, s, desc=f"{ctx.task.name}/magic_pyramid exits {entry['name']}"
             )
-            file = entry["file"]
-            ctx.save_model(model.eval(), file)
-            manifest.append({**entry, "file": file})
+            ctx.save_model(model.eval(), entry["file"])
+            manifest.append(entry)
         _manifest_write(ctx, manifest)
         return log
 
