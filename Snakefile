@@ -11,7 +11,7 @@ import sys
 
 from harness.config import load_profile, merge, validate
 from harness.errors import HarnessError
-from harness import workflow as wf
+from harness.run import plan as wf
 
 
 try:

@@ -1,6 +1,6 @@
 """`python -m harness` entry point."""
 import sys
 
-from .cli import main
+from harness.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -9,11 +9,11 @@ import argparse
 import json
 import sys
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 def _config(args) -> dict:
-    from .config import load_config, validate
+    from harness.config import load_config, validate
 
     if getattr(args, "config_json", None):
         return validate(json.loads(args.config_json))
@@ -21,10 +21,10 @@ def _config(args) -> dict:
 
 
 def cmd_list(args) -> None:
-    from .config import profile_names
-    from .data import locate
-    from .registry import get_method, method_names
-    from .tasks import TASKS
+    from harness.config import profile_names
+    from harness.data.sources import locate
+    from harness.plugin.registry import get_method, method_names
+    from harness.data.tasks import TASKS
 
     cfg = _config(args)
     print(f"data directory: {cfg.get('data_dir') or '(none: set data_dir or HARNESS_DATA_DIR)'}")
@@ -35,7 +35,7 @@ def cmd_list(args) -> None:
     for name in method_names():
         print(f"  {name:15s} {get_method(name).summary}")
     print("\nprofiles:")
-    from .config import load_profile
+    from harness.config import load_profile
 
     for name in profile_names():
         desc = " ".join(str(load_profile(name).get("description", "")).split())
@@ -43,32 +43,32 @@ def cmd_list(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from .workflow import resolve_methods, resolve_tasks
+    from harness.run.plan import resolve_methods, resolve_tasks
 
     cfg = _config(args)
     print(json.dumps({"tasks": resolve_tasks(cfg), "methods": resolve_methods(cfg)}))
 
 
 def cmd_train(args) -> None:
-    from .pipeline import train_job
+    from harness.run.jobs import train_job
 
     print(train_job(_config(args), args.task, args.method))
 
 
 def cmd_evaluate(args) -> None:
-    from .pipeline import evaluate_job
+    from harness.run.jobs import evaluate_job
 
     print(evaluate_job(_config(args), args.task, args.method))
 
 
 def cmd_lengths(args) -> None:
-    from .pipeline import lengths_job
+    from harness.run.jobs import lengths_job
 
     print(lengths_job(_config(args), args.task))
 
 
 def cmd_report(args) -> None:
-    from .report import build_report
+    from harness.report.build import build_report
 
     cfg = _config(args)
     for path in build_report(cfg["results_dir"], cfg["figures_dir"], cfg.get("experiments")):
@@ -76,13 +76,13 @@ def cmd_report(args) -> None:
 
 
 def cmd_selection_cost(args) -> None:
-    from .pipeline import selection_cost_job
+    from harness.run.jobs import selection_cost_job
 
     print(selection_cost_job(_config(args)))
 
 
 def cmd_check(args) -> None:
-    from .workflow import resolve_methods, resolve_tasks
+    from harness.run.plan import resolve_methods, resolve_tasks
 
     cfg = _config(args)
     resolve_tasks(cfg), resolve_methods(cfg)

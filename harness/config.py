@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"

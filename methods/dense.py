@@ -5,8 +5,8 @@ and most start from its fine-tuned weights (`requires = ("dense",)`).
 """
 from __future__ import annotations
 
-from harness.method import MethodPlugin, OperatingPoint
-from harness.registry import register_method
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.plugin.registry import register_method
 
 
 @register_method("dense")

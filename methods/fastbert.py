@@ -48,11 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.encoding import Encoded
-from harness.method import MethodPlugin, OperatingPoint
-from harness.padding import collate
-from harness.policy import EncoderState, Exit, Policy
-from harness.registry import register_method
+from harness.data.encoding import Encoded
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.data.padding import collate
+from harness.model.policy import EncoderState, Exit, Policy
+from harness.plugin.registry import register_method
 
 DEFAULTS = {
     "speeds": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8],

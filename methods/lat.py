@@ -81,13 +81,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.flops import head_macs, layer_macs
-from harness.method import MethodPlugin, OperatingPoint
-from harness.metrics import primary
-from harness.policy import EncoderState, Policy, attention_received, select_tokens
-from harness.registry import register_method
-from harness.training import task_loss
+from harness.run.inference import evaluate
+from harness.measure.flops import head_macs, layer_macs
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.measure.metrics import primary
+from harness.model.policy import EncoderState, Policy, attention_received, select_tokens
+from harness.plugin.registry import register_method
+from harness.run.finetune import task_loss
 
 Gene = tuple[int, ...]
 

@@ -82,12 +82,12 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.flops import dense_macs, trace_macs
-from harness.method import MethodPlugin, OperatingPoint
-from harness.metrics import primary
-from harness.policy import EncoderState, Policy, attention_received, received_sum, select_tokens
-from harness.registry import register_method
+from harness.run.inference import evaluate
+from harness.measure.flops import dense_macs, trace_macs
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.measure.metrics import primary
+from harness.model.policy import EncoderState, Policy, attention_received, received_sum, select_tokens
+from harness.plugin.registry import register_method
 
 DEFAULT_LAMBDAS = (0.03, 0.1, 0.3, 1.0)
 DEFAULT_TEMPERATURE = 2e-3

@@ -36,9 +36,9 @@ from __future__ import annotations
 import copy
 
 from harness.errors import HarnessError
-from harness.method import MethodPlugin, OperatingPoint
-from harness.policy import EncoderState, Exit, Policy
-from harness.registry import register_method
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.model.policy import EncoderState, Exit, Policy
+from harness.plugin.registry import register_method
 from methods.fastbert import DEFAULTS as FASTBERT_DEFAULTS
 from methods.fastbert import EarlyExitPolicy, demo_exits, new_exit_policy, train_exits
 from methods.ltp import LTPPolicy, _manifest_read, _manifest_write

@@ -48,11 +48,11 @@ import time
 import torch
 from torch import nn
 
-from harness.evaluate import evaluate
-from harness.method import MethodPlugin, OperatingPoint
-from harness.metrics import primary
-from harness.policy import EncoderState, Policy, attention_received, select_tokens
-from harness.registry import register_method
+from harness.run.inference import evaluate
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.measure.metrics import primary
+from harness.model.policy import EncoderState, Policy, attention_received, select_tokens
+from harness.plugin.registry import register_method
 
 DEFAULTS = {
     # one model per lambda; larger lambda = fewer tokens. A list, or a mapping

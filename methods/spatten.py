@@ -57,13 +57,13 @@ import time
 import numpy as np
 import torch
 
-from harness.evaluate import evaluate
-from harness.method import MethodPlugin, OperatingPoint
-from harness.metrics import primary
-from harness.padding import collate
-from harness.policy import EncoderState, Policy, attention_received, select_tokens
-from harness.registry import register_method
-from harness.structure import prune_heads
+from harness.run.inference import evaluate
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.measure.metrics import primary
+from harness.data.padding import collate
+from harness.model.policy import EncoderState, Policy, attention_received, select_tokens
+from harness.plugin.registry import register_method
+from harness.model.structure import prune_heads
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.35, 0.5, 0.7)
 DEFAULTS = {

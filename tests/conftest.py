@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from harness.encoder import BertClassifier, BertShape, init_weights
+from harness.model.encoder import BertClassifier, BertShape, init_weights
 
 DATA_DIR = os.environ.get("HARNESS_DATA_DIR")
 
@@ -51,8 +51,8 @@ def random_batch(batch: int, length: int, vocab: int = 200, seed: int = 0, lengt
 def hand_state(probs: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None):
     """An EncoderState around hand-made attention probabilities [b, H, n, n]
     (2 layers); by default hidden[b, i] = (b*n + i) in both of its 2 dims, so gathers are visible."""
-    from harness.policy import EncoderState
-    from harness.trace import TraceRecorder
+    from harness.model.policy import EncoderState
+    from harness.model.trace import TraceRecorder
 
     b, _, n, _ = probs.shape
     return EncoderState(
@@ -71,8 +71,8 @@ def hand_state(probs: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | N
 def _smoke_dense_dir(tmp_path_factory):
     """The smoke profile's dense model on MR, trained once per test session."""
     from harness.config import load_config
-    from harness.context import RunContext
-    from harness.registry import get_method
+    from harness.run.context import RunContext
+    from harness.plugin.registry import get_method
 
     root = tmp_path_factory.mktemp("smoke_dense")
     cfg = load_config("smoke", [f"results_dir={root}/r", f"work_dir={root}/w", "data_dir="])
@@ -88,7 +88,7 @@ def smoke_context(tmp_path, _smoke_dense_dir):
     import shutil
 
     from harness.config import load_config
-    from harness.context import RunContext
+    from harness.run.context import RunContext
 
     def make(method: str, overrides: list[str] | None = None) -> RunContext:
         cfg = load_config(

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import Example, available_locally, load_task, locate
+from harness.data.sources import available_locally, load_task, locate
+from harness.data.splits import Example
 from harness.errors import HarnessError
-from harness.metrics import METRIC_NAMES, compute_metrics, primary
-from harness.tasks import FAMILIES, TASKS, get_task, task_names
+from harness.measure.metrics import METRIC_NAMES, compute_metrics, primary
+from harness.data.tasks import FAMILIES, TASKS, get_task, task_names
 
 _DATA_DIR = os.environ.get("HARNESS_DATA_DIR")
 needs_data = pytest.mark.skipif(
@@ -303,7 +304,7 @@ def test_hub_fallback_converts_splits(tmp_path: Path, monkeypatch: pytest.Monkey
     assert rte.source == "hub:nyu-mll/glue/rte" and calls[-1] == ("nyu-mll/glue", "rte")
     assert (len(rte.train), len(rte.validation), len(rte.eval)) == (9, 1, 4)
     assert rte.eval[1] == Example("a1", "b1", 1)
-    monkeypatch.setattr("harness.data._MR_PACKAGE", "no_such_package_xyz")
+    monkeypatch.setattr("harness.data.sources.MR_PACKAGE", "no_such_package_xyz")
     mr = load_task("mr", None)
     assert mr.source == "hub:cornell-movie-review-data/rotten_tomatoes"
     assert (len(mr.train), len(mr.validation), len(mr.eval)) == (8, 2, 3)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.flopcheck import count_flops
-from harness.flops import trace_flops, trace_macs
-from harness.registry import get_method
+from harness.measure.flop_reference import count_flops
+from harness.measure.flops import trace_flops, trace_macs
+from harness.plugin.registry import get_method
 from methods.fastbert import EarlyExitPolicy, Student, demo_exits, distillation_loss, entropy_uncertainty
 from methods.ltp import LTPPolicy
 from methods.magic_pyramid import PrunedExitPolicy
@@ -153,7 +153,7 @@ def test_fastbert_train_and_points(smoke_context):
         assert torch.equal(p.model.classifier.weight, dense.classifier.weight)
         assert torch.equal(p.model.layers[0].query.weight, dense.layers[0].query.weight)
     enc = ctx.encoded("validation")
-    from harness.evaluate import evaluate
+    from harness.run.inference import evaluate
 
     layers = [evaluate(p.model, ctx.task, enc, "none", 16).trace.exit_layer.mean() for p in pts]
     assert layers[0] == len(dense.layers) and layers[2] == 1.0 and layers[0] >= layers[1] >= layers[2]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.encoder import BertClassifier, BertShape, load_hf_bert_weights
-from harness.policy import Policy, select_tokens
-from harness.structure import prune_ffn, prune_heads, prune_hidden
+from harness.model.encoder import BertClassifier, BertShape, load_hf_bert_weights
+from harness.model.policy import Policy, select_tokens
+from harness.model.structure import prune_ffn, prune_heads, prune_hidden
 
 from .conftest import random_batch
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import registry
+from harness.plugin import registry
 from harness.config import load_config
 from harness.errors import HarnessError
-from harness.method import MethodPlugin, OperatingPoint
-from harness.pipeline import evaluate_job
+from harness.plugin.base import MethodPlugin, OperatingPoint
+from harness.run.jobs import evaluate_job
 
 ROOT = Path(__file__).resolve().parent.parent
 

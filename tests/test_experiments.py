@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from harness.experiments import run_experiments
-from harness.records import load_records
-from harness.results import record_path, write_json
-from harness.selection import fastest_within
+from harness.report.experiments import run_experiments
+from harness.report.load import load_records
+from harness.record import record_path, write_json
+from harness.report.rules import fastest_within
 
 N = 40
 LENGTHS = np.arange(10, 10 + N)  # eval lengths 10..49

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.flopcheck import count_flops
-from harness.flops import dense_macs, trace_flops, trace_macs
-from harness.policy import Exit, Policy, select_tokens
-from harness.structure import prune_ffn, prune_heads
+from harness.measure.flop_reference import count_flops
+from harness.measure.flops import dense_macs, trace_flops, trace_macs
+from harness.model.policy import Exit, Policy, select_tokens
+from harness.model.structure import prune_ffn, prune_heads
 
 from .conftest import random_batch
 
@@ -42,7 +42,7 @@ def test_dense_padded_batch_counts_physical_width(tiny_model):
 
 
 def test_dense_on_minilm_shape(minilm):
-    from harness.encoder import BertClassifier, BertShape, load_hf_bert_weights
+    from harness.model.encoder import BertClassifier, BertShape, load_hf_bert_weights
 
     m = BertClassifier(BertShape.from_dict(minilm.config.to_dict()), 2)
     load_hf_bert_weights(m, minilm.state_dict())

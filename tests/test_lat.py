@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.flops import trace_macs
-from harness.policy import EncoderState
-from harness.trace import TraceRecorder
+from harness.measure.flops import trace_macs
+from harness.model.policy import EncoderState
+from harness.model.trace import TraceRecorder
 from methods.lat import (
     EvolutionarySearch,
     LATPolicy,
@@ -152,7 +152,7 @@ def test_length_drop_sampling_bounds():
 
 
 def test_sandwich_loss_runs_submodels_and_restores_gene(tiny_model):
-    from harness.tasks import get_task
+    from harness.data.tasks import get_task
 
     task = get_task("mnli")  # 3 labels, like the tiny model
     tiny_model.policy = LATPolicy(None, resolution=10)
@@ -228,7 +228,7 @@ def test_choose_points_tops_up_a_short_front():
 
 
 def test_train_and_operating_points_end_to_end(smoke_context):
-    from harness.registry import get_method
+    from harness.plugin.registry import get_method
 
     ctx = smoke_context(
         "lat",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.registry import get_method
+from harness.plugin.registry import get_method
 from methods.ltp import (
     LTPPolicy,
     resolve_thetas,

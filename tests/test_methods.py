@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.flopcheck import count_flops
-from harness.flops import trace_flops, trace_macs
-from harness.registry import get_method, method_names
+from harness.measure.flop_reference import count_flops
+from harness.measure.flops import trace_flops, trace_macs
+from harness.plugin.registry import get_method, method_names
 
 from .conftest import random_batch
 

@@ -146,9 +146,9 @@ def test_hard_counts_per_row(tiny_model):
 
 
 def test_train_and_operating_points_end_to_end(smoke_context):
-    from harness.flops import trace_flops
-    from harness.evaluate import evaluate
-    from harness.registry import get_method
+    from harness.measure.flops import trace_flops
+    from harness.run.inference import evaluate
+    from harness.plugin.registry import get_method
 
     ctx = smoke_context(
         "power_bert",

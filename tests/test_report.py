@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
-from harness.lengthstats import kl_divergence, length_stats
-from harness.records import load_length_records, load_records, write_summary
-from harness.report import build_report
-from harness.tables import baseline_table, length_table, write_table
-from harness.plots import length_histograms, pareto_front, tradeoff_curves
+from harness.data.lengths import kl_divergence, length_stats
+from harness.report.load import load_length_records, load_records, write_summary
+from harness.report.build import build_report
+from harness.report.tables import baseline_table, length_table, write_table
+from harness.report.figures import length_histograms, pareto_front, tradeoff_curves
 
 TASKS = {"rte": "accuracy", "stsb": "pearson"}
 DENSE_FLOPS = {"sequence": 11.5e9, "batch": 22.4e9, "none": 9.75e9}

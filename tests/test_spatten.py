@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.flopcheck import count_flops
-from harness.flops import trace_flops, trace_macs
+from harness.measure.flop_reference import count_flops
+from harness.measure.flops import trace_flops, trace_macs
 from methods.spatten import (
     SpAtten,
     SpAttenPolicy,
@@ -172,7 +172,7 @@ def test_cascade_heads_never_return():
 
 def test_head_pruning_flops_match_counter(tiny_model):
     model = SpAtten().demo_model(tiny_model)
-    from harness.encoding import Encoded
+    from harness.data.encoding import Encoded
 
     g = np.random.default_rng(0)
     ids = [[1] + g.integers(5, 200, size=int(n)).tolist() for n in g.integers(5, 40, 12)]
@@ -193,8 +193,8 @@ def test_head_pruning_flops_match_counter(tiny_model):
 
 # ---- end to end on the smoke profile -----------------------------------------------
 def test_train_and_operating_points(smoke_context):
-    from harness.context import RunContext
-    from harness.registry import get_method
+    from harness.run.context import RunContext
+    from harness.plugin.registry import get_method
 
     ctx = smoke_context("spatten")
     cfg = ctx.cfg
@@ -206,7 +206,7 @@ def test_train_and_operating_points(smoke_context):
     points = list(plugin.operating_points(ctx))
     assert [p.name for p in points] == ["r=0.2", "r=0.7", "r=1"]
     val = ctx.encoded("validation")
-    from harness.evaluate import evaluate
+    from harness.run.inference import evaluate
 
     flops = []
     for p in points:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.encoding import Encoded
-from harness.timing import MIN_REPEATS, time_model
+from harness.data.encoding import Encoded
+from harness.measure.timing import MIN_REPEATS, time_model
 
 
 def test_time_model_repeats_and_reports(tiny_model):

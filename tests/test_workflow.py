@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.registry import method_names
+from harness.plugin.registry import method_names
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {

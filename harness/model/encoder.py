@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .policy import EncoderState, Exit, Policy, drop_rows
-from .trace import ArchShape, Trace, TraceRecorder
+from harness.model.policy import EncoderState, Exit, Policy, drop_rows
+from harness.model.trace import ArchShape, Trace, TraceRecorder
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.ticker import MaxNLocator
 
-from .plots import STYLE, _new_figure, _save
+from harness.report.figures import STYLE, _new_figure, _save
 
 
 def _grouped_bars(ax, table: pd.DataFrame, group: str, series: str, value: str, ylabel: str) -> None:

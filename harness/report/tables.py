@@ -18,8 +18,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.lengthstats import length_stats
-from harness.records import PROTOCOLS, atomic_write_text
+from harness.data.lengths import length_stats
+from harness.report.load import PROTOCOLS, atomic_write_text
 
 DENSE_METHOD = "dense"
 FRACTION_METRICS: frozenset[str] = frozenset({"accuracy", "acc", "f1"})

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import available_locally
-from .errors import HarnessError
-from .registry import get_method, method_names
-from .results import lengths_path, manifest_path
-from .tasks import task_names
+from harness.data.sources import available_locally
+from harness.errors import HarnessError
+from harness.plugin.registry import get_method, method_names
+from harness.record import lengths_path, manifest_path
+from harness.data.tasks import task_names
 
 
 def resolve_tasks(cfg: dict) -> list[str]:

@@ -12,8 +12,8 @@ import importlib
 import os
 import pkgutil
 
-from .errors import HarnessError
-from .method import MethodPlugin
+from harness.errors import HarnessError
+from harness.plugin.base import MethodPlugin
 
 _REGISTRY: dict[str, type[MethodPlugin]] = {}
 _discovered = False

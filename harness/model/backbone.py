@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .encoder import BertClassifier, BertShape, init_weights, load_hf_bert_weights
-from .errors import HarnessError
+from harness.model.encoder import BertClassifier, BertShape, init_weights, load_hf_bert_weights
+from harness.errors import HarnessError
 
 
 @dataclass

@@ -13,23 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import Backbone, resolve_backbone, resolve_tokenizer
-from .data import TaskData, load_task
-from .encoding import Encoded, encode_examples
-from .errors import HarnessError
-from .policy import Policy
-from .tasks import TaskSpec, get_task
-from .training import TrainConfig, finetune
+from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
+from harness.data.sources import load_task
+from harness.data.splits import TaskData, cap
+from harness.data.encoding import Encoded, encode_examples
+from harness.errors import HarnessError
+from harness.model.policy import Policy
+from harness.data.tasks import TaskSpec, get_task
+from harness.run.finetune import TrainConfig, finetune
 
 SPLITS = ("train", "validation", "eval")
 _CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_examples", "eval": "max_eval_examples"}
-
-
-def _cap(items: list, cap: int | None, seed: int) -> list:
-    if cap is None or len(items) <= cap:
-        return items
-    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=cap, replace=False))
-    return [items[i] for i in keep]
 
 
 class RunContext:
@@ -59,7 +53,7 @@ class RunContext:
     def data(self) -> TaskData:
         """The splits with the config's caps applied (seeded subsamples)."""
         t, raw = self.cfg["train"], self.full_data
-        capped = {s: _cap(getattr(raw, s), t.get(_CAP_KEYS[s]), self.seed + i) for i, s in enumerate(SPLITS)}
+        capped = {s: cap(getattr(raw, s), t.get(_CAP_KEYS[s]), self.seed + i) for i, s in enumerate(SPLITS)}
         return dataclasses.replace(raw, **capped)
 
     @property

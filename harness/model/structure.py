@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .encoder import BertClassifier, Layer
+from harness.model.encoder import BertClassifier, Layer
 
 
 def _slice_linear(lin: nn.Linear, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> nn.Linear:

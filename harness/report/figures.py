@@ -21,9 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.lengthstats import histogram_edges, length_stats
-from harness.records import atomic_output
-from harness.tables import DENSE_METHOD, FRACTION_METRICS
+from harness.data.lengths import histogram_edges, length_stats
+from harness.report.load import atomic_output
+from harness.report.tables import DENSE_METHOD, FRACTION_METRICS
 
 STYLE: dict[str, Any] = {
     "font.size": 11,

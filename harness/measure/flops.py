@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .trace import ArchShape, Trace
+from harness.model.trace import ArchShape, Trace
 
 FLOPS_PER_MAC = 2
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .metrics import compute_metrics, primary
-from .records import per_example
-from .tasks import get_task
+from harness.measure.metrics import compute_metrics, primary
+from harness.report.load import per_example
+from harness.data.tasks import get_task
 
 
 def quartile_buckets(lengths) -> list[tuple[str, float, float]]:

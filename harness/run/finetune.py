@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .encoding import Encoded
-from .evaluate import evaluate
-from .metrics import primary
-from .padding import collate
-from .tasks import TaskSpec
+from harness.data.encoding import Encoded
+from harness.run.inference import evaluate
+from harness.measure.metrics import primary
+from harness.data.padding import collate
+from harness.data.tasks import TaskSpec
 
 
 @dataclass

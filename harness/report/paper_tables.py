@@ -14,9 +14,9 @@ import math
 
 import pandas as pd
 
-from .records import PROTOCOLS
-from .selection import dense_row, fastest_within, nearest_speedup, same_point
-from .tables import metric_x100
+from harness.report.load import PROTOCOLS
+from harness.report.rules import dense_row, fastest_within, nearest_speedup, same_point
+from harness.report.tables import metric_x100
 
 SELECT_NOTE = (
     "Each method's point is the fewest-FLOPs point whose validation metric is within {tol} (absolute, "

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paper_plots
-from .buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
-from .paper_tables import selected_points_table, wallclock_table
-from .records import per_example
-from .selection import DENSE, fastest_within, nearest_speedup
-from .tables import write_table
+from harness.report import paper_figures as paper_plots
+from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
+from harness.report.paper_tables import selected_points_table, wallclock_table
+from harness.report.load import per_example
+from harness.report.rules import DENSE, fastest_within
+from harness.report.tables import write_table
 
 KINDS = ("selected_points", "wallclock", "robustness", "trajectories", "selection_cost", "bucket_speedup", "knob_table")
 

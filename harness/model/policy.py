@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .trace import TraceRecorder
+from harness.model.trace import TraceRecorder
 
 
 @dataclass

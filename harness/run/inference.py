@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .encoding import Encoded
-from .metrics import compute_metrics
-from .padding import make_batches
-from .tasks import TaskSpec
-from .trace import Trace
+from harness.data.encoding import Encoded
+from harness.measure.metrics import compute_metrics
+from harness.data.padding import make_batches
+from harness.data.tasks import TaskSpec
+from harness.model.trace import Trace
 
 
 @dataclass

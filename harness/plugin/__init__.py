@@ -1,0 +1,1 @@
+"""The plugin API: what a method file in `methods/` imports."""
