@@ -15,16 +15,17 @@ from harness.errors import HarnessError
 def _config(args) -> dict:
     from harness.config import load_config, validate
 
-    if getattr(args, "config_json", None):
-        return validate(json.loads(args.config_json))
+    if getattr(args, "resolved_config", None):  # written by the workflow (harness.run.plan.write_resolved_config)
+        with open(args.resolved_config) as f:
+            return validate(json.load(f))
     return load_config(args.profile, args.config, args.configfile)
 
 
 def cmd_list(args) -> None:
     from harness.config import profile_names
     from harness.data.sources import locate
-    from harness.plugin.registry import get_method, method_names
     from harness.data.tasks import TASKS
+    from harness.plugin.registry import get_method, method_names
 
     cfg = _config(args)
     print(f"data directory: {cfg.get('data_dir') or '(none: set data_dir or HARNESS_DATA_DIR)'}")
@@ -33,7 +34,16 @@ def cmd_list(args) -> None:
         print(f"  {name:15s} {spec.primary_metric:9s} len {spec.seq_len:<4d} {locate(name, cfg.get('data_dir'))}")
     print("\nmethods:")
     for name in method_names():
-        print(f"  {name:15s} {get_method(name).summary}")
+        plugin = get_method(name)
+        print(f"  {name:15s} {plugin.summary}")
+        if args.settings:
+            from harness.plugin.settings import describe
+
+            for key, kind, default in describe(plugin.Settings):
+                print(f"      {key} ({kind}) = {default!r}")
+        if args.deviations:
+            for line in plugin.deviations:
+                print(f"      - {line}")
     print("\nprofiles:")
     from harness.config import load_profile
 
@@ -69,9 +79,10 @@ def cmd_lengths(args) -> None:
 
 def cmd_report(args) -> None:
     from harness.report.build import build_report
+    from harness.run.plan import resolve_methods
 
     cfg = _config(args)
-    for path in build_report(cfg["results_dir"], cfg["figures_dir"], cfg.get("experiments")):
+    for path in build_report(cfg, resolve_methods(cfg)):
         print(path)
 
 
@@ -98,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--profile", default="default", help="config/<profile>.yaml (default: default)")
         p.add_argument("--configfile", help="a config file instead of a profile")
         p.add_argument("--config", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.epochs=1")
-        p.add_argument("--config-json", help=argparse.SUPPRESS)
+        p.add_argument("--resolved-config", metavar="FILE", help="a resolved config file written by the workflow")
         if task:
             p.add_argument("--task", required=True)
         if method:
             p.add_argument("--method", required=True)
         p.set_defaults(fn=fn)
+        return p
 
-    add("list", cmd_list, "list tasks (and where they load from), methods and profiles")
+    lister = add("list", cmd_list, "list tasks (and where they load from), methods and profiles")
+    lister.add_argument("--settings", action="store_true", help="each method's settings, types and defaults")
+    lister.add_argument("--deviations", action="store_true", help="how each method departs from its original")
     add("plan", cmd_plan, "the tasks and methods a profile would run (JSON)")
     add("check-config", cmd_check, "validate a profile")
     add("train", cmd_train, "train one method on one task", task=True, method=True)

@@ -1,10 +1,14 @@
-"""Profiles: load, override, validate, hash.
+"""Profiles: load, extend, override, validate, hash.
 
 A profile is `config/<name>.yaml`, validated against `config/schema.yaml`
-(the Snakefile validates the same way). Overrides are `dotted.key=value`
-strings whose values are parsed as YAML. The data directory comes from the
-config's `data_dir`, else from `$HARNESS_DATA_DIR`. The config hash (SHA-256
-of the canonical JSON of the resolved config) goes into every result record.
+(the Snakefile validates the same way). A profile may start from another
+(`extends: default`): its values are deep-merged over that one's, so profiles
+share their common settings instead of copying them. Overrides are
+`dotted.key=value` strings whose values are parsed as YAML; strings where the
+schema asks for a number or a boolean are read as one (`snakemake --config`
+passes nested values as strings). The data directory comes from the config's
+`data_dir`, else from `$HARNESS_DATA_DIR`. The config hash (SHA-256 of the
+canonical JSON of the resolved config) goes into every result record.
 """
 from __future__ import annotations
 
@@ -38,11 +42,30 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_profile(name: str) -> dict:
+def load_profile(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """config/<name>.yaml with what it `extends` resolved."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise HarnessError(f"unknown profile {name!r}", f"use one of: {', '.join(profile_names())}")
-    return _read_yaml(path)
+    return extend(_read_yaml(path), _seen + (name,))
+
+
+def extend(cfg: dict, _seen: tuple[str, ...] = ()) -> dict:
+    """`cfg` deep-merged over the profile it `extends` (if any)."""
+    parent = cfg.get("extends")
+    if parent is None:
+        return cfg
+    if parent in _seen:
+        raise HarnessError(f"profiles extend each other in a loop: {' -> '.join(_seen + (parent,))}",
+                           "remove one of the `extends:` keys")
+    return merge(load_profile(parent, _seen), {k: v for k, v in cfg.items() if k != "extends"})
+
+
+def resolve_workflow_config(config: dict) -> dict:
+    """The Snakefile's config: the profile named by `profile` (default
+    `default`), with what Snakemake loaded and was given on top."""
+    top = {k: v for k, v in config.items() if k != "extends"}
+    return validate(merge(load_profile(config.get("profile", "default")), top))
 
 
 def merge(base: dict, top: dict) -> dict:
@@ -71,6 +94,36 @@ def _schema() -> dict:
     return _read_yaml(SCHEMA_PATH)
 
 
+def _types(schema: dict) -> set[str]:
+    t = schema.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def _coerce(value, schema: dict):
+    """Strings read as numbers/booleans/null where `schema` wants one (and no string)."""
+    types = _types(schema)
+    if isinstance(value, str) and types and "string" not in types and types & {"number", "integer", "boolean", "null"}:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if isinstance(parsed, str):
+            try:
+                parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
+            except ValueError:
+                return value
+        if (parsed is None and "null" in types) or isinstance(parsed, (bool, int, float)):
+            return parsed
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"]) for v in value]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    return value
+
+
 def _fill_defaults(schema: dict, cfg: dict) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in cfg and "default" in sub:
@@ -83,8 +136,8 @@ def validate(cfg: dict) -> dict:
     """Validate against the schema, fill defaults and resolve the data dir."""
     import jsonschema
 
-    cfg = copy.deepcopy(cfg)
     schema = _schema()
+    cfg = _coerce(copy.deepcopy(cfg), schema)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
@@ -108,7 +161,7 @@ def validate(cfg: dict) -> dict:
 
 
 def load_config(profile: str = "default", overrides: list[str] | None = None, configfile: str | None = None) -> dict:
-    cfg = _read_yaml(Path(configfile)) if configfile else load_profile(profile)
+    cfg = extend(_read_yaml(Path(configfile))) if configfile else load_profile(profile)
     for o in overrides or []:
         apply_override(cfg, o)
     return validate(cfg)

@@ -1,77 +1,139 @@
-"""Result records on disk: paths, atomic writes, manifests.
+"""The result record: one typed, versioned schema for writer, reader and tests.
 
-One JSON record per (method, operating point, task, protocol) at
-`<results_dir>/records/<task>/<method>/<op>/<protocol>.json`, plus one
-manifest per (task, method) at `<results_dir>/manifests/<task>/<method>.json`
-listing them, written last (the workflow's evaluate output). Every write goes to a
-temporary file in the same folder and is renamed into place, and a job writes
-nothing until all its records are computed, so a failure leaves no partial
-result files.
+One record per (task, method, operating point, protocol). The evaluate job
+builds a `ResultRecord` and writes `to_dict()`; the report reads files back
+through `check_record`, which refuses a record of another `schema_version`
+(or with missing or unknown fields) with a message that says how to
+regenerate it. Nobody keeps a list of keys by hand: the fields below are the
+schema.
+
+Schema history: 1 = flat timing fields with the dense throughput read from
+another job's record; 2 = `timing` measured side by side with the dense model
+(`harness.measure.timing`), `relative_flops`.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-import re
-import tempfile
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from harness.errors import HarnessError
 
-_SAFE = re.compile(r"^[A-Za-z0-9_.=+-]+$")
-
-
-def safe_name(name: str) -> str:
-    if not _SAFE.match(name):
-        raise ValueError(f"operating point name {name!r} must be file-name safe ([A-Za-z0-9_.=+-])")
-    return name
+SCHEMA_VERSION = 2
+PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
 
 
-def record_path(results_dir: str | Path, task: str, method: str, op: str, protocol: str) -> Path:
-    return Path(results_dir) / "records" / task / method / safe_name(op) / f"{protocol}.json"
+@dataclass
+class PerExample:
+    """Eval examples in dataset order: what length-bucket analyses need, no model."""
+
+    length: list[int]
+    label: list
+    prediction: list
+    flops: list[float]
+    baseline_flops: list[float]  # the dense model on the same example under the same protocol
+    exit_layer: list[int]
+    tokens_per_layer: list[list[int]] | None = None  # under protocol `none` only
 
 
-def manifest_path(results_dir: str | Path, task: str, method: str) -> Path:
-    return Path(results_dir) / "manifests" / task / f"{method}.json"
+@dataclass
+class ResultRecord:
+    # identity
+    method: str  # the registered method or config variant
+    base_method: str  # the plugin behind it
+    method_config: dict  # the settings given in the config (defaults not repeated)
+    operating_point: str
+    knobs: dict
+    task: str
+    protocol: str
+    backbone: str
+    seed: int
+    # data
+    n_eval: int
+    n_validation: int
+    n_train: int
+    caps: dict
+    data_source: str
+    split_note: str
+    # quality (fractions; validation = the split choices are made on)
+    metric: str
+    metrics: dict
+    validation_metrics: dict
+    # cost (analytic, per example, from the trace; baseline = dense on the same batches)
+    flops_per_example: float
+    macs_per_example: float
+    baseline_flops_per_example: float
+    baseline_macs_per_example: float
+    flops_speedup: float
+    relative_flops: float
+    tokens_per_layer: list[float]  # mean real tokens entering each layer's attention
+    ffn_tokens_per_layer: list[float]
+    exit_layer_mean: float
+    arch: dict
+    # wall clock, measured side by side with the dense model (None: protocol not timed)
+    batch_size: int  # the eval batch size
+    timing: dict | None  # threads, n_examples, by_batch_size: {bs: harness.measure.timing.PairedTiming.to_dict()}
+    latency_ms_median: float | None  # batch 1, per example
+    throughput_examples_per_s: float | None  # at the eval batch size
+    wallclock_speedup: float | None  # at the eval batch size (median over rounds)
+    # fidelity
+    deviations: list[str]
+    policy: dict
+    notes: dict
+    per_example: PerExample
+    provenance: dict
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
-def lengths_path(results_dir: str | Path, task: str) -> Path:
-    return Path(results_dir) / "lengths" / f"{task}.json"
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRecord))
+PER_EXAMPLE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PerExample))
+_REQUIRED_PER_EXAMPLE = tuple(
+    f.name for f in dataclasses.fields(PerExample) if f.default is dataclasses.MISSING
+)
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
+def _regenerate(path) -> str:
+    return (
+        f"regenerate it with this harness: delete {path} (or the whole results folder) and rerun the workflow "
+        "(`snakemake --forcerun evaluate` re-evaluates without retraining)"
+    )
 
 
-def write_json(path: str | Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=1, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def read_json(path: str | Path):
-    with open(path) as f:
-        return json.load(f)
+def check_record(data: Any, path: str | Path) -> dict:
+    """`data` (a parsed record file) if it is a record of this schema version;
+    otherwise one HarnessError naming the file, the problem and the fix."""
+    if not isinstance(data, dict):
+        raise HarnessError(f"malformed result record {path}: expected a JSON object", _regenerate(path))
+    version = data.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise HarnessError(
+            f"result record {path} has schema version {version}; this harness reads version {SCHEMA_VERSION}",
+            _regenerate(path),
+        )
+    missing = [k for k in FIELDS if k not in data]
+    unknown = [k for k in data if k not in FIELDS]
+    if missing or unknown:
+        what = "; ".join(s for s in (missing and f"lacks {', '.join(missing)}", unknown and
+                                     f"has unknown field(s) {', '.join(unknown)}") if s)
+        raise HarnessError(f"result record {path} {what}", _regenerate(path))
+    per = data["per_example"]
+    if not isinstance(per, dict) or any(k not in per for k in _REQUIRED_PER_EXAMPLE):
+        raise HarnessError(f"result record {path}: per_example lacks {list(_REQUIRED_PER_EXAMPLE)}", _regenerate(path))
+    if data["protocol"] not in PROTOCOLS:
+        raise HarnessError(
+            f"result record {path} has protocol {data['protocol']!r}; expected one of {list(PROTOCOLS)}",
+            _regenerate(path),
+        )
+    if not isinstance(data["metrics"], dict) or not isinstance(data["validation_metrics"], dict):
+        raise HarnessError(f"result record {path}: metrics and validation_metrics must be JSON objects",
+                           _regenerate(path))
+    if data["metric"] not in data["metrics"]:
+        raise HarnessError(
+            f"result record {path}: primary metric {data['metric']!r} is not in its metrics {sorted(data['metrics'])}",
+            _regenerate(path),
+        )
+    return data

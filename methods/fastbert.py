@@ -25,23 +25,14 @@ MSE to the teacher's prediction, and a row leaves after layer l >= 2 when
 |y_l - y_(l-1)| / sigma < speed, sigma the training labels' standard
 deviation (recorded). This is a harness choice, not the paper's.
 
-Fidelity choices (also in `deviations`):
-* the student's attention computes the query of [CLS] only: the student reads
-  nothing but the [CLS] output, which depends on the [CLS] query and every
-  key/value, so the output is identical and the FLOPs are those that must run;
-* stage 1 is the harness's dense fine-tune (shared with every other method);
-* stage 2 runs `distill_epochs` (default 1) at `distill_lr` (default 1e-3, the
-  students are trained from scratch on a frozen backbone), with the frozen
-  backbone's dropout off (the teacher's targets are its eval-time
-  predictions), and keeps the checkpoint with the lowest distillation loss on
-  the held-out validation split;
-* the regression stability rule above.
+How this departs from the original: `FastBERT.deviations`.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,18 +40,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.encoding import Encoded
-from harness.plugin.base import MethodPlugin, OperatingPoint
 from harness.data.padding import collate
 from harness.model.policy import EncoderState, Exit, Policy
-from harness.plugin.registry import register_method
+from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.run.finetune import frozen_except
 
-DEFAULTS = {
-    "speeds": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8],
-    "student_width": 128,
-    "student_heads": 2,
-    "distill_epochs": 1.0,
-    "distill_lr": 1.0e-3,
-}
+
+@dataclass(frozen=True)
+class ExitHeadSettings(MethodSettings):
+    """The students and their self-distillation (shared with Magic Pyramid)."""
+
+    student_width: int = 128
+    student_heads: int = 2
+    distill_epochs: float = 1.0
+    distill_lr: float = 1.0e-3
+
+
+@dataclass(frozen=True)
+class Settings(ExitHeadSettings):
+    speeds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)  # inference-time thresholds, one point each
 
 
 # ---- the student classifier ----------------------------------------------------
@@ -210,54 +208,35 @@ def validation_distill_loss(model, exits: EarlyExitPolicy, enc: Encoded, batch_s
     return total / max(n, 1)
 
 
-def train_exits(ctx, model, exits: EarlyExitPolicy, settings: dict, train: Encoded | None = None, desc: str = "") -> dict:
+def train_exits(ctx, model, exits: EarlyExitPolicy, s, desc: str = "") -> dict:
     """FastBERT stage 2 on `model` in place: backbone, teacher and any other
-    policy parameters frozen; only `exits.students` learn. Keeps the checkpoint
+    policy parameters frozen (dropout off: the teacher's targets are its
+    eval-time predictions); only `exits.students` learn. Keeps the checkpoint
     with the lowest validation distillation loss."""
     t0 = time.time()
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    students = list(exits.students.parameters())
-    for p in students:
-        p.requires_grad_(True)
     val = ctx.encoded("validation")
-    bs = ctx.cfg.get("eval", {}).get("batch_size", 64)
     losses: list[float] = []
 
-    def loss_fn(m, out, labels):  # noqa: ARG001 - labels unused: self-distillation
+    def loss_fn(m, out, batch):  # labels unused: self-distillation
         return distillation_loss(out.logits, out.state.scratch["student_logits"], exits.regression)
 
     def score_fn(m) -> float:
-        losses.append(validation_distill_loss(m, exits, val, bs, ctx.device))
+        losses.append(validation_distill_loss(m, exits, val, ctx.validation_batch_size, ctx.device))
         return -losses[-1]
 
-    # the frozen backbone runs without dropout: the teacher's targets are its eval-time predictions
-    dropouts = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
-    attn_drop = [(layer, layer.attn_dropout_p) for layer in model.layers]
-    for m, _ in dropouts:
-        m.p = 0.0
-    for layer, _ in attn_drop:
-        layer.attn_dropout_p = 0.0
     exits.collect = True
     try:
-        log = ctx.finetune(
-            model,
-            cfg=ctx.train_config(epochs=float(settings["distill_epochs"]), lr=float(settings["distill_lr"])),
-            train=train,
-            loss_fn=loss_fn,
-            parameters=students,
-            score_fn=score_fn,
-            desc=desc or f"{ctx.task.name}/{ctx.method} exits",
-        )
+        with frozen_except(model, exits.students.parameters()) as students:
+            log = ctx.finetune(
+                model,
+                cfg=ctx.train_config(epochs=s.distill_epochs, lr=s.distill_lr),
+                loss_fn=loss_fn,
+                parameters=students,
+                score_fn=score_fn,
+                desc=desc or f"{ctx.task.name}/{ctx.method} exits",
+            )
     finally:
         exits.collect = False
-        for p in frozen:
-            p.requires_grad_(True)
-        for m, p_drop in dropouts:
-            m.p = p_drop
-        for layer, p_drop in attn_drop:
-            layer.attn_dropout_p = p_drop
     model.eval()
     return {
         "steps": log["steps"],
@@ -272,14 +251,14 @@ def label_scale(ctx) -> float:
     return float(labels.std()) or 1.0
 
 
-def new_exit_policy(ctx, model, settings: dict) -> EarlyExitPolicy:
+def new_exit_policy(ctx, model, s) -> EarlyExitPolicy:
     reg = ctx.task.is_regression
     return EarlyExitPolicy(
         model.arch().hidden,
         model.num_labels,
         len(model.layers),
-        int(settings["student_width"]),
-        int(settings["student_heads"]),
+        s.student_width,
+        s.student_heads,
         regression=reg,
         label_scale=label_scale(ctx) if reg else 1.0,
     ).to(ctx.device)
@@ -289,6 +268,7 @@ def new_exit_policy(ctx, model, settings: dict) -> EarlyExitPolicy:
 @register_method("fastbert")
 class FastBERT(MethodPlugin):
     summary = "FastBERT early exit: self-distilled student classifiers, exit when normalised entropy < speed"
+    Settings = Settings
     requires = ("dense",)
     deviations = (
         "stage 1 is the harness's dense fine-tune (reused, not repeated)",
@@ -302,17 +282,16 @@ class FastBERT(MethodPlugin):
     )
 
     def train(self, ctx) -> dict:
-        s = ctx.method_settings(DEFAULTS)
+        s = ctx.settings
         model = ctx.load_model(method="dense").to(ctx.device)
         model.policy = new_exit_policy(ctx, model, s)
-        log = {"settings": s, "distill": train_exits(ctx, model, model.policy, s)}
+        log = {"settings": ctx.settings_log, "distill": train_exits(ctx, model, model.policy, s)}
         ctx.save_model(model.eval())
         return log
 
     def operating_points(self, ctx):
-        s = ctx.method_settings(DEFAULTS)
         model = ctx.load_model()
-        for speed in s["speeds"]:
+        for speed in ctx.settings.speeds:
             m = copy.deepcopy(model)
             m.policy.speed = float(speed)
             yield OperatingPoint(f"speed={float(speed):g}", {"speed": float(speed)}, m.eval())

@@ -15,39 +15,26 @@ models (one per lambda) rather than repeating them - then the exit heads are
 trained by self-distillation from the pruned model's own final classifier with
 hard pruning active, backbone, classifier and thresholds frozen.
 
-The paper leaves these open; the harness's assumptions (also in `deviations`
-and every record):
-* exit heads read the hidden states of the tokens still present after that
-  layer's pruning (pruned tokens are physically gone; [CLS] is always kept, so
-  the head's [CLS] query always exists);
-* heads are FastBERT's student (d->128, 2-head attention over the kept tokens,
-  [CLS], 128->128, classes), trained by sum_l KL(teacher || student_l) on the
-  pruned model for `distill_epochs` (default 1) at `distill_lr` (1e-3), keeping
-  the lowest validation distillation loss;
-* the LTP models are the `ltp` plugin's (its lambdas, soft and hard budgets);
-  `lambdas` picks which of them get exit heads (default 0.1 and 0.3);
-* exit rule u_l <= tau (inclusive, as the paper writes it); knobs lambda and tau;
-* LTP scoring and every exit head that runs are counted in the FLOPs;
-* regression tasks use the FastBERT plugin's stability rule (prediction change
-  / training label std <= tau).
+The paper leaves the exit heads' inputs, training and rule open; the
+harness's assumptions are `MagicPyramid.deviations`. `lambdas` picks which of
+the `ltp` models get exit heads; `taus` are inference-time thresholds.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.plugin.base import MethodPlugin, OperatingPoint
 from harness.model.policy import EncoderState, Exit, Policy
-from harness.plugin.registry import register_method
-from methods.fastbert import DEFAULTS as FASTBERT_DEFAULTS
-from methods.fastbert import EarlyExitPolicy, demo_exits, new_exit_policy, train_exits
-from methods.ltp import LTPPolicy, _manifest_read, _manifest_write
+from harness.plugin import MethodPlugin, OperatingPoint, register_method
+from methods.fastbert import EarlyExitPolicy, ExitHeadSettings, demo_exits, new_exit_policy, train_exits
+from methods.ltp import LTPPolicy
 
-DEFAULTS = {
-    **{k: FASTBERT_DEFAULTS[k] for k in ("student_width", "student_heads", "distill_epochs", "distill_lr")},
-    "lambdas": [0.1, 0.3],
-    "taus": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8],
-}
+
+@dataclass(frozen=True)
+class Settings(ExitHeadSettings):
+    lambdas: tuple[float, ...] = (0.1, 0.3)  # which ltp models get exit heads
+    taus: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)
 
 
 class PrunedExitPolicy(Policy):
@@ -75,6 +62,7 @@ class PrunedExitPolicy(Policy):
 @register_method("magic_pyramid")
 class MagicPyramid(MethodPlugin):
     summary = "Magic Pyramid: LTP token pruning plus FastBERT exits on the pruned model (knobs lambda, tau)"
+    Settings = Settings
     requires = ("ltp",)
     deviations = (
         "starts from the ltp plugin's hard-stage models (fine-tune, LTP soft, LTP hard are its stages)",
@@ -87,7 +75,7 @@ class MagicPyramid(MethodPlugin):
 
     @staticmethod
     def _ltp_entries(ctx, lambdas) -> list[dict]:
-        entries = _manifest_read(ctx, method="ltp")
+        entries = ctx.read_json("points.json", method="ltp")
         by_lambda = {float(e["lambda"]): e for e in entries}
         missing = [lam for lam in lambdas if float(lam) not in by_lambda]
         if missing:
@@ -99,10 +87,10 @@ class MagicPyramid(MethodPlugin):
         return [by_lambda[float(lam)] for lam in lambdas]
 
     def train(self, ctx) -> dict:
-        s = ctx.method_settings(DEFAULTS)
-        log: dict = {"settings": s, "points": {}}
+        s = ctx.settings
+        log: dict = {"settings": ctx.settings_log, "points": {}}
         manifest = []
-        for entry in self._ltp_entries(ctx, s["lambdas"]):
+        for entry in self._ltp_entries(ctx, s.lambdas):
             model = ctx.load_model(entry["file"], method="ltp").to(ctx.device)
             ltp = model.policy
             ltp.freeze()
@@ -114,14 +102,13 @@ class MagicPyramid(MethodPlugin):
             )
             ctx.save_model(model.eval(), entry["file"])
             manifest.append(entry)
-        _manifest_write(ctx, manifest)
+        ctx.write_json("points.json", manifest)
         return log
 
     def operating_points(self, ctx):
-        s = ctx.method_settings(DEFAULTS)
-        for entry in _manifest_read(ctx):
+        for entry in ctx.read_json("points.json"):
             model = ctx.load_model(entry["file"])
-            for tau in s["taus"]:
+            for tau in ctx.settings.taus:
                 m = copy.deepcopy(model)
                 m.policy.exits.speed = float(tau)
                 yield OperatingPoint(

@@ -3,72 +3,74 @@
 Goyal, Choudhury, Raje, Chakaravarthy, Sabharwal, Verma, "PoWER-BERT:
 Accelerating BERT Inference via Progressive Word-vector Elimination", ICML 2020.
 
-After the attention sublayer of every layer l (before the FFN) each token gets
-a significance score, the attention it receives: the attention probabilities
-in its key column, summed over heads and over the *real* query rows
-(`state.mask`), so the score never depends on how much padding a batch has
-(the original code also sums the padded query rows, which ties scores to the
-padded length). The layer keeps [CLS] plus the top-(k_l - 1) other tokens, in
-their original order, and physically removes the rest (`select_tokens`), so
-the FFN and all later layers run on k_l tokens.
+After the attention sublayer of every layer l (before the FFN) each token's
+significance is the attention it receives (`harness.model.selection`). The
+layer keeps [CLS] plus the top-(k_l - 1) other tokens, in their original
+order, and physically removes the rest, so the FFN and all later layers run
+on k_l tokens.
 
-Training starts from the fine-tuned dense model (`requires = ("dense",)`), one
-model per lambda:
+Training starts from the fine-tuned dense model, one model per lambda:
 
 1. soft extraction (configuration search): a retention weight r_{l,j} in [0, 1]
    per layer l and per rank position j over the task's padded length
    (`ctx.task.seq_len`, the `sequence` protocol, as in the paper). The token
    of significance rank j at layer l is multiplied by r_{l,j}; [CLS] is rank 0
    with weight fixed to 1. Loss = task + lambda * sum_l l * sum_j r_{l,j}
-   (layers numbered from 1: the layer-index-weighted L1 of the paper). The
-   retention weights have their own learning rate (`retention_lr`, the
-   paper's LR_SOFT_EXTRACT) and are projected back into [0, 1] before every
-   forward (the original's clip constraint). The stage keeps its final state
-   (no checkpoint selection), as the original does.
-2. counts k_l = round(sum_j r_{l,j}) ([CLS] included, at least 1), then forced
-   non-increasing across layers (k_l = min(k_l, k_{l-1})).
-3. retraining with hard extraction at those counts (physical top-k removal,
-   gradients flow through the gather); best checkpoint on the held-out
-   validation split.
+   (the layer-index-weighted L1 of the paper). The retention weights have
+   their own learning rate (`retention_lr`, the paper's LR_SOFT_EXTRACT) and
+   are projected back into [0, 1] before every forward. The stage keeps its
+   final state.
+2. counts k_l = round(sum_j r_{l,j}) ([CLS] included, at least 1), forced
+   non-increasing across layers.
+3. retraining with hard extraction at those counts; best checkpoint on the
+   held-out validation split.
 
-At inference an example with no more than k_l real tokens keeps all of them:
-padding never counts as a kept token (the original pads every example to the
-fixed length and its top-k may keep padding). Knob: lambda (one operating
-point per lambda, named `lambda=<value>`); the learned counts are in the
-point's knobs and notes.
-
-Fidelity choices (also in `PowerBert.deviations`): see that tuple.
+An example with no more than k_l real tokens keeps all of them. Knob: lambda
+(one operating point per lambda, `lambda=<value>`); the learned counts are in
+the point's knobs and notes. How this departs from the original:
+`PowerBert.deviations`.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from harness.run.inference import evaluate
-from harness.plugin.base import MethodPlugin, OperatingPoint
 from harness.measure.metrics import primary
-from harness.model.policy import EncoderState, Policy, attention_received, select_tokens
-from harness.plugin.registry import register_method
+from harness.model.policy import EncoderState, Policy, select_tokens
+from harness.model.selection import attention_received, rank_tokens, topk_keep
+from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.run.inference import evaluate
 
-DEFAULTS = {
+Lambdas = tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Settings(MethodSettings):
     # one model per lambda; larger lambda = fewer tokens. A list, or a mapping
     # task name -> list with an optional "default" entry.
-    "lambdas": [1.0e-5, 1.0e-4, 3.0e-4, 1.0e-3],
+    lambdas: Lambdas | dict[str, Lambdas] = (1.0e-5, 1.0e-4, 3.0e-4, 1.0e-3)
     # stage lengths in optimizer steps (the retention weights move at most about
     # retention_lr per step under Adam, so steps, not epochs, set how far they can go)
-    "soft_steps": 16,  # configuration search (soft extraction)
-    "soft_lr": 5.0e-5,  # encoder/head learning rate in the soft stage (paper: LR_BERT)
-    "retention_lr": 0.2,  # retention weights' learning rate (paper: LR_SOFT_EXTRACT)
-    "hard_steps": 16,  # retraining with hard extraction
-    "hard_lr": 5.0e-5,
-    "rounding": "round",  # k_l = round(mass) ("floor" = the original code's int())
-    "exclude_self": False,  # True: drop the diagonal A[i, i] from the score (original code)
-    "eval_before_retrain": False,  # log the validation score of the hard model before retraining
-}
+    soft_steps: int = 16  # configuration search (soft extraction)
+    soft_lr: float = 5.0e-5  # encoder/head learning rate in the soft stage (paper: LR_BERT)
+    retention_lr: float = 0.2  # retention weights' learning rate (paper: LR_SOFT_EXTRACT)
+    hard_steps: int = 16  # retraining with hard extraction
+    hard_lr: float = 5.0e-5
+    rounding: Literal["round", "floor"] = "round"  # k_l = round(mass) ("floor" = the original code's int())
+    exclude_self: bool = False  # True: drop the diagonal A[i, i] from the score (original code)
+    eval_before_retrain: bool = False  # log the validation score of the hard model before retraining
+
+    def lambdas_for(self, task: str) -> Lambdas:
+        lams = self.lambdas
+        if isinstance(lams, dict):
+            lams = lams.get(task, lams.get("default", Settings.lambdas))
+        return tuple(float(x) for x in lams)
 
 
 def significance(state: EncoderState, exclude_self: bool = False) -> torch.Tensor:
@@ -88,10 +90,7 @@ def significance(state: EncoderState, exclude_self: bool = False) -> torch.Tenso
 def significance_ranks(state: EncoderState, exclude_self: bool = False) -> torch.Tensor:
     """Rank of every token [b, n]: [CLS] 0, then real tokens by decreasing
     significance (ties by position), padding last."""
-    score = significance(state, exclude_self)
-    score[:, 0] = math.inf
-    order = torch.argsort(score, dim=1, descending=True, stable=True)
-    return torch.argsort(order, dim=1)
+    return rank_tokens(significance(state, exclude_self), state.mask)
 
 
 def counts_from_mass(mass, rounding: str = "round") -> list[int]:
@@ -161,13 +160,12 @@ class PowerBertPolicy(Policy):
         return True
 
     def after_attention(self, layer: int, state: EncoderState) -> None:
-        ranks = significance_ranks(state, self.exclude_self)
+        score = significance(state, self.exclude_self)
         if self.soft and self.training:
-            self._soft(layer, state, ranks)
+            self._soft(layer, state, rank_tokens(score, state.mask))
         else:
-            k = int(self.counts[layer])
             # [CLS] + top-(k-1); shorter examples keep all real tokens (padding never kept)
-            select_tokens(state, (ranks < k) & state.mask)
+            select_tokens(state, topk_keep(score, state.mask, int(self.counts[layer])))
 
     def _soft(self, layer: int, state: EncoderState, ranks: torch.Tensor) -> None:
         if layer == 0:
@@ -207,6 +205,7 @@ class PowerBert(MethodPlugin):
         "PoWER-BERT: drop the least-attended tokens after each attention sublayer, "
         "per-layer counts learned by soft extraction with a layer-weighted L1 penalty"
     )
+    Settings = Settings
     requires = ("dense",)
     deviations = (
         "significance sums attention over the real query rows only (the original also sums padded "
@@ -228,30 +227,21 @@ class PowerBert(MethodPlugin):
         "retraining keeps the best checkpoint on the held-out validation split (the original uses the dev set)",
     )
 
-    # ---- settings ---------------------------------------------------------
-    @staticmethod
-    def settings(ctx) -> dict:
-        s = ctx.method_settings(DEFAULTS)
-        lams = s["lambdas"]
-        if isinstance(lams, dict):
-            lams = lams.get(ctx.task.name, lams.get("default", DEFAULTS["lambdas"]))
-        s["lambdas"] = [float(x) for x in lams]
-        return s
-
     @staticmethod
     def _epochs(ctx, steps: int) -> float:
         """Epochs that make `finetune` run exactly `steps` optimizer steps."""
-        per_epoch = max(1, math.ceil(len(ctx.encoded("train")) / ctx.train_config().batch_size))
+        per_epoch = max(1, math.ceil(len(ctx.train_split) / ctx.train_config().batch_size))
         return max(1, int(steps)) / per_epoch
 
     # ---- training ---------------------------------------------------------
     def train(self, ctx) -> dict:
-        s = self.settings(ctx)
+        s = ctx.settings
         dense = ctx.load_model(method="dense")
         num_layers = len(dense.layers)
         seq_len = ctx.task.seq_len
-        log: dict = {"settings": s, "points": {}}
-        for lam in s["lambdas"]:
+        log: dict = {"settings": ctx.settings_log, **ctx.train_split_info, "points": {}}
+        manifest = []
+        for lam in s.lambdas_for(ctx.task.name):
             name = _lambda_name(lam)
             t0 = time.time()
             model = copy.deepcopy(dense)
@@ -260,38 +250,39 @@ class PowerBert(MethodPlugin):
                 seq_len,
                 lam=lam,
                 soft=True,
-                lr_scale=float(s["retention_lr"]) / float(s["soft_lr"]),
-                exclude_self=bool(s["exclude_self"]),
+                lr_scale=s.retention_lr / s.soft_lr,
+                exclude_self=s.exclude_self,
             ).to(ctx.device)
             model.policy = policy
             # (1) soft extraction: no checkpoint selection, the final state is kept
-            tick = iter(range(10**9))
             soft_log = ctx.finetune(
                 model,
-                cfg=ctx.train_config(epochs=self._epochs(ctx, s["soft_steps"]), lr=float(s["soft_lr"]), grad_clip=0.0),
-                score_fn=lambda m: float(next(tick)),
+                cfg=ctx.train_config(epochs=self._epochs(ctx, s.soft_steps), lr=s.soft_lr, grad_clip=0.0),
+                checkpoint="last",
                 desc=f"{ctx.task.name}/power_bert {name} soft",
             )
             policy.project()
             mass = policy.mass()
             t1 = time.time()
             # (2) counts
-            counts = policy.learned_counts(str(s["rounding"]))
+            counts = policy.learned_counts(s.rounding)
             policy.set_counts(counts)
             policy.soft = False
             policy.retention_raw.requires_grad_(False)
             before = None
-            if s["eval_before_retrain"]:
-                run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", 64, ctx.device)
+            if s.eval_before_retrain:
+                run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size,
+                               ctx.device)
                 before = primary(ctx.task, run.metrics)
             # (3) retrain with hard extraction
             hard_log = ctx.finetune(
                 model,
-                cfg=ctx.train_config(epochs=self._epochs(ctx, s["hard_steps"]), lr=float(s["hard_lr"])),
+                cfg=ctx.train_config(epochs=self._epochs(ctx, s.hard_steps), lr=s.hard_lr),
                 desc=f"{ctx.task.name}/power_bert {name} hard",
             )
             model.eval()
             ctx.save_model(model, f"{name}.pt")
+            manifest.append({"name": name, "lambda": lam, "file": f"{name}.pt"})
             t2 = time.time()
             log["points"][name] = {
                 "lambda": lam,
@@ -305,13 +296,13 @@ class PowerBert(MethodPlugin):
                 "seconds_soft": round(t1 - t0, 1),
                 "seconds_retrain": round(t2 - t1, 1),
             }
+        ctx.write_json("points.json", manifest)
         return log
 
     def operating_points(self, ctx):
-        s = self.settings(ctx)
-        for lam in s["lambdas"]:
-            name = _lambda_name(lam)
-            model = ctx.load_model(f"{name}.pt")
+        for entry in ctx.read_json("points.json"):
+            name, lam = entry["name"], entry["lambda"]
+            model = ctx.load_model(entry["file"])
             policy = model.policy
             policy.soft = False
             model.eval()
@@ -324,7 +315,7 @@ class PowerBert(MethodPlugin):
                     "counts": counts,
                     "soft_mass": [round(m, 3) for m in policy.mass()],
                     "rank_positions": policy.seq_len,
-                    "rounding": s["rounding"],
+                    "rounding": ctx.settings.rounding,
                     "padding": "examples with <= k_l real tokens keep all of them; padding never counts as kept",
                     "significance": "attention received, summed over heads and real query rows"
                     + ("; self-attention excluded" if policy.exclude_self else ""),

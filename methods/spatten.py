@@ -33,50 +33,41 @@ no learned parameters and the dense model already tolerates the pruning well
 (MiniLM-L6 on MR: -1 point at r = 0.1 untrained), so a short adaptation is
 enough and five ratios fit the default profile's ~4 minute training budget.
 
-Fidelity choices (also in `SpAtten.deviations`):
-* the cumulative score is implemented (LTP's reimplementation of SpAtten used
-  the per-layer, non-cumulative score and no head pruning);
-* attention probabilities are the softmax output before dropout; padded query
-  rows are excluded and padded keys receive 0, so the choice never depends on
-  padding; ties break by position (stable sort);
-* [CLS] is always kept (SpAtten does not protect any token);
-* tokens are dropped after the attention sublayer, so the FFN of that layer
-  and all later sublayers skip them;
-* schedule for models with fewer layers: the first round(L/4) layers keep
-  all tokens (3 for 12 layers, 2 for MiniLM's 6, 1 for 2-3 layers);
-* head pruning (option) is static per model, chosen on training examples,
-  and physically removed; SpAtten's progressive quantization and the top-k
-  hardware engine are not part of this (software) reimplementation.
+How this departs from the original: `SpAtten.deviations`.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from harness.run.inference import evaluate
-from harness.plugin.base import MethodPlugin, OperatingPoint
-from harness.measure.metrics import primary
 from harness.data.padding import collate
-from harness.model.policy import EncoderState, Policy, attention_received, select_tokens
-from harness.plugin.registry import register_method
+from harness.measure.metrics import primary
+from harness.model.policy import EncoderState, Policy, select_tokens
+from harness.model.selection import attention_received, topk_keep
 from harness.model.structure import prune_heads
+from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.run.inference import evaluate
 
-DEFAULT_RATIOS = (0.1, 0.2, 0.35, 0.5, 0.7)
-DEFAULTS = {
-    "ratios": list(DEFAULT_RATIOS),
-    "full_layers": None,  # None = round(L/4)
-    "epochs": 0.25,
-    "lr": None,  # None = half the profile's learning rate
-    "batch_size": None,  # None = the profile's
-    "eval_every": 0,
-    "keep_start_if_better": True,
-    "head_ratio": 1.0,  # 1.0 = head pruning off
-    "head_calibration_examples": 256,
-}
+@dataclass(frozen=True)
+class Settings(MethodSettings):
+    ratios: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.7)  # final retain ratio r, one model each
+    full_layers: int | None = None  # layers that keep every token; None = round(L/4)
+    epochs: float = 0.25  # fine-tune with the pruning active (0 = no fine-tune)
+    lr: float | None = None  # None = half the profile's learning rate
+    batch_size: int | None = None  # None = the profile's
+    eval_every: int = 0
+    keep_start_if_better: bool = True
+    head_ratio: float = 1.0  # 1.0 = head pruning off
+    head_calibration_examples: int = 256
+
+    def __post_init__(self):
+        if not all(0.0 < r <= 1.0 for r in self.ratios) or not 0.0 < self.head_ratio <= 1.0:
+            raise ValueError(f"retain ratios must be in (0, 1], got ratios {self.ratios}, head_ratio {self.head_ratio}")
 
 
 # ---- schedule ----------------------------------------------------------------
@@ -126,9 +117,7 @@ class SpAttenPolicy(Policy):
     @staticmethod
     def received(state: EncoderState) -> torch.Tensor:
         """Attention each token receives, summed over heads and real query rows."""
-        probs = state.attn_probs.detach()
-        score = attention_received(state, probs)
-        return score.masked_fill(~state.mask, 0.0)
+        return attention_received(state, state.attn_probs.detach()).masked_fill(~state.mask, 0.0)
 
     def after_attention(self, layer: int, state: EncoderState) -> None:
         if layer > self.last_layer:
@@ -149,12 +138,7 @@ class SpAttenPolicy(Policy):
         k = torch.minimum(keep_counts(ratio, scratch["spatten_len0"][state.rows]), state.lengths)
         if bool((k == state.lengths).all()):
             return
-        sel = score.masked_fill(~state.mask, -math.inf)
-        sel[:, 0] = math.inf  # [CLS]
-        order = torch.argsort(sel, dim=1, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-        index = select_tokens(state, rank < k.unsqueeze(1))
+        index = select_tokens(state, topk_keep(score, state.mask, k))
         scratch["spatten_score"] = torch.gather(score, 1, index)
 
     def describe(self) -> dict:
@@ -259,6 +243,7 @@ def _fmt(r: float) -> str:
 @register_method("spatten")
 class SpAtten(MethodPlugin):
     summary = "SpAtten cascade token pruning by cumulative attention received, retain ratio falling linearly to r"
+    Settings = Settings
     requires = ("dense",)
     deviations = (
         "cumulative importance score (attention received summed over heads, real query rows and all layers so far), "
@@ -281,16 +266,6 @@ class SpAtten(MethodPlugin):
         "choice",
     )
 
-    # ---- configuration ---------------------------------------------------------
-    @staticmethod
-    def settings(ctx) -> dict:
-        s = ctx.method_settings(DEFAULTS)
-        t = ctx.cfg["train"]
-        s["ratios"] = [float(r) for r in s["ratios"]]
-        s["lr"] = float(t["lr"] * 0.5 if s["lr"] is None else s["lr"])
-        s["batch_size"] = int(t["batch_size"] if s["batch_size"] is None else s["batch_size"])
-        return s
-
     @staticmethod
     def point_name(r: float, head_ratio: float) -> str:
         name = f"r={_fmt(r)}"
@@ -300,68 +275,63 @@ class SpAtten(MethodPlugin):
     def policy_for(model, r: float, full_layers: int | None) -> SpAttenPolicy:
         return SpAttenPolicy(retain_schedule(len(model.layers), r, full_layers))
 
-    def _validate(self, ctx, model) -> float:
-        batch = ctx.cfg["train"].get("eval_batch_size", 64)
-        run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", batch, ctx.device)
-        return primary(ctx.task, run.metrics)
-
     # ---- training --------------------------------------------------------------
     def train(self, ctx) -> dict:
-        s = self.settings(ctx)
+        s = ctx.settings
+        lr = float(ctx.cfg["train"]["lr"] * 0.5 if s.lr is None else s.lr)
+        batch_size = int(ctx.cfg["train"]["batch_size"] if s.batch_size is None else s.batch_size)
         dense = ctx.load_model(method="dense")
-        log = {"settings": s, "points": {}}
-        for r in s["ratios"]:
+        log = {"settings": ctx.settings_log, **ctx.train_split_info, "points": {}}
+        manifest = []
+        for r in s.ratios:
             t0 = time.perf_counter()
             model = copy.deepcopy(dense)
-            model.policy = self.policy_for(model, r, s["full_layers"])
+            model.policy = self.policy_for(model, r, s.full_layers)
             entry: dict = {"ratios": model.policy.ratios}
-            if s["head_ratio"] < 1.0:
-                imp = head_importance(
-                    model, ctx.encoded("train"), s["head_calibration_examples"], s["batch_size"], ctx.seed, ctx.device
-                )
-                counts = head_counts(len(model.layers), model.layers[0].num_heads, s["head_ratio"], s["full_layers"])
+            if s.head_ratio < 1.0:
+                imp = head_importance(model, ctx.train_split, s.head_calibration_examples, batch_size, ctx.seed,
+                                      ctx.device)
+                counts = head_counts(len(model.layers), model.layers[0].num_heads, s.head_ratio, s.full_layers)
                 kept = cascade_heads(imp, counts)
                 apply_cascade_head_pruning(model, kept)
                 entry["head_importance"] = imp.round(6).tolist()
                 entry["heads_kept"] = kept
             model = model.to(ctx.device)
-            start = self._validate(ctx, model)
-            entry["validation_start"] = start
-            if s["epochs"] > 0:
-                start_state = copy.deepcopy(model.state_dict())
-                cfg = ctx.train_config(
-                    epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], eval_every=s["eval_every"]
+            run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size, ctx.device)
+            entry["validation_start"] = start = primary(ctx.task, run.metrics)
+            entry["kept"], entry["validation"] = "start", start
+            if s.epochs > 0:
+                ft = ctx.finetune(
+                    model,
+                    cfg=ctx.train_config(epochs=s.epochs, lr=lr, batch_size=batch_size, eval_every=s.eval_every),
+                    checkpoint="best_or_start" if s.keep_start_if_better else "best",
+                    start_score=start,
+                    desc=f"{ctx.task.name}/spatten r={_fmt(r)}",
                 )
-                ft = ctx.finetune(model, cfg=cfg, desc=f"{ctx.task.name}/spatten r={_fmt(r)}")
                 entry["finetune"] = ft
-                if s["keep_start_if_better"] and start > ft["best_validation"]:
-                    model.load_state_dict(start_state)
-                    entry["kept"], entry["validation"] = "start", start
-                else:
-                    entry["kept"], entry["validation"] = "finetuned", ft["best_validation"]
-            else:
-                entry["kept"], entry["validation"] = "start", start
-            model.eval()
+                entry["kept"], entry["validation"] = ft.get("kept", "trained"), ft["best_validation"]
             entry["seconds"] = round(time.perf_counter() - t0, 2)
-            ctx.save_model(model, f"{self.point_name(r, s['head_ratio'])}.pt")
+            name = self.point_name(r, s.head_ratio)
+            ctx.save_model(model.eval(), f"{name}.pt")
+            manifest.append({"name": name, "r": r, "file": f"{name}.pt"})
             log["points"][_fmt(r)] = entry
+        ctx.write_json("points.json", manifest)
         return log
 
     def operating_points(self, ctx):
-        s = self.settings(ctx)
-        for r in s["ratios"]:
-            model = ctx.load_model(f"{self.point_name(r, s['head_ratio'])}.pt")
-            model.eval()
-            knobs = {"r": r, "head_pruning": s["head_ratio"] < 1.0, "head_ratio": s["head_ratio"]}
-            full = s["full_layers"] if s["full_layers"] is not None else default_full_layers(len(model.layers))
+        s = ctx.settings
+        for entry in ctx.read_json("points.json"):
+            model = ctx.load_model(entry["file"]).eval()
+            knobs = {"r": entry["r"], "head_pruning": s.head_ratio < 1.0, "head_ratio": s.head_ratio}
+            full = s.full_layers if s.full_layers is not None else default_full_layers(len(model.layers))
             notes = {
                 "score": "cumulative",
                 "retain_schedule": [round(q, 6) for q in model.policy.ratios],
                 "full_layers": full,
                 "heads_per_layer": [layer.num_heads for layer in model.layers],
-                "finetune_epochs": s["epochs"],
+                "finetune_epochs": s.epochs,
             }
-            yield OperatingPoint(self.point_name(r, s["head_ratio"]), knobs, model, notes)
+            yield OperatingPoint(entry["name"], knobs, model, notes)
 
     def demo_model(self, model):
         model.policy = self.policy_for(model, 0.3, None)

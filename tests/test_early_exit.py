@@ -175,7 +175,7 @@ def test_magic_pyramid_train_and_points(smoke_context):
         assert torch.equal(p.model.policy.ltp.thresholds, ltp_model.policy.thresholds)
         assert p.knobs["lambda"] == 0.1 and p.model.policy.describe()["exits"]["exit_rule"] == "u <= speed"
     # an LTP lambda that was never trained: one clear error
-    mp.cfg["methods_config"]["magic_pyramid"]["lambdas"] = [0.7]
+    mp = smoke_context("magic_pyramid", ["methods_config.magic_pyramid={lambdas: [0.7]}"])
     from harness.errors import HarnessError
 
     with pytest.raises(HarnessError, match="no trained ltp model"):

@@ -86,7 +86,7 @@ def test_snakemake_rejects_invalid_config():
     assert p.returncode != 0 and "seed" in p.stderr + p.stdout
 
 
-def test_failed_evaluation_leaves_no_records(tmp_path):
+def test_failed_evaluation_leaves_no_records(tmp_path, smoke_context):
     name = "broken_for_test"
 
     class Broken(MethodPlugin):
@@ -100,8 +100,8 @@ def test_failed_evaluation_leaves_no_records(tmp_path):
     registry.discover()
     registry.register_method(name)(Broken)
     try:
-        cfg = load_config("smoke", [f"results_dir={tmp_path}/r", f"work_dir={tmp_path}/w", "data_dir=", "eval.protocols=[none]"])
-        with pytest.raises(RuntimeError):
+        cfg = smoke_context("dense", ["eval.protocols=[none]"]).cfg  # the dense model is in place
+        with pytest.raises(RuntimeError, match="half-way"):
             evaluate_job(cfg, "mr", name)
         assert not list((tmp_path / "r").rglob("*.json"))
     finally:
@@ -111,3 +111,30 @@ def test_failed_evaluation_leaves_no_records(tmp_path):
 def test_harness_error_formats_problem_and_fix():
     e = HarnessError("the problem", "the fix")
     assert str(e) == "the problem\n  fix: the fix"
+
+
+def test_misspelled_method_setting():
+    rc, _, err = cli("check-config", "--profile", "smoke", "--config", "methods_config.lat.n_pointz=3")
+    assert rc == 2
+    msg = _one_error(err)
+    assert "unknown setting 'n_pointz' under methods_config.lat" in msg and "n_points" in msg
+
+
+def test_wrong_type_of_method_setting():
+    rc, _, err = cli("check-config", "--profile", "smoke", "--config", "methods_config.spatten.ratios=high")
+    assert rc == 2 and "methods_config.spatten.ratios" in _one_error(err) and "a list of a number" in err
+
+
+def test_misspelled_variant_setting_and_unknown_method_section():
+    rc, _, err = cli("check-config", "--profile", "smoke", "--config", "variants.ltp_short.config.lamdas=[0.1]")
+    assert rc == 2 and "unknown setting 'lamdas' under variants.ltp_short.config" in _one_error(err)
+    rc, _, err = cli("check-config", "--profile", "smoke", "--config", "methods_config.latt.n_points=3")
+    assert rc == 2 and "'latt', which is not a registered method" in _one_error(err)
+
+
+def test_snakemake_rejects_a_misspelled_setting():
+    p = subprocess.run(
+        ["snakemake", "-n", "--nolock", "--profile", "profiles/smoke", "--config", "methods_config={lat: {n_pointz: 3}}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert p.returncode != 0 and "unknown setting 'n_pointz' under methods_config.lat" in p.stderr + p.stdout

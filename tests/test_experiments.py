@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from harness.report.experiments import run_experiments
+from harness.report.experiments import planned, run_experiments
 from harness.report.load import load_records
-from harness.record import record_path, write_json
+from harness.storage import record_path, write_json
+
+from .records import record
 from harness.report.rules import fastest_within
 
 N = 40
@@ -21,20 +23,12 @@ def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None,
     base = 1e6 * LENGTHS.astype(float)
     flops = base * rel_flops
     preds = np.where(correct, LABELS, 1 - LABELS)
-    rec = {
-        "method": method, "operating_point": op, "knobs": knobs or {}, "task": "mr", "protocol": protocol,
-        "backbone": "t", "seed": 0, "n_eval": N, "metric": "accuracy",
-        "metrics": {"accuracy": float(np.mean(correct))}, "validation_metrics": {"accuracy": val_acc},
-        "flops_per_example": flops.mean(), "macs_per_example": flops.mean() / 2,
-        "baseline_flops_per_example": base.mean(), "flops_speedup": base.mean() / flops.mean(),
-        "tokens_per_layer": [30.0, 20.0], "latency_ms_median": 1.0, "latency_ms_iqr": 0.1,
-        "throughput_examples_per_s": 100.0, "batch_size": 32, "threads": 1, "wallclock_speedup": 1.0,
-        "wallclock_speedup_by_batch_size": wall or {"1": 1.0, "32": 1.0},
-        "per_example": {"length": LENGTHS, "label": LABELS, "prediction": preds, "flops": flops,
-                        "baseline_flops": base, "exit_layer": np.full(N, 2),
-                        "tokens_per_layer": np.stack([LENGTHS, LENGTHS // 2], 1)},
-        "provenance": {"git_commit": "x", "config_hash": "y"},
-    }
+    rec = record("mr", method, op, protocol, metrics={"accuracy": float(np.mean(correct))},
+                 validation_metrics={"accuracy": val_acc}, flops=flops.mean(), baseline_flops=base.mean(), n_eval=N,
+                 knobs=knobs, wall=wall or {1: 1.0, 32: 1.0},
+                 per_example={"length": LENGTHS, "label": LABELS, "prediction": preds, "flops": flops,
+                              "baseline_flops": base, "exit_layer": np.full(N, 2),
+                              "tokens_per_layer": np.stack([LENGTHS, LENGTHS // 2], 1).tolist()})
     write_json(record_path(root, "mr", method, op, protocol), rec)
 
 
@@ -45,8 +39,8 @@ def results(tmp_path):
     for p in ("none", "batch"):
         _record(root, "dense", "dense", p, 1.0, allc, 0.90)
         # ltp: a cheap point that is too inaccurate on validation, and an acceptable one
-        _record(root, "ltp", "a", p, 0.3, allc, 0.80, {"lambda": 1.0}, {"1": 1.5, "32": 2.4})
-        _record(root, "ltp", "b", p, 0.5, allc, 0.895, {"lambda": 0.1}, {"1": 1.2, "32": 1.8})
+        _record(root, "ltp", "a", p, 0.3, allc, 0.80, {"lambda": 1.0}, {1: 1.5, 32: 2.4})
+        _record(root, "ltp", "b", p, 0.5, allc, 0.895, {"lambda": 0.1}, {1: 1.2, 32: 1.8})
         # robustness variants: wrong on long examples
         long_wrong = LENGTHS <= np.percentile(LENGTHS, 75)
         _record(root, "ltp_short", "p1", p, 0.6, allc, 0.9)
@@ -80,13 +74,18 @@ def test_experiments_write_tables_and_figures(results, tmp_path):
         "absent": {"kind": "selected_points", "methods": ["fastbert"]},
         "cost": {"kind": "selection_cost"},
     }
-    written, skipped = run_experiments(df, experiments, results, figures)
-    assert any("absent" in s for s in skipped) and any("cost" in s for s in skipped)
+    methods = ["dense", "ltp", "ltp_short", "lat_short"]
+    written = run_experiments(df, experiments, methods, results, figures)
+    assert "absent" not in planned(experiments, methods)  # the profile runs no fastbert: skipped
+    assert not (results / "tables" / "absent.csv").exists()
+    # the benchmark has not run: its table and figure say so instead of missing
+    assert "no data" in (results / "tables" / "cost.md").read_text() and (figures / "cost.png").is_file()
     t1 = pd.read_csv(results / "tables" / "t1.csv")
     assert t1.loc[0, "operating_point"] == "b" and t1.loc[0, "speedup_none"] == pytest.approx(2.0)
     wall = pd.read_csv(results / "tables" / "wall.csv")
     ltp_none = wall[(wall.method == "ltp") & (wall.protocol == "none")].iloc[0]
     assert ltp_none["operating_point"] == "b" and ltp_none["ratio"] == pytest.approx(1.8 / 2.0)
+    assert ltp_none["wall_bs32_low"] < ltp_none["wall_bs32"] < ltp_none["wall_bs32_high"]
     robust = pd.read_csv(results / "tables" / "robust.csv")
     # lat_short's point closest to ltp_short's <=Q2 relative FLOPs (0.6) is q2 (0.62)
     assert set(robust[robust.method == "lat_short"]["operating_point"]) == {"q2"}
@@ -102,4 +101,7 @@ def test_experiments_write_tables_and_figures(results, tmp_path):
         "operating_point"].tolist()[:1]
     for name in ("wall", "robust", "traj", "buckets"):
         assert (figures / f"{name}.png").stat().st_size > 1000
-    assert json.dumps(written)
+    tables = [str(results / "tables" / f"{n}.{e}") for n in ("t1", "wall", "robust", "buckets", "knobs", "aliases",
+                                                             "cost") for e in ("csv", "md", "tex")]
+    figs = [str(figures / f"{n}.{e}") for n in ("wall", "robust", "traj", "buckets", "cost") for e in ("png", "pdf")]
+    assert sorted(written) == sorted(tables + figs)

@@ -13,18 +13,21 @@ import torch
 from harness.measure.flops import trace_macs
 from harness.model.policy import EncoderState
 from harness.model.trace import TraceRecorder
+from harness.pareto import pareto_front
+from harness.plugin.search import spread_points
+from harness.run.finetune import TrainBatch
 from methods.lat import (
-    EvolutionarySearch,
     LATPolicy,
-    _InputTap,
+    Settings,
     check_gene,
-    choose_points,
     constant_drop_gene,
+    crossover_genes,
     gene_counts,
     gene_macs,
-    pareto_front,
+    mutate_gene,
     sample_gene,
     sandwich_loss_fn,
+    search_genes,
 )
 
 from .conftest import random_batch
@@ -157,7 +160,6 @@ def test_sandwich_loss_runs_submodels_and_restores_gene(tiny_model):
     task = get_task("mnli")  # 3 labels, like the tiny model
     tiny_model.policy = LATPolicy(None, resolution=10)
     tiny_model.train()
-    tap = _InputTap(tiny_model)
     calls = []
     orig = tiny_model.policy.after_attention
 
@@ -166,35 +168,36 @@ def test_sandwich_loss_runs_submodels_and_restores_gene(tiny_model):
         return orig(layer, state)
 
     tiny_model.policy.after_attention = spy
-    loss_fn = sandwich_loss_fn(task, tap, 3, 10, 0.2, 2, np.random.default_rng(0))
+    loss_fn = sandwich_loss_fn(task, 3, 10, 0.2, 2, np.random.default_rng(0))
     ids, mask = random_batch(4, 25, lengths=[25, 20, 9, 14])
-    out = tiny_model(ids, mask)
-    labels = torch.tensor([0, 1, 2, 1])
-    loss = loss_fn(tiny_model, out, labels)
+    batch = TrainBatch(ids, mask, torch.zeros_like(ids), torch.tensor([0, 1, 2, 1]))
+    out = tiny_model(*batch.inputs)
+    loss = loss_fn(tiny_model, out, batch)
     loss.backward()
-    tap.close()
     genes = list(dict.fromkeys(calls))
     assert genes[0] is None and genes[1] == constant_drop_gene(3, 10, 0.2) and len(genes) >= 3
     assert tiny_model.policy.gene is None
     assert tiny_model.layers[0].query.weight.grad is not None
-    assert len(tiny_model._forward_pre_hooks) == 0
+
+
+def _front(store: dict) -> list:
+    cands = list(store)
+    return [cands[i] for i in pareto_front([store[c]["cost"] for c in cands], [store[c]["score"] for c in cands], cands)]
 
 
 def test_pareto_front_and_operators():
     pts = {
-        (1,): {"macs": 1.0, "score": 0.5},
-        (2,): {"macs": 2.0, "score": 0.4},  # dominated
-        (3,): {"macs": 3.0, "score": 0.7},
-        (4,): {"macs": 3.0, "score": 0.6},  # same cost, worse
-        (5,): {"macs": 5.0, "score": 0.7},  # costlier, no better
+        (1,): {"cost": 1.0, "score": 0.5},
+        (2,): {"cost": 2.0, "score": 0.4},  # dominated
+        (3,): {"cost": 3.0, "score": 0.7},
+        (4,): {"cost": 3.0, "score": 0.6},  # same cost, worse
+        (5,): {"cost": 5.0, "score": 0.7},  # costlier, no better
     }
-    assert pareto_front(pts) == [(1,), (3,)]
-    s = EvolutionarySearch(lambda g: 0.0, lambda g: float(sum(g)), 4, 10, 0.2, 0)
-    s.rng = random.Random(1)
+    assert _front(pts) == [(1,), (3,)]
+    rng = random.Random(1)
     for _ in range(200):
-        m = s.mutate((9, 7, 4, 2))
-        check_gene(m, 10)
-    assert EvolutionarySearch.crossover((10, 8, 5), (9, 5, 2)) == (10, 7, 4)
+        check_gene(mutate_gene((9, 7, 4, 2), rng, 10, 0.5), 10)
+    assert crossover_genes((10, 8, 5), (9, 5, 2)) == (10, 7, 4)
 
 
 def test_search_stays_in_bounds_and_improves_front():
@@ -206,24 +209,25 @@ def test_search_stays_in_bounds_and_improves_front():
     def score(g):  # a made-up accuracy: keeping late tokens matters more
         return sum((i + 1) * x for i, x in enumerate(g)) / 1000
 
-    s = EvolutionarySearch(score, macs, layers, res, 0.2, 0, population_size=6, mutation_size=5, crossover_size=5)
-    front = s.run(3)
+    s = Settings(population_size=6, mutation_size=5, crossover_size=5, evo_iterations=3)
+    search, front = search_genes(score, macs, layers, res, s, 0)
     lo, hi = macs(constant_drop_gene(layers, res, 0.2)), macs((res,) * layers)
-    assert all(lo <= v["macs"] <= hi for v in s.store.values())
-    assert sum(v["how"] == "initial" for v in s.store.values()) >= 4
-    assert any(v["how"] in ("mutation", "crossover") for v in s.store.values())
+    assert all(lo <= v["cost"] <= hi for v in search.store.values())
+    assert sum(v["how"] == "initial" for v in search.store.values()) >= 4
+    assert any(v["how"] in ("mutation", "crossover") for v in search.store.values())
+    assert search.rejected  # bred genes cheaper than the smallest one are refused
     # score grows with every kept token, so the full gene is the best and ends the front
-    assert front == pareto_front(s.store) and front[-1] == (res,) * layers
-    assert all(s.store[a]["score"] < s.store[b]["score"] for a, b in zip(front, front[1:]))
-    chosen = choose_points(s.store, front, hi, 4)
+    assert front == _front(search.store) and front[-1] == (res,) * layers
+    assert all(search.store[a]["score"] < search.store[b]["score"] for a, b in zip(front, front[1:]))
+    chosen = spread_points(search.store, front, hi, 4)
     assert len(chosen) == 4 and len(set(chosen)) == 4
 
 
-def test_choose_points_tops_up_a_short_front():
-    store = {(i,): {"macs": float(i), "score": 0.5} for i in range(1, 11)}
-    front = pareto_front(store)  # only the cheapest: all scores tie
+def test_spread_points_tops_up_a_short_front():
+    store = {(i,): {"cost": float(i), "score": 0.5} for i in range(1, 11)}
+    front = _front(store)  # only the cheapest: all scores tie
     assert front == [(1,)]
-    chosen = choose_points(store, front, 10.0, 4)
+    chosen = spread_points(store, front, 10.0, 4)
     assert (1,) in chosen and (10,) in chosen and len(chosen) == 4
 
 

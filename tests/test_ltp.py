@@ -7,14 +7,7 @@ import pytest
 import torch
 
 from harness.plugin.registry import get_method
-from methods.ltp import (
-    LTPPolicy,
-    resolve_thetas,
-    rising_thresholds,
-    threshold_select,
-    token_scores,
-    topk_select,
-)
+from methods.ltp import LTPPolicy, relative_to_length, rising_thresholds, token_scores, with_lengths_resolved
 
 from .conftest import random_batch
 
@@ -39,36 +32,20 @@ def test_scores_use_real_rows_only(tiny_model):
     assert torch.allclose(batch.sum(1), torch.ones(3), atol=1e-5)
 
 
-def test_threshold_select_prunes_below_theta_keeps_cls():
-    scores = torch.tensor([[0.01, 0.30, 0.10, 0.09, 0.50], [0.02, 0.2, 0.4, 0.0, 0.0]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()
-    keep = threshold_select(scores, mask, 0.1)
-    # strict: s < theta is pruned, s == theta kept; [CLS] kept despite its low score
-    assert keep.tolist() == [[True, True, True, False, True], [True, True, True, False, False]]
-    per_row = threshold_select(scores, mask, torch.tensor([0.4, 0.3]))
-    assert per_row.tolist() == [[True, False, False, False, True], [True, False, True, False, False]]
-    assert not threshold_select(scores, mask, 0.0)[~mask].any()
-
-
-def test_topk_select_matches_threshold_on_same_counts():
-    g = torch.Generator().manual_seed(0)
-    scores = torch.rand(4, 20, generator=g)
-    mask = torch.ones(4, 20, dtype=torch.bool)
-    mask[1, 12:] = False
-    keep = threshold_select(scores, mask, 0.5)
-    assert torch.equal(topk_select(scores, mask, keep.sum(1)), keep)
-
-
 def test_rising_thresholds():
     assert rising_thresholds(0.012, 3) == pytest.approx([0.004, 0.008, 0.012])
 
 
-def test_theta_defaults_relative_to_mean_length():
-    # absolute values win; otherwise multiples of 1/mean length, 3 significant digits
-    assert resolve_thetas({"t": 0.03}, "t", "r", 0.5, 27.0) == 0.03
-    assert resolve_thetas({"t": [0.01, 0.02]}, "t", "r", 0.5, 27.0) == [0.01, 0.02]
-    assert resolve_thetas({}, "t", "r", 0.5, 25.0) == 0.02
-    assert resolve_thetas({"r": [1, 2]}, "t", "r", 0.5, 30.0) == [0.0333, 0.0667]
+def test_theta_defaults_relative_to_mean_length(smoke_context):
+    # multiples of 1/mean length, 3 significant digits
+    assert relative_to_length(0.5, 25.0) == 0.02
+    assert relative_to_length((1, 2), 30.0) == (0.0333, 0.0667)
+    # absolute values win; the others are resolved from the training split's mean length
+    ctx = smoke_context("ltp", ["methods_config.ltp={theta_final: 0.03}"])
+    s = with_lengths_resolved(ctx, ctx.settings, [("theta_final", "theta_final_rel"), ("threshold_lr", "threshold_lr_rel")])
+    mean = ctx.train_split_info["mean_train_length"]
+    assert s.theta_final == 0.03 and s.threshold_lr == relative_to_length(ctx.settings.threshold_lr_rel, mean)
+    assert s.soft_lr == ctx.cfg["train"]["lr"] == s.hard_lr
 
 
 def _kept_by_layer(model, ids, mask):
@@ -156,9 +133,8 @@ def test_no_attention_probs_when_threshold_cannot_prune(tiny_model):
 
 # ---- end to end on the smoke profile -----------------------------------------------
 def test_ltp_train_and_operating_points(smoke_context):
-    ctx = smoke_context("ltp")
-    ctx.cfg["methods_config"]["ltp"] = {"lambdas": [0.0, 50.0], "theta_final": 0.05, "temperature": 5e-3,
-                                        "threshold_lr": 5e-3, "hard_epochs": 0.4, "train_max_length": 40}
+    ctx = smoke_context("ltp", ["methods_config.ltp={lambdas: [0.0, 50.0], theta_final: 0.05, temperature: 5.0e-3, "
+                               "threshold_lr: 5.0e-3, hard_epochs: 0.4, train_max_length: 40}"])
     plugin = get_method("ltp")
     log = plugin.train(ctx)
     assert log["train_max_length"] == 40
@@ -179,8 +155,7 @@ def test_ltp_train_and_operating_points(smoke_context):
 
 
 def test_ltp_manual_points(smoke_context):
-    ctx = smoke_context("ltp_manual")
-    ctx.cfg["methods_config"]["ltp_manual"] = {"theta_finals": [0.02, 0.2], "hard_epochs": 0.4}
+    ctx = smoke_context("ltp_manual", ["methods_config.ltp_manual={theta_finals: [0.02, 0.2], hard_epochs: 0.4}"])
     plugin = get_method("ltp_manual")
     log = plugin.train(ctx)
     pts = list(plugin.operating_points(ctx))
@@ -190,7 +165,7 @@ def test_ltp_manual_points(smoke_context):
     for p in pts:
         assert p.notes["fine_tuned"] and p.model.policy.thresholds[-1].item() == pytest.approx(p.knobs["theta_final"])
     # without a fine-tune, the points are the dense model with thresholds attached
-    ctx.cfg["methods_config"]["ltp_manual"]["hard_epochs"] = 0
+    ctx = smoke_context("ltp_manual", ["methods_config.ltp_manual={theta_finals: [0.02, 0.2], hard_epochs: 0}"])
     plugin.train(ctx)
     pts = list(plugin.operating_points(ctx))
     dense = ctx.load_model(method="dense")

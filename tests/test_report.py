@@ -19,9 +19,12 @@ import pytest
 from harness.errors import HarnessError
 from harness.data.lengths import kl_divergence, length_stats
 from harness.report.load import load_length_records, load_records, write_summary
-from harness.report.build import build_report
+from harness.report.build import build_report, planned_outputs
 from harness.report.tables import baseline_table, length_table, write_table
-from harness.report.figures import length_histograms, pareto_front, tradeoff_curves
+from harness.pareto import pareto_front
+from harness.report.figures import length_histograms, tradeoff_curves
+
+from .records import record
 
 TASKS = {"rte": "accuracy", "stsb": "pearson"}
 DENSE_FLOPS = {"sequence": 11.5e9, "batch": 22.4e9, "none": 9.75e9}
@@ -36,42 +39,17 @@ def _record(task: str, method: str, op: str, protocol: str, rel: float, value: f
     metric = TASKS[task]
     base = DENSE_FLOPS[protocol]
     other = "spearman" if metric == "pearson" else "f1"
-    return {
-        "method": method,
-        "operating_point": op,
-        "knobs": {"threshold": float(op)} if method != "dense" else {},
-        "task": task,
-        "protocol": protocol,
-        "backbone": "bert-base-uncased",
-        "seed": 0,
-        "n_eval": N_EVAL[task],
-        "metric": metric,
-        "metrics": {metric: value, other: value - 0.01},
-        "validation_metrics": {metric: value + 0.002, other: value - 0.008},
-        "flops_per_example": base * rel,
-        "macs_per_example": base * rel / 2,
-        "baseline_flops_per_example": base,
-        "flops_speedup": 1.0 / rel,
-        "tokens_per_layer": [60.0 * rel] * 12,
-        "latency_ms_median": DENSE_LATENCY[protocol] * rel,
-        "latency_ms_iqr": 0.5,
-        "throughput_examples_per_s": DENSE_THROUGHPUT[protocol] / rel,
-        "batch_size": 1 if protocol == "sequence" else 32,
-        "threads": 4,
-        "wallclock_speedup": None if method == "dense" else 1.0 / rel,
-        "split_note": "GLUE dev as eval; 10% of train as validation",
-        "data_source": "glue",
-        "provenance": {
-            "git_commit": "abc123",
-            "git_dirty": False,
-            "packages": {"torch": "2.5"},
-            "hardware": "cpu",
-            "threads": 4,
-            "config_hash": "cfg42",
-            "seed": 0,
-            "time": "2025-01-01T00:00:00Z",
-        },
-    }
+    rec = record(
+        task, method, op, protocol, metric=metric,
+        metrics={metric: value, other: value - 0.01},
+        validation_metrics={metric: value + 0.002, other: value - 0.008},
+        flops=base * rel, baseline_flops=base, n_eval=N_EVAL[task],
+        knobs={"threshold": float(op)} if method != "dense" else {},
+        latency_ms=DENSE_LATENCY[protocol] * rel, throughput=DENSE_THROUGHPUT[protocol] / rel,
+        batch_size=1 if protocol == "sequence" else 32,
+    )
+    rec["tokens_per_layer"] = [60.0 * rel] * 12
+    return rec
 
 
 def _write(path: Path, data: Any) -> None:
@@ -232,13 +210,27 @@ def test_length_stats_hand_built() -> None:
         {"task": "t", "hist_bins": 20, "train_lengths": train, "eval_lengths": [x + 50 for x in train]}
     )
     assert (shifted["eval_q1"], shifted["eval_q2"], shifted["eval_q3"]) == (75.75, 100.5, 125.25)
-    assert shifted["kl"] > 1.0  # half the train mass lies where eval has only epsilon
+    assert shifted["kl"] > 1.0  # half the train mass lies where eval has only pseudo-counts
     assert math.isfinite(shifted["kl"])
 
 
 def test_kl_known_value() -> None:
-    # 2 bins over [0, 1]: p = [.5, .5], q = [.75, .25] -> KL = 0.5 * ln(4/3)
-    assert kl_divergence([0, 0, 1, 1], [0, 0, 0, 1], 2) == pytest.approx(0.5 * math.log(4 / 3), rel=1e-6)
+    # 2 bins over [0, 1], counts [2, 2] and [3, 1] plus 1/2 each: p = [.5, .5], q = [.7, .3]
+    expected = 0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)
+    assert kl_divergence([0, 0, 1, 1], [0, 0, 0, 1], 2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_kl_is_stable_for_a_small_eval_set() -> None:
+    # one distribution, MRPC's sizes: the estimate stays at the sampling-noise level
+    # (epsilon smoothing gave 0.14 on MRPC, whose train/dev quartiles agree to one token)
+    rng = np.random.default_rng(0)
+    train, eval_ = rng.normal(54, 14, 3300).round(), rng.normal(54, 14, 408).round()
+    stats = length_stats({"task": "t", "hist_bins": 20, "train_lengths": train, "eval_lengths": eval_})
+    assert stats["kl_floor"] == pytest.approx(19 / 2 * (1 / 3300 + 1 / 408), rel=0.2)
+    assert stats["kl"] < 2 * stats["kl_floor"] < 0.06
+    # a real shift (SST-2-like: eval twice as long) stands far above the floor
+    shifted = length_stats({"task": "t", "hist_bins": 20, "train_lengths": train, "eval_lengths": 2 * eval_})
+    assert shifted["kl"] > 20 * shifted["kl_floor"]
 
 
 def test_length_stats_rejects_bad_bins() -> None:
@@ -249,12 +241,13 @@ def test_length_stats_rejects_bad_bins() -> None:
 def test_length_table(results_dir: Path) -> None:
     lengths = load_length_records(results_dir)
     table = length_table(lengths)
-    assert list(table.columns) == ["task", "train_q1", "train_q2", "train_q3",
-                                   "eval_q1", "eval_q2", "eval_q3", "kl", "bins"]
+    assert list(table.columns) == ["task", "train_q1", "train_q2", "train_q3", "eval_q1", "eval_q2", "eval_q3",
+                                   "kl", "kl_floor", "ltp_kl", "bins", "n_train", "n_eval"]
     rte = table.set_index("task").loc["rte"]
     assert rte["train_q2"] == np.median(lengths["rte"]["train_lengths"])
     assert rte["eval_q3"] == np.percentile(lengths["rte"]["eval_lengths"], 75)
     assert rte["bins"] == 20 and rte["kl"] > 0
+    assert rte["ltp_kl"] == 0.0261  # LTP Table 2's RTE value, for comparison
 
 
 # --------------------------------------------------------------------------- figures and report
@@ -286,12 +279,23 @@ def test_tradeoff_unknown_protocol_or_method(results_dir: Path, tmp_path: Path) 
         tradeoff_curves(df, tmp_path, "batch", methods=["nosuch"])
 
 
-def test_build_report(results_dir: Path, tmp_path: Path) -> None:
-    figs = tmp_path / "figures"
-    paths = build_report(results_dir, figs)
+def _report_cfg(results_dir: Path, tmp_path: Path, **extra) -> dict:
+    return {"results_dir": str(results_dir), "figures_dir": str(tmp_path / "figures"),
+            "eval": {"protocols": ["sequence", "batch", "none"]}, **extra}
+
+
+def test_build_report_writes_exactly_the_planned_outputs(results_dir: Path, tmp_path: Path) -> None:
+    cfg = _report_cfg(results_dir, tmp_path, experiments={
+        "t1": {"kind": "selected_points", "methods": ["ltp"]},
+        "absent": {"kind": "selected_points", "methods": ["fastbert"]},  # not run by this profile: skipped
+        "knobs": {"kind": "knob_table", "methods": ["ltp"], "knob": "threshold", "values": [7.0]},  # no data
+    })
+    paths = build_report(cfg, ["dense", "ltp"])
+    assert sorted(paths) == sorted(o.path for o in planned_outputs(cfg, ["dense", "ltp"]))
     names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in paths)
-    expected = ["results/summary.csv"]
-    expected += [f"results/tables/{t}.{e}" for t in ("baseline", "length_stats") for e in ("csv", "md", "tex")]
+    expected = ["results/summary.csv", "results/tables/skipped_experiments.txt"]
+    expected += [f"results/tables/{t}.{e}" for t in ("baseline", "length_stats", "t1", "knobs")
+                 for e in ("csv", "md", "tex")]
     expected += [f"figures/{f}.{e}" for f in ("length_histograms", "tradeoff_sequence",
                                                  "tradeoff_batch", "tradeoff_none") for e in ("png", "pdf")]
     assert names == sorted(expected)
@@ -299,27 +303,36 @@ def test_build_report(results_dir: Path, tmp_path: Path) -> None:
         if p.endswith((".png", ".pdf")):
             _assert_figure(p)
     assert len(pd.read_csv(results_dir / "summary.csv")) == 14
+    assert "absent" in (results_dir / "tables" / "skipped_experiments.txt").read_text()
+    assert "no data" in (results_dir / "tables" / "knobs.md").read_text()
 
 
-def test_build_report_without_lengths_or_dense(results_dir: Path, tmp_path: Path) -> None:
-    for f in (results_dir / "lengths").glob("*.json"):
-        f.unlink()
+def test_build_report_needs_the_dense_baseline(results_dir: Path, tmp_path: Path) -> None:
     for f in (results_dir / "records").rglob("dense/**/*.json"):
         f.unlink()
-    paths = build_report(results_dir, tmp_path / "figures")
-    names = sorted(Path(p).name for p in paths)
-    assert names == ["summary.csv", "tradeoff_batch.pdf", "tradeoff_batch.png",
-                     "tradeoff_sequence.pdf", "tradeoff_sequence.png"]
+    with pytest.raises(HarnessError, match="dense"):
+        build_report(_report_cfg(results_dir, tmp_path), ["dense", "ltp"])
+    assert not (results_dir / "summary.csv").exists()
 
 
 def test_build_report_error_writes_nothing(results_dir: Path, tmp_path: Path) -> None:
     bad = results_dir / "records" / "stsb" / "ltp" / "0.05" / "batch.json"
     bad.write_text("not json")
     with pytest.raises(HarnessError, match=re.escape(str(bad))):
-        build_report(results_dir, tmp_path / "figures")
+        build_report(_report_cfg(results_dir, tmp_path), ["dense", "ltp"])
     assert not (results_dir / "summary.csv").exists()
     assert not (results_dir / "tables").exists()
     assert not (tmp_path / "figures").exists()
+
+
+def test_old_schema_record_says_how_to_regenerate(results_dir: Path) -> None:
+    path = results_dir / "records" / "rte" / "ltp" / "0.01" / "batch.json"
+    rec = json.loads(path.read_text())
+    del rec["schema_version"]
+    path.write_text(json.dumps(rec))
+    with pytest.raises(HarnessError, match="schema version 1; this harness reads version 2") as e:
+        load_records(results_dir)
+    assert "--forcerun evaluate" in e.value.fix and str(path) in str(e.value)
 
 
 def test_pareto_front_joins_undominated_points() -> None:

@@ -202,7 +202,7 @@ def test_train_and_operating_points(smoke_context):
     plugin = get_method("spatten")
     log = plugin.train(ctx)
     assert set(log["points"]) == {"0.2", "0.7", "1"}
-    assert all(p["kept"] in ("start", "finetuned") for p in log["points"].values())
+    assert all(p["kept"] in ("start", "trained") for p in log["points"].values())
     points = list(plugin.operating_points(ctx))
     assert [p.name for p in points] == ["r=0.2", "r=0.7", "r=1"]
     val = ctx.encoded("validation")

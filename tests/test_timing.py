@@ -1,17 +1,76 @@
-"""Timing: explicit threads, several repeats, sane per-example numbers."""
+"""Side-by-side timing: interleaved rounds, a real interval, no trace in the timed forward."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pytest
+import torch
+from torch import nn
 
 from harness.data.encoding import Encoded
-from harness.measure.timing import MIN_REPEATS, time_model
+from harness.measure.timing import TimingSpec, median_interval, time_side_by_side
 
 
-def test_time_model_repeats_and_reports(tiny_model):
+class Sleeper(nn.Module):
+    """A model whose forward takes `ms` milliseconds per batch and remembers how it was called."""
+
+    def __init__(self, ms: float):
+        super().__init__()
+        self.ms, self.calls = ms, []
+
+    def forward(self, ids, mask, types, trace=True):
+        self.calls.append(trace)
+        time.sleep(self.ms / 1000)
+        return None
+
+
+def _enc(n: int = 4) -> Encoded:
     rng = np.random.default_rng(0)
-    ids = [list(rng.integers(5, 200, size=n)) for n in (12, 30, 7, 22)]
-    enc = Encoded(ids, [[0] * len(x) for x in ids], np.zeros(4, dtype=np.int64))
-    t = time_model(tiny_model, enc, "none", 64, 2, threads=1, min_run_time=0.01)
-    assert t.runs >= MIN_REPEATS and t.threads == 1 and t.n_examples == 4
-    assert t.median_s > 0 and t.iqr_s >= 0
-    assert t.throughput == 4 / t.median_s and t.latency_ms == 1000 * t.median_s / 4
+    ids = [list(rng.integers(5, 200, size=k)) for k in (12, 30, 7, 22)[:n]]
+    return Encoded(ids, [[0] * len(x) for x in ids], np.zeros(n, dtype=np.int64))
+
+
+def test_median_interval_order_statistics():
+    x = list(range(1, 8))  # n = 7: only [min, max] covers 95% (98.4%)
+    assert median_interval(x) == (1, 7)
+    x = list(range(1, 12))  # n = 11: [x(2), x(10)] covers 98.8%, [x(3), x(9)] only 93.5%
+    assert median_interval(x) == (2, 10)
+    assert median_interval(list(range(100)))[0] > 30  # it narrows with more rounds
+
+
+def test_speedup_of_a_point_twice_as_fast():
+    point, dense = Sleeper(2.0), Sleeper(4.0)
+    spec = TimingSpec(threads=1, min_rounds=7, max_rounds=15, max_seconds=5, target=0.05)
+    t = time_side_by_side(point, dense, _enc(), "none", 64, 2, spec)
+    lo, hi = t.interval
+    assert lo <= t.speedup <= hi and 1.8 < t.speedup < 2.2
+    assert 7 <= t.rounds <= 15 and len(t.dense_s) == len(t.point_s) == t.rounds
+    d = t.to_dict()
+    assert d["dense_examples_per_s"] < d["point_examples_per_s"] and d["passes_per_round"] >= 1
+    # timed forwards never record a trace (warm-up included)
+    assert point.calls and dense.calls and not any(point.calls + dense.calls)
+
+
+def test_same_model_against_itself_is_about_one(tiny_model):
+    spec = TimingSpec(threads=1, min_rounds=5, max_rounds=9, max_seconds=10)
+    t = time_side_by_side(tiny_model, tiny_model, _enc(), "batch", 64, 4, spec)
+    assert 0.7 < t.speedup < 1.4 and t.threads == 1 and t.n_examples == 4
+
+
+def test_untraced_forward_gives_the_same_logits(tiny_model):
+    ids = torch.randint(5, 200, (3, 20))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    with torch.no_grad():
+        traced, plain = tiny_model(ids, mask), tiny_model(ids, mask, trace=False)
+    assert plain.trace is None and traced.trace is not None
+    assert torch.equal(traced.logits, plain.logits)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_are_restored(tiny_model, threads):
+    before = torch.get_num_threads()
+    time_side_by_side(tiny_model, tiny_model, _enc(2), "none", 64, 1, TimingSpec(threads=threads, min_rounds=1,
+                                                                               max_rounds=1))
+    assert torch.get_num_threads() == before

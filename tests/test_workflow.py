@@ -6,27 +6,23 @@ figures from records alone, and the `paper` profile passes a dry run.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.plugin.registry import method_names
+from harness.record import check_record
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = {
-    "method", "operating_point", "task", "protocol", "backbone", "seed", "n_eval", "metric", "metrics",
-    "flops_per_example", "macs_per_example", "baseline_flops_per_example", "flops_speedup", "tokens_per_layer",
-    "latency_ms_median", "latency_ms_iqr", "throughput_examples_per_s", "batch_size", "threads",
-    "wallclock_speedup", "provenance",
-}
 
 
 def snakemake(out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
         "snakemake", *extra, "--profile", "profiles/smoke", "--nolock", "--cores", "2",
-        "--config", "profile=smoke", f"results_dir={out}/results", f"figures_dir={out}/figures",
-        f"work_dir={out}/work",
+        "--config", f"results_dir={out}/results", f"figures_dir={out}/figures", f"work_dir={out}/work",
     ]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -53,7 +49,7 @@ def test_every_method_and_protocol_has_records(smoke):
             protocols = {r["protocol"] for r in recs if r["task"] == task and r["method"] == method}
             assert protocols == {"sequence", "batch", "none"}, (task, method)
     for r in recs:
-        assert REQUIRED <= set(r), REQUIRED - set(r)
+        check_record(r, f"{r['task']}/{r['method']}/{r['operating_point']}/{r['protocol']}")  # the schema
         assert r["flops_per_example"] == pytest.approx(2 * r["macs_per_example"])
         prov = r["provenance"]
         assert {"git_commit", "git_dirty", "packages", "hardware", "threads", "config_hash", "seed"} <= set(prov)
@@ -69,7 +65,23 @@ def test_dense_protocols_change_flops_not_predictions(smoke):
         assert f["sequence"] >= f["batch"] >= f["none"] > 0
         for r in by.values():
             assert r["flops_per_example"] == pytest.approx(r["baseline_flops_per_example"])
-            assert r["flops_speedup"] == pytest.approx(1.0) and r["wallclock_speedup"] == pytest.approx(1.0)
+            assert r["flops_speedup"] == pytest.approx(1.0)
+
+
+def test_speedups_are_measured_side_by_side(smoke):
+    """Every timed record holds both models' timings, round by round; the
+    speedup is their median ratio with an interval around it. The dense model
+    against itself is measured too (an A/A check of the measurement), not set to 1."""
+    timed = [r for r in _records(smoke) if r["timing"]]
+    assert timed and {r["protocol"] for r in timed} == {"sequence", "batch", "none"}
+    for r in timed:
+        for bs, t in r["timing"]["by_batch_size"].items():
+            ratios = np.asarray(t["dense_s"]) / np.asarray(t["point_s"])
+            assert t["speedup"] == pytest.approx(float(np.median(ratios)))
+            assert t["speedup_low"] <= t["speedup"] <= t["speedup_high"] and t["rounds"] == len(ratios) >= 3
+        assert r["wallclock_speedup"] == r["timing"]["by_batch_size"][str(r["batch_size"])]["speedup"]
+    dense = [r for r in timed if r["method"] == "dense"]
+    assert dense and all(0.5 < r["wallclock_speedup"] < 2.0 for r in dense)
 
 
 def test_tables_and_figures_exist(smoke):
@@ -100,6 +112,36 @@ def test_figures_target_uses_records_only(smoke):
     log = p.stdout + p.stderr
     assert table.is_file()
     assert "rule train" not in log and "rule evaluate" not in log
+
+
+def test_html_report(smoke, tmp_path):
+    """`snakemake --report` bundles every declared table and figure into one offline HTML file."""
+    html = tmp_path / "report.html"
+    snakemake(smoke, "--report", str(html))
+    text = html.read_text(errors="replace")
+    assert html.stat().st_size > 100_000
+    for name in ("baseline", "wallclock", "mp_table2", "tradeoff_none", "length_histograms", "Dense baseline"):
+        assert name in text, name
+
+
+def test_profile_holds_with_config_overrides(tmp_path):
+    """`--profile profiles/smoke --config ...` runs the smoke profile, not the default one."""
+    p = subprocess.run(["snakemake", "-n", "--nolock", "--profile", "profiles/smoke", "--config", "methods=[dense]",
+                        f"work_dir={tmp_path}/w", f"results_dir={tmp_path}/r", f"figures_dir={tmp_path}/f"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    cfg = json.loads(next((tmp_path / "w" / "config").glob("*.json")).read_text())
+    assert cfg["profile"] == "smoke" and cfg["backbone"]["model"] == "random" and cfg["methods"] == ["dense"]
+    assert "method=fastbert" not in p.stdout and "method=dense" in p.stdout
+
+
+def test_lint_is_clean():
+    """Snakemake's linter finds nothing but its conda/container recommendation."""
+    p = subprocess.run(["snakemake", "--lint", "--config", f"work_dir={ROOT}/work/lint"], cwd=ROOT,
+                       capture_output=True, text=True)
+    shutil.rmtree(ROOT / "work" / "lint", ignore_errors=True)
+    found = [line.strip() for line in (p.stdout + p.stderr).splitlines() if line.strip().startswith("* ")]
+    assert found and all(f.startswith("* Specify a conda environment or container") for f in found), found
 
 
 def test_paper_profile_dry_run():

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 
-KL_EPSILON: float = 1e-10
+KL_PSEUDOCOUNT: float = 0.5  # added to every bin's count (Krichevsky-Trofimov / Jeffreys)
 
 
 def _lengths(record: dict[str, Any], key: str) -> np.ndarray:
@@ -51,23 +51,35 @@ def histogram_edges(train: Sequence[float], eval_: Sequence[float], bins: int) -
     return np.linspace(lo, hi, bins + 1)
 
 
+def _histograms(train, eval_, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    edges = histogram_edges(train, eval_, bins)
+    return np.histogram(train, bins=edges)[0], np.histogram(eval_, bins=edges)[0]
+
+
 def kl_divergence(train: Sequence[float], eval_: Sequence[float], bins: int) -> float:
     """KL(train || eval) in nats between the two length histograms.
 
-    Both histograms use the same `bins` equal-width bins over the common range.
-    Smoothing: KL_EPSILON (1e-10) is added to every bin's probability and each
-    histogram is renormalised, so a bin that is empty in `eval` but not in
-    `train` gives a large finite value instead of infinity. Identical inputs
-    give exactly 0.
+    Both histograms use the same `bins` equal-width bins over the common
+    range. Estimator: add-1/2 (Krichevsky-Trofimov) pseudo-counts in every bin
+    of both histograms before normalising, so a bin that is empty in a small
+    eval set costs about as much as its sampling noise says, not the
+    log(1e-10) an epsilon gives (with epsilon smoothing, MRPC's 408 dev
+    examples give 0.14 although its train and dev quartiles agree to one
+    token). Identical inputs give exactly 0.
     """
-    edges = histogram_edges(train, eval_, bins)
-    p, _ = np.histogram(train, bins=edges)
-    q, _ = np.histogram(eval_, bins=edges)
-    p = p / p.sum() + KL_EPSILON
-    q = q / q.sum() + KL_EPSILON
-    p /= p.sum()
-    q /= q.sum()
+    p, q = _histograms(train, eval_, bins)
+    p = (p + KL_PSEUDOCOUNT) / (p.sum() + KL_PSEUDOCOUNT * bins)
+    q = (q + KL_PSEUDOCOUNT) / (q.sum() + KL_PSEUDOCOUNT * bins)
     return float(np.sum(p * np.log(p / q)))
+
+
+def kl_noise_floor(train: Sequence[float], eval_: Sequence[float], bins: int) -> float:
+    """What the plug-in KL gives for two samples of ONE distribution of these
+    sizes, to first order: (B - 1)/2 x (1/n_train + 1/n_eval), B the bins with
+    any mass. A KL near or below it says the sets are indistinguishable."""
+    p, q = _histograms(train, eval_, bins)
+    used = int(np.count_nonzero(p + q))
+    return (used - 1) / 2 * (1.0 / len(train) + 1.0 / len(eval_))
 
 
 def _describe(values: np.ndarray, prefix: str) -> dict[str, float]:
@@ -88,9 +100,9 @@ def length_stats(record: dict[str, Any]) -> dict[str, Any]:
     Returns task, tokenizer, bins, n_train, n_eval; for each of train/eval the
     quartiles `<set>_q1`, `<set>_q2` (median), `<set>_q3`, the 99th percentile
     `<set>_p99` and `<set>_mean` (percentiles use numpy's linear
-    interpolation); and `kl` = KL(train || eval) in nats over `hist_bins`
-    equal-width bins on the common [min, max] range, with add-epsilon
-    smoothing (1e-10 added to each bin's probability, then renormalised).
+    interpolation); `kl` = KL(train || eval) in nats over `hist_bins`
+    equal-width bins on the common [min, max] range (add-1/2 pseudo-counts,
+    see `kl_divergence`) and `kl_floor`, its sampling-noise level.
     """
     train = _lengths(record, "train_lengths")
     eval_ = _lengths(record, "eval_lengths")
@@ -105,4 +117,5 @@ def length_stats(record: dict[str, Any]) -> dict[str, Any]:
     stats.update(_describe(train, "train"))
     stats.update(_describe(eval_, "eval"))
     stats["kl"] = kl_divergence(train, eval_, bins)
+    stats["kl_floor"] = kl_noise_floor(train, eval_, bins)
     return stats

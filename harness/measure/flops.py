@@ -44,17 +44,33 @@ def head_macs(arch: ArchShape) -> float:
     return float(arch.pooler[0] * arch.pooler[1] + arch.classifier_in * arch.num_labels)
 
 
+def scoring_macs(heads, tokens):
+    """MACs of scoring tokens by the attention they receive (one [1 x n] by
+    [n x n] product per head): heads * n^2, n the row width the scores span."""
+    return heads * tokens * tokens
+
+
+def count_macs(n_attn: np.ndarray, n_ffn: np.ndarray, arch: ArchShape, final_head=True, extra=0.0) -> np.ndarray:
+    """Per-example MACs from token counts entering each layer's attention and
+    FFN ([N, L] each), whether the final pooler + classifier ran ([N] or a
+    bool) and policy MACs (`extra`, [N] or a number)."""
+    total = np.zeros(n_attn.shape[0], dtype=np.float64)
+    for layer in range(arch.num_layers):
+        total += layer_macs(n_attn[:, layer], n_ffn[:, layer], arch, layer)
+    total += np.asarray(final_head, dtype=np.float64) * head_macs(arch)
+    return total + extra
+
+
 def trace_macs(trace: Trace, protocol: str) -> np.ndarray:
     """Per-example MACs of a traced run under a padding protocol."""
     real = protocol == "none"
-    na = trace.n_attn if real else trace.w_attn
-    nf = trace.n_ffn if real else trace.w_ffn
-    total = np.zeros(trace.n, dtype=np.float64)
-    for layer in range(trace.arch.num_layers):
-        total += layer_macs(na[:, layer], nf[:, layer], trace.arch, layer)
-    total += trace.final_head.astype(np.float64) * head_macs(trace.arch)
-    total += trace.extra_macs_real if real else trace.extra_macs
-    return total
+    return count_macs(
+        trace.n_attn if real else trace.w_attn,
+        trace.n_ffn if real else trace.w_ffn,
+        trace.arch,
+        trace.final_head,
+        trace.extra_macs_real if real else trace.extra_macs,
+    )
 
 
 def trace_flops(trace: Trace, protocol: str) -> np.ndarray:
@@ -64,7 +80,11 @@ def trace_flops(trace: Trace, protocol: str) -> np.ndarray:
 def dense_macs(lengths: np.ndarray, arch: ArchShape) -> np.ndarray:
     """MACs of the unpruned model on rows of the given (padded) lengths."""
     lengths = np.asarray(lengths, dtype=np.float64)
-    total = np.zeros_like(lengths)
-    for layer in range(arch.num_layers):
-        total += layer_macs(lengths, lengths, arch, layer)
-    return total + head_macs(arch)
+    counts = np.repeat(lengths[:, None], arch.num_layers, 1)
+    return count_macs(counts, counts, arch)
+
+
+def relative_flops(flops, baseline_flops) -> float:
+    """FLOPs of a set of examples relative to the dense model on the same
+    examples (total over total; 1 / the FLOPs speedup)."""
+    return float(np.sum(flops) / np.sum(baseline_flops))

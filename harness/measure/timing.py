@@ -1,12 +1,21 @@
-"""Wall-clock inference timing with `torch.utils.benchmark`.
+"""Wall-clock speedups, measured side by side with the dense model.
 
-Inputs are tokenized and padded before the timed region; the statement timed
-is the model's forward over a fixed list of pre-built batches. The thread
-count is explicit, a warm-up run precedes measurement, and we report the
-median and inter-quartile range over at least `MIN_REPEATS` repeats of
-`Timer.timeit` (blocked_autorange gives a single block for a long statement,
-and so a meaningless IQR).
-Timing jobs take the workflow's single `timing_slot` so they never overlap.
+A speedup is only meaningful against the dense model timed in the same
+process, on the same batches, under the same load. `time_side_by_side` builds
+the batches once (tokenized and padded before any timing), warms both models
+up, then runs rounds: in each round the dense model and the point each run
+over every batch once (`torch.utils.benchmark.Timer.timeit`, an explicit
+thread count), in alternating order (dense first in even rounds, the point
+first in odd ones), so slow drifts of the machine hit both alike. The
+speedup of a round is dense time / point time; the reported speedup is the
+median over rounds with a distribution-free confidence interval for that
+median (binomial order statistics). Rounds continue, between `min_rounds`
+and `max_rounds` and within `max_seconds`, until the interval's half-width
+is within `target` (default 5%) of the median.
+
+The timed forward runs with `trace=False`: no trace is recorded, so the
+harness's bookkeeping is not part of the measured time (FLOPs come from an
+untimed pass).
 """
 from __future__ import annotations
 
@@ -14,67 +23,137 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.stats import binom
 from torch.utils import benchmark
 
 from harness.data.encoding import Encoded
 from harness.data.padding import make_batches
 
-MIN_REPEATS = 5
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """How to time: threads, rounds, the interval target."""
+
+    threads: int = 1
+    min_rounds: int = 7
+    max_rounds: int = 41
+    max_seconds: float = 20.0
+    target: float = 0.05  # stop when the interval's half-width <= target x median
+    min_time: float = 0.01  # seconds per timed half-round: short statements are repeated to reach it
+
+
+def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Distribution-free interval for the median of `values`: order statistics
+    x_(j) .. x_(n+1-j) with the largest j whose binomial coverage is at least
+    `confidence` (the whole range when there are too few values)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(x)
+    j = 0
+    while j + 1 <= n // 2 and 1.0 - 2.0 * binom.cdf(j, n, 0.5) >= confidence:
+        j += 1
+    # coverage of [x_(j), x_(n+1-j)] (1-indexed) is 1 - 2 * P(Bin(n, .5) <= j - 1)
+    j = max(j, 1)
+    return float(x[j - 1]), float(x[n - j])
 
 
 @dataclass
-class Timing:
-    protocol: str
+class PairedTiming:
+    """Interleaved timings of a point and the dense model on the same batches."""
+
     batch_size: int
     n_examples: int
-    median_s: float  # time for all n_examples
-    iqr_s: float
     threads: int
-    runs: int
+    number: int  # forward passes over all batches per timed half-round
+    point_s: list[float]  # per round: seconds for all n_examples
+    dense_s: list[float]
 
     @property
-    def throughput(self) -> float:
-        return self.n_examples / self.median_s
+    def rounds(self) -> int:
+        return len(self.point_s)
 
     @property
-    def latency_ms(self) -> float:
-        """Per-example time; the latency at batch size 1."""
-        return 1000.0 * self.median_s / self.n_examples
+    def ratios(self) -> np.ndarray:
+        return np.asarray(self.dense_s) / np.asarray(self.point_s)
 
     @property
-    def latency_iqr_ms(self) -> float:
-        return 1000.0 * self.iqr_s / self.n_examples
+    def speedup(self) -> float:
+        return float(np.median(self.ratios))
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return median_interval(self.ratios)
+
+    def to_dict(self) -> dict:
+        lo, hi = self.interval
+        point, dense = float(np.median(self.point_s)), float(np.median(self.dense_s))
+        return {
+            "batch_size": self.batch_size,
+            "n_examples": self.n_examples,
+            "threads": self.threads,
+            "rounds": self.rounds,
+            "passes_per_round": self.number,
+            "point_examples_per_s": self.n_examples / point,
+            "dense_examples_per_s": self.n_examples / dense,
+            "point_latency_ms": 1000.0 * point / self.n_examples,
+            "dense_latency_ms": 1000.0 * dense / self.n_examples,
+            "speedup": self.speedup,
+            "speedup_low": lo,
+            "speedup_high": hi,
+            "confidence": CONFIDENCE,
+            "point_s": self.point_s,
+            "dense_s": self.dense_s,
+        }
 
 
-def time_model(
-    model, enc: Encoded, protocol: str, seq_len: int, batch_size: int, threads: int, min_run_time: float,
-    device: str = "cpu",
-) -> Timing:
-    model.eval()
-    batches = [b.to(device) for b in make_batches(enc, protocol, seq_len, batch_size)]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
+def _runner(model, batches, sync):
     def run() -> None:
         with torch.inference_mode():
             for b in batches:
-                model(b.input_ids, b.attention_mask, b.token_type_ids)
+                model(b.input_ids, b.attention_mask, b.token_type_ids, trace=False)
         sync()
 
+    return run
+
+
+def time_side_by_side(
+    point, dense, enc: Encoded, protocol: str, seq_len: int, batch_size: int, spec: TimingSpec, device: str = "cpu"
+) -> PairedTiming:
+    """Time `point` against `dense` on the same pre-built batches of `enc`."""
+    point.eval()
+    dense.eval()
+    batches = [b.to(device) for b in make_batches(enc, protocol, seq_len, batch_size)]
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    runs = {"point": _runner(point, batches, sync), "dense": _runner(dense, batches, sync)}
+    timers = {k: benchmark.Timer(stmt="run()", globals={"run": f}, num_threads=spec.threads) for k, f in runs.items()}
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(spec.threads)
     try:
-        run()  # warm-up
+        for f in runs.values():  # warm-up, and the length of one pass
+            f()
         start = time.perf_counter()
-        run()
+        runs["dense"]()
         once = time.perf_counter() - start
-        timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads)
-        # repeats of `number` runs each (tiny statements are grouped to >= 10 ms), at
-        # least MIN_REPEATS of them and enough to fill min_run_time, so the median
-        # and IQR describe a distribution
-        number = max(1, math.ceil(0.01 / max(once, 1e-9)))
-        repeats = max(MIN_REPEATS, math.ceil(min_run_time / max(once * number, 1e-9)))
-        m = benchmark.Measurement.merge([timer.timeit(number) for _ in range(repeats)])[0]
+        number = max(1, math.ceil(spec.min_time / max(once, 1e-9)))
+        times: dict[str, list[float]] = {"point": [], "dense": []}
+        began = time.perf_counter()
+        while True:
+            order = ("dense", "point") if len(times["point"]) % 2 == 0 else ("point", "dense")
+            for name in order:
+                times[name].append(timers[name].timeit(number).median)
+            rounds = len(times["point"])
+            if rounds >= spec.max_rounds:
+                break
+            if rounds >= spec.min_rounds:
+                ratios = np.asarray(times["dense"]) / np.asarray(times["point"])
+                lo, hi = median_interval(ratios)
+                if (hi - lo) / 2 <= spec.target * float(np.median(ratios)):
+                    break
+                if time.perf_counter() - began > spec.max_seconds:
+                    break
     finally:
         torch.set_num_threads(previous)
-    return Timing(protocol, batch_size, len(enc), m.median, m.iqr, threads, len(m.times))
+    return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"])

@@ -1,4 +1,4 @@
-"""The harness's own BERT encoder, with the hooks the nine methods need.
+"""The harness's own BERT encoder, with the hooks efficient-inference methods need.
 
 Why not `transformers.BertModel`: methods must drop tokens between sublayers,
 read attention probabilities, exit per sample and slice heads/dims physically,
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.policy import EncoderState, Exit, Policy, drop_rows
-from harness.model.trace import ArchShape, Trace, TraceRecorder
+from harness.model.trace import ArchShape, NullRecorder, Trace, TraceRecorder
 
 
 @dataclass
@@ -136,7 +136,7 @@ class Layer(nn.Module):
 @dataclass
 class EncoderOutput:
     logits: torch.Tensor  # [B, C], every row (early-exit rows from their exit head)
-    trace: Trace
+    trace: Trace | None  # None when run with trace=False
     hidden: torch.Tensor | None  # [B, n, d] last hidden states (rows that reached the end)
     state: EncoderState
 
@@ -176,8 +176,10 @@ class BertClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         restore: bool = False,
+        trace: bool = True,
     ) -> EncoderState:
-        """Run the layers under the policy; rows may leave early."""
+        """Run the layers under the policy; rows may leave early. With
+        `trace=False` nothing is recorded (the timed forward)."""
         b, n = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -191,7 +193,7 @@ class BertClassifier(nn.Module):
             mask=attention_mask.bool(),
             positions=torch.arange(n, device=device).unsqueeze(0).expand(b, n),
             rows=torch.arange(b, device=device),
-            recorder=TraceRecorder(b, len(self.layers)),
+            recorder=(TraceRecorder if trace else NullRecorder)(b, len(self.layers), device),
             num_layers=len(self.layers),
             restore=restore,
         )
@@ -231,17 +233,19 @@ class BertClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         restore: bool = False,
+        trace: bool = True,
     ) -> EncoderOutput:
         b = input_ids.shape[0]
-        state = self.encode(input_ids, attention_mask, token_type_ids, restore=restore)
+        state = self.encode(input_ids, attention_mask, token_type_ids, restore=restore, trace=trace)
         logits = state.exit_logits
         if state.hidden.shape[0]:
             final = self.head(state.hidden)
-            state.recorder.final_head[state.rows.cpu()] = True
+            state.recorder.ran_head(state.rows)
             base = logits if logits is not None else final.new_zeros(b, final.shape[-1])
             logits = base.index_copy(0, state.rows, final)
         hidden = restore_tokens(state, input_ids.shape[1]) if restore else state.hidden
-        return EncoderOutput(logits=logits, trace=state.recorder.to_trace(self.arch()), hidden=hidden, state=state)
+        return EncoderOutput(logits=logits, trace=state.recorder.to_trace(self.arch()) if trace else None, hidden=hidden,
+                             state=state)
 
 
 def restore_tokens(state: EncoderState, length: int) -> torch.Tensor:

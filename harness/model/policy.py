@@ -4,7 +4,9 @@ A method is a `Policy` (an `nn.Module`, so it can hold learned thresholds,
 retention weights, exit heads or predictors and be trained and saved with the
 model). The encoder calls it at fixed points of every layer:
 
-* `before_layer(l, state)`       - token selection before layer l (Transkimmer)
+* `before_layer(l, state)`       - token selection before layer l (for
+                                   predictor-based skimming such as Transkimmer;
+                                   no registered method uses it yet)
 * `after_attention(l, state)`    - token selection after the attention
                                    sublayer, with `state.attn_probs` available
                                    when `needs_attention_probs(l)` is true
@@ -15,10 +17,11 @@ model). The encoder calls it at fixed points of every layer:
 
 Structural pruning (heads, FFN and hidden dims) is applied to the model
 itself, through gates while training and physical slicing at inference (see
-`harness.encoder`).
+`harness.model.encoder` and `harness.model.structure`).
 
 `select_tokens` and `drop_rows` are the only ways a policy should change the
-shape of the state: they physically gather the kept tokens / rows, so time
+shape of the state (the scores and keep masks they act on come from
+`harness.model.selection`): they physically gather the kept tokens / rows, so time
 saved at inference is real, and keep positions, row ids and the optional
 Drop-and-Restore store consistent.
 """
@@ -88,28 +91,6 @@ def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
     state.positions = torch.gather(state.positions, 1, index)
     state.mask = torch.arange(width, device=keep.device).unsqueeze(0) < counts.unsqueeze(1)
     return index
-
-
-def received_sum(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention each token receives [b, n]: probabilities [b, H, n, n] summed
-    over heads and over the REAL query rows (mask [b, n]), so padding never
-    changes a score. Written as one batched matrix product (mask row x probs),
-    which is how its cost is counted (H n^2 MACs per row)."""
-    q = mask.to(probs.dtype)[:, None, None, :].expand(-1, probs.shape[1], 1, -1)
-    return torch.matmul(q, probs).squeeze(2).sum(1)
-
-
-def attention_received(state: EncoderState, probs: torch.Tensor | None = None) -> torch.Tensor:
-    """`received_sum` of `probs` (default `state.attn_probs`) at the current
-    layer, with its MACs added to the trace: H w^2 per row as run (w the
-    batch's physical width) and H n^2 at the row's real token count n.
-    Attention-score methods (PoWER-BERT, LAT, SpAtten, LTP) score tokens with
-    it, so their scoring is counted like any other policy compute."""
-    probs = state.attn_probs if probs is None else probs
-    heads, width = probs.shape[1], probs.shape[-1]
-    real = state.mask.sum(1).to(torch.float64)
-    state.recorder.add_extra_macs(state.rows, float(heads * width * width), heads * real * real)
-    return received_sum(probs, state.mask)
 
 
 def drop_rows(state: EncoderState, leave: torch.Tensor) -> torch.Tensor:

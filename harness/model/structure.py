@@ -1,9 +1,11 @@
 """Physical slicing of heads, FFN dimensions and hidden dimensions.
 
-Structural methods (CoFi, Infor-Coef) train with gates on `Layer` and then
-call these to really remove the pruned rows/columns of the weight matrices,
+Structural pruning trains with gates on `Layer` (CoFi-style head, FFN and
+hidden-dimension masks; no registered method trains them yet) and then calls
+these to really remove the pruned rows/columns of the weight matrices,
 so the pruned model is smaller and faster, not merely masked. After slicing,
 `BertClassifier.arch()` reports the new shape and the FLOPs counter follows.
+SpAtten's optional cascade head pruning uses `prune_heads`.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ are addressed by their index in the original batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -102,61 +102,83 @@ class Trace:
         )
 
 
-@dataclass
 class TraceRecorder:
-    """Accumulates one batch's trace while the encoder runs."""
+    """Accumulates one batch's trace while the encoder runs.
 
-    batch: int
-    layers: int
-    n_attn: torch.Tensor = field(init=False)
-    n_ffn: torch.Tensor = field(init=False)
-    w_attn: torch.Tensor = field(init=False)
-    w_ffn: torch.Tensor = field(init=False)
-    exit_layer: torch.Tensor = field(init=False)
-    final_head: torch.Tensor = field(init=False)
-    extra_macs: torch.Tensor = field(init=False)
-    extra_macs_real: torch.Tensor = field(init=False)
+    Its tensors live on the model's device and are moved to the host once,
+    by `to_trace`, so recording costs no host synchronisation per layer."""
 
-    def __post_init__(self) -> None:
-        z = lambda: torch.zeros(self.batch, self.layers, dtype=torch.long)  # noqa: E731
+    def __init__(self, batch: int, layers: int, device="cpu"):
+        self.batch, self.layers = batch, layers
+        z = lambda: torch.zeros(batch, layers, dtype=torch.long, device=device)  # noqa: E731
         self.n_attn, self.n_ffn, self.w_attn, self.w_ffn = z(), z(), z(), z()
-        self.exit_layer = torch.full((self.batch,), self.layers, dtype=torch.long)
-        self.final_head = torch.zeros(self.batch, dtype=torch.bool)
-        self.extra_macs = torch.zeros(self.batch, dtype=torch.float64)
-        self.extra_macs_real = torch.zeros(self.batch, dtype=torch.float64)
+        self.exit_layer = torch.full((batch,), layers, dtype=torch.long, device=device)
+        self.final_head = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.extra_macs = torch.zeros(batch, dtype=torch.float64, device=device)
+        self.extra_macs_real = torch.zeros(batch, dtype=torch.float64, device=device)
 
     def attention(self, layer: int, rows: torch.Tensor, mask: torch.Tensor) -> None:
-        self.n_attn[rows, layer] = mask.sum(1).cpu()
+        self.n_attn[rows, layer] = mask.sum(1)
         self.w_attn[rows, layer] = mask.shape[1]
 
     def ffn(self, layer: int, rows: torch.Tensor, mask: torch.Tensor) -> None:
-        self.n_ffn[rows, layer] = mask.sum(1).cpu()
+        self.n_ffn[rows, layer] = mask.sum(1)
         self.w_ffn[rows, layer] = mask.shape[1]
 
     def exited(self, rows: torch.Tensor, layers_run: int) -> None:
-        self.exit_layer[rows.cpu()] = layers_run
+        self.exit_layer[rows] = layers_run
+
+    def ran_head(self, rows: torch.Tensor) -> None:
+        self.final_head[rows] = True
 
     def add_extra_macs(
         self, rows: torch.Tensor, macs: float | torch.Tensor, real: float | torch.Tensor | None = None
     ) -> None:
-        """Policies call this for compute they add (exit heads, predictors).
+        """Policies call this for compute they add (exit heads, predictors, scorers).
 
         `macs` is what ran (at the batch's physical width); `real` is the same
         computation at each row's real token count (protocol `none`), equal to
         `macs` when omitted (compute that does not depend on the width)."""
-        conv = lambda m: m.detach().to("cpu", torch.float64) if isinstance(m, torch.Tensor) else m  # noqa: E731
-        self.extra_macs[rows.cpu()] += conv(macs)
-        self.extra_macs_real[rows.cpu()] += conv(macs if real is None else real)
+        conv = lambda m: m.detach().to(self.extra_macs.device, torch.float64) if isinstance(m, torch.Tensor) else m  # noqa: E731
+        self.extra_macs[rows] += conv(macs)
+        self.extra_macs_real[rows] += conv(macs if real is None else real)
 
     def to_trace(self, arch: ArchShape) -> Trace:
+        host = lambda t: t.cpu().numpy().copy()  # noqa: E731
         return Trace(
             arch,
-            self.n_attn.numpy().copy(),
-            self.n_ffn.numpy().copy(),
-            self.w_attn.numpy().copy(),
-            self.w_ffn.numpy().copy(),
-            self.exit_layer.numpy().copy(),
-            self.final_head.numpy().copy(),
-            self.extra_macs.numpy().copy(),
-            self.extra_macs_real.numpy().copy(),
+            host(self.n_attn),
+            host(self.n_ffn),
+            host(self.w_attn),
+            host(self.w_ffn),
+            host(self.exit_layer),
+            host(self.final_head),
+            host(self.extra_macs),
+            host(self.extra_macs_real),
         )
+
+
+class NullRecorder:
+    """Records nothing: the timed forward (`model(..., trace=False)`) must not
+    pay for the harness's bookkeeping. Keeps `batch` for policies that size
+    per-row state by it."""
+
+    def __init__(self, batch: int, layers: int, device="cpu"):
+        self.batch, self.layers = batch, layers
+
+    def attention(self, layer, rows, mask) -> None:
+        pass
+
+    ffn = attention
+
+    def exited(self, rows, layers_run) -> None:
+        pass
+
+    def ran_head(self, rows) -> None:
+        pass
+
+    def add_extra_macs(self, rows, macs, real=None) -> None:
+        pass
+
+    def to_trace(self, arch: ArchShape) -> None:
+        return None

@@ -1,12 +1,21 @@
 """What a method plugin implements.
 
 A plugin trains its model(s) for one task (`train`, writing into
-`ctx.model_dir`) and then yields its operating points (`operating_points`):
+`ctx.model_dir()`) and then yields its operating points (`operating_points`):
 each a named point on its accuracy/FLOPs curve with the knob values and a
 model ready to run (its policy configured, pruned parts physically removed).
 The core evaluates every point under every padding protocol, counts FLOPs
-from traces, times it, and writes the result records. Any choice among points
-must be made on `ctx.encoded("validation")`, never on the eval split.
+from traces, times it side by side with the dense model, and writes the
+result records. Any choice among points must be made on
+`ctx.encoded("validation")`, never on the eval split.
+
+A plugin holds only its method: its `Settings` (typed, with defaults), its
+policy, its training recipe and its knob -> operating points map. The shared
+machinery is in the core: `ctx.finetune` (checkpoint policies, a loss that
+receives the batch), `ctx.train_split()` (the length filter),
+`ctx.write_json`/`ctx.read_json` and `ctx.save_model` (atomic stores),
+`harness.run.finetune.frozen_except`, the selection kernels in
+`harness.model.selection` and the search in `harness.plugin.search`.
 """
 from __future__ import annotations
 
@@ -14,9 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from harness.plugin.settings import MethodSettings
+
 if TYPE_CHECKING:
-    from harness.run.context import RunContext
     from harness.model.encoder import BertClassifier
+    from harness.run.context import RunContext
 
 
 @dataclass
@@ -24,19 +35,23 @@ class OperatingPoint:
     name: str  # unique within (task, method), file-name safe
     knobs: dict
     model: "BertClassifier"
-    notes: dict = field(default_factory=dict)  # fidelity notes, search results, ...
+    notes: dict = field(default_factory=dict)  # search results, learned values, ...
 
 
 class MethodPlugin:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # the method's settings (a dataclass of typed fields with defaults)
+    Settings: ClassVar[type] = MethodSettings
     # methods whose trained models this one starts from (e.g. the fine-tuned dense model)
     requires: ClassVar[tuple[str, ...]] = ()
-    # fidelity choices that depart from the original code, stored in every record
+    # the one place for fidelity notes: how this reimplementation departs from the
+    # original method and code; stored in every record and printed by
+    # `python -m harness list --deviations`
     deviations: ClassVar[tuple[str, ...]] = ()
 
     def train(self, ctx: "RunContext") -> dict:
-        """Train and save into ctx.model_dir; returns a JSON-able training log."""
+        """Train and save into ctx.model_dir(); returns a JSON-able training log."""
         raise NotImplementedError
 
     def operating_points(self, ctx: "RunContext") -> Iterable[OperatingPoint]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.measure.flops import relative_flops
 from harness.measure.metrics import compute_metrics, primary
 from harness.report.load import per_example
 from harness.data.tasks import get_task
@@ -35,7 +36,7 @@ def bucket_table(row: pd.Series, buckets) -> pd.DataFrame:
             out.append({"bucket": label, "n": 0, "value": np.nan, "relative_flops": np.nan, "speedup": np.nan})
             continue
         metrics = compute_metrics(task, sel["prediction"].to_numpy(), sel["label"].to_numpy())
-        rel = sel["flops"].sum() / sel["baseline_flops"].sum()
+        rel = relative_flops(sel["flops"], sel["baseline_flops"])
         out.append({"bucket": label, "n": len(sel), "value": 100 * primary(task, metrics),
                     "relative_flops": rel, "speedup": 1 / rel})
     return pd.DataFrame(out)

@@ -1,51 +1,73 @@
 """Build every table and figure of the report from stored records in one call.
 
-All inputs are read and every table is computed before the first file is
-written, so a bad record fails the whole report without touching the output
-folders; each file is then written atomically (temp file + os.replace) so an
-error mid-way never leaves a truncated file behind.
+`planned_outputs` says, from the config alone, which files the report writes
+(the workflow declares them as outputs and wraps them in Snakemake's
+`report()`); `build_report` writes exactly those. All records are read and
+checked before the first file is written, so a bad record fails the whole
+report without touching the output folders; each file is written atomically
+(temp file + os.replace) so an error mid-way never leaves a truncated file.
 """
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report.experiments import run_experiments
+from harness.report.experiments import KINDS, planned, run_experiments
 from harness.report.figures import length_histograms, tradeoff_curves
-from harness.report.load import PROTOCOLS, atomic_write_text, load_length_records, load_records, write_summary_frame
-from harness.report.tables import DENSE_METHOD, baseline_table, length_table, write_table
+from harness.report.load import load_length_records, load_records, write_summary_frame
+from harness.report.tables import baseline_table, length_table, write_table
+from harness.storage import atomic_write_text
+
+TABLE_FORMATS = ("csv", "md", "tex")
+FIGURE_FORMATS = ("png", "pdf")
 
 
-def build_report(
-    results_dir: str | os.PathLike[str], figures_dir: str | os.PathLike[str], experiments: dict | None = None
-) -> list[str]:
-    """Write summary.csv, the baseline and length tables and all figures; return the paths.
+@dataclass(frozen=True)
+class Output:
+    path: str
+    category: str  # the report's section
+    caption: str  # a caption file name under rules/captions (without .rst)
 
-    - `<results_dir>/summary.csv`: every record, flattened and sorted.
-    - `<results_dir>/tables/baseline.*`: only if `dense` records exist.
-    - `<results_dir>/tables/length_stats.*` and `<figures_dir>/length_histograms.*`:
-      only if length records exist.
-    - `<figures_dir>/tradeoff_<protocol>.*`: one per protocol present.
-    - the configured `experiments` (harness/experiments.py); those whose
-      methods have no records are listed in tables/skipped_experiments.txt.
-    Raises HarnessError (before writing anything) if records are missing or malformed.
-    """
+
+def planned_outputs(cfg: dict, methods: list[str]) -> list[Output]:
+    """Every file `build_report` writes for this config and these methods."""
+    r, f = Path(cfg["results_dir"]), Path(cfg["figures_dir"])
+    out = [Output(str(r / "summary.csv"), "Records", "summary"),
+           Output(str(r / "tables" / "skipped_experiments.txt"), "Records", "skipped")]
+    out += [Output(str(r / "tables" / f"baseline.{x}"), "Dense baseline", "baseline") for x in TABLE_FORMATS]
+    out += [Output(str(r / "tables" / f"length_stats.{x}"), "Lengths", "length_stats") for x in TABLE_FORMATS]
+    out += [Output(str(f / f"length_histograms.{x}"), "Lengths", "length_histograms") for x in FIGURE_FORMATS]
+    for p in cfg["eval"]["protocols"]:
+        out += [Output(str(f / f"tradeoff_{p}.{x}"), "Trade-offs", "tradeoff") for x in FIGURE_FORMATS]
+    for name, spec in planned(cfg.get("experiments"), methods).items():
+        kind = KINDS[spec["kind"]]
+        if kind.table:
+            out += [Output(str(r / "tables" / f"{name}.{x}"), name, spec["kind"]) for x in TABLE_FORMATS]
+        if kind.figure:
+            out += [Output(str(f / f"{name}.{x}"), name, spec["kind"]) for x in FIGURE_FORMATS]
+    return out
+
+
+def build_report(cfg: dict, methods: list[str]) -> list[str]:
+    """Write summary.csv, the baseline and length tables, the trade-off figures
+    and every planned experiment; return the paths (see `planned_outputs`).
+    Raises HarnessError (before writing anything) if records are missing or malformed."""
+    results_dir, figures_dir = cfg["results_dir"], cfg["figures_dir"]
     df = load_records(results_dir)
     lengths = load_length_records(results_dir)
-    baseline = baseline_table(df) if (df["method"] == DENSE_METHOD).any() else None
-    lengths_tab = length_table(lengths) if lengths else None
-    protocols = [p for p in PROTOCOLS if (df["protocol"] == p).any()]
+    baseline = baseline_table(df)
+    lengths_tab = length_table(lengths)
 
     written = [write_summary_frame(df, Path(results_dir) / "summary.csv")]
-    if baseline is not None:
-        written += write_table(baseline, results_dir, "baseline")
-    if lengths_tab is not None:
-        written += write_table(lengths_tab, results_dir, "length_stats")
-        written += length_histograms(lengths, figures_dir)
-    for protocol in protocols:
+    written += write_table(baseline, results_dir, "baseline")
+    written += write_table(lengths_tab, results_dir, "length_stats")
+    written += length_histograms(lengths, figures_dir)
+    for protocol in cfg["eval"]["protocols"]:
         written += tradeoff_curves(df, figures_dir, protocol)
-    done, skipped = run_experiments(df, experiments or {}, results_dir, figures_dir)
-    written += done
-    if skipped:
-        written.append(str(atomic_write_text(Path(results_dir) / "tables" / "skipped_experiments.txt", "\n".join(skipped) + "\n")))
+    written += run_experiments(df, cfg.get("experiments"), methods, results_dir, figures_dir)
+    building = planned(cfg.get("experiments"), methods)
+    skipped = [f"{name}: the profile runs none of {spec.get('methods')}"
+               for name, spec in (cfg.get("experiments") or {}).items() if name not in building]
+    written.append(atomic_write_text(Path(results_dir) / "tables" / "skipped_experiments.txt",
+                                     "".join(f"{line}\n" for line in skipped)))
     return written

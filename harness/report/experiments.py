@@ -2,9 +2,11 @@
 
 `experiments:` maps a name to `{kind: ..., methods: [...], ...}`; each kind
 turns records into a table (`results/tables/<name>.*`) and/or a figure
-(`figures/<name>.*`). Methods are named by the config, never by the core; an
-experiment whose methods have no records yet is skipped (and says so), so a
-profile can list experiments for methods it does not run.
+(`figures/<name>.*`). Methods are named by the config, never by the core. An
+experiment whose methods the profile does not run is skipped (and listed in
+`tables/skipped_experiments.txt`), so a profile can list experiments for
+methods it does not run; every other experiment always writes its files, so
+the workflow can declare them as outputs.
 
 Kinds: selected_points (LTP Table 1, Magic Pyramid Table 2), wallclock (LTP
 Fig. 6), robustness (LTP Table 3), trajectories (LTP Fig. A.2),
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +30,6 @@ from harness.report.paper_tables import selected_points_table, wallclock_table
 from harness.report.load import per_example
 from harness.report.rules import DENSE, fastest_within
 from harness.report.tables import write_table
-
-KINDS = ("selected_points", "wallclock", "robustness", "trajectories", "selection_cost", "bucket_speedup", "knob_table")
-
 
 def _methods(df: pd.DataFrame, spec: dict) -> list[str]:
     present = [m for m in dict.fromkeys(df["method"]) if m != DENSE]
@@ -125,52 +126,84 @@ def knob_table(df: pd.DataFrame, methods: list[str], knob, values: list[float]) 
     return pd.DataFrame(out)
 
 
-def run_experiments(df: pd.DataFrame, experiments: dict, results_dir, figures_dir) -> tuple[list[str], list[str]]:
-    """Build every configured experiment; returns (paths written, skipped notes)."""
-    written, skipped = [], []
-    for name, spec in (experiments or {}).items():
-        kind = spec["kind"]
-        tol = spec.get("tolerance", 0.01)
-        if kind == "selection_cost":
-            path = Path(results_dir) / "benchmarks" / "selection_cost.json"
-            if not path.is_file():
-                skipped.append(f"{name}: no {path}")
-                continue
-            rows = pd.DataFrame(json.loads(path.read_text())["rows"])
-            written += write_table(rows, results_dir, name)
-            written += paper_plots.selection_cost_figure(rows, figures_dir, name)
+def _selection_cost_rows(results_dir) -> pd.DataFrame:
+    path = Path(results_dir) / "benchmarks" / "selection_cost.json"
+    return pd.DataFrame(json.loads(path.read_text())["rows"]) if path.is_file() else pd.DataFrame()
+
+
+@dataclass(frozen=True)
+class Kind:
+    """An experiment kind: how its table is computed from records, and its figure."""
+
+    build: Callable[[pd.DataFrame, list[str], dict, Path], pd.DataFrame]
+    figure: Callable | None = None  # (table, figures_dir, name) -> paths
+    table: bool = True  # whether the table itself is an output
+    needs_methods: bool = True  # False: reads a benchmark file, not method records
+
+
+KINDS: dict[str, Kind] = {
+    "selected_points": Kind(lambda df, m, s, r: selected_points_table(df, m, s.get("tolerance", 0.01))),
+    "wallclock": Kind(lambda df, m, s, r: wallclock_table(df, m, s.get("target", 2.0)), paper_plots.wallclock_figure),
+    "robustness": Kind(lambda df, m, s, r: robustness(df, m), paper_plots.robustness_figure),
+    "trajectories": Kind(lambda df, m, s, r: trajectories(df, m, s.get("n_examples", 20), s.get("tolerance", 0.01)),
+                         paper_plots.trajectories_figure, table=False),
+    "selection_cost": Kind(lambda df, m, s, r: _selection_cost_rows(r), paper_plots.selection_cost_figure,
+                           needs_methods=False),
+    "bucket_speedup": Kind(lambda df, m, s, r: bucket_speedup(df, m, s.get("tolerance", 0.01)),
+                           paper_plots.bucket_speedup_figure),
+    "knob_table": Kind(lambda df, m, s, r: knob_table(df, m, s["knob"], s["values"])),
+}
+
+
+def configured_methods(spec: dict, methods: list[str]) -> list[str]:
+    """The methods of `methods` (those a profile runs) that an experiment reads."""
+    wanted = spec.get("methods", ["all"])
+    names = [m for m in methods if m != DENSE]
+    return names if "all" in wanted else [m for m in wanted if m in names]
+
+
+def planned(experiments: dict, methods: list[str]) -> dict[str, dict]:
+    """The experiments a profile builds: those whose methods it runs (the
+    others are listed in tables/skipped_experiments.txt)."""
+    return {name: spec for name, spec in (experiments or {}).items()
+            if not KINDS[spec["kind"]].needs_methods or configured_methods(spec, methods)}
+
+
+def run_experiments(df: pd.DataFrame, experiments: dict, methods: list[str], results_dir,
+                    figures_dir) -> list[str]:
+    """Build every planned experiment (see `planned`); an experiment without
+    data (no records yet, nothing at the asked knob values, no timed protocol)
+    still writes its files, saying why they are empty. Returns the paths."""
+    written = []
+    for name, spec in planned(experiments, methods).items():
+        kind = KINDS[spec["kind"]]
+        present = _methods(df, {"methods": configured_methods(spec, methods)})
+        table = kind.build(df, present, spec, Path(results_dir)) if present or not kind.needs_methods else None
+        if table is None or table.empty:
+            reason = (f"no records of {configured_methods(spec, methods)} yet" if table is None else
+                      f"the records hold no data for this {spec['kind']} experiment ({_why_empty(spec)})")
+            if kind.table:
+                written += write_table(placeholder(reason), results_dir, name)
+            if kind.figure:
+                written += paper_plots.placeholder_figure(reason, figures_dir, name)
             continue
-        methods = _methods(df, spec)
-        if not methods:
-            skipped.append(f"{name}: none of {spec.get('methods')} has records")
-            continue
-        if kind == "selected_points":
-            written += write_table(selected_points_table(df, methods, tol), results_dir, name)
-        elif kind == "wallclock":
-            table = wallclock_table(df, methods, spec.get("target", 2.0))
-            if table.empty:
-                skipped.append(f"{name}: no timed points")
-                continue
+        if kind.table:
             written += write_table(table, results_dir, name)
-            written += paper_plots.wallclock_figure(table, figures_dir, name)
-        elif kind == "robustness":
-            table = robustness(df, methods)
-            written += write_table(table, results_dir, name)
-            written += paper_plots.robustness_figure(table, figures_dir, name)
-        elif kind == "trajectories":
-            traj = trajectories(df, methods, spec.get("n_examples", 20), tol)
-            if traj.empty:
-                skipped.append(f"{name}: no per-layer token data")
-                continue
-            written += paper_plots.trajectories_figure(traj, figures_dir, name)
-        elif kind == "bucket_speedup":
-            table = bucket_speedup(df, methods, tol)
-            written += write_table(table, results_dir, name)
-            written += paper_plots.bucket_speedup_figure(table, figures_dir, name)
-        elif kind == "knob_table":
-            table = knob_table(df, methods, spec["knob"], spec["values"])
-            if table.empty:
-                skipped.append(f"{name}: no points at {spec['knob']} in {spec['values']}")
-                continue
-            written += write_table(table, results_dir, name)
-    return written, skipped
+        if kind.figure:
+            written += kind.figure(table, figures_dir, name)
+    return written
+
+
+def _why_empty(spec: dict) -> str:
+    return {
+        "wallclock": "no timed protocol",
+        "trajectories": "no per-layer token counts under protocol none",
+        "knob_table": f"no point has {spec.get('knob')} in {spec.get('values')}",
+        "selection_cost": "the selection-cost benchmark has not run",
+    }.get(spec["kind"], "no matching points")
+
+
+def placeholder(reason: str) -> pd.DataFrame:
+    out = pd.DataFrame({"note": [f"no data: {reason}"]})
+    out.attrs["note"] = f"This experiment has no data: {reason}."
+    return out

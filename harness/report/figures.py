@@ -21,8 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
+from harness.pareto import pareto_front
 from harness.data.lengths import histogram_edges, length_stats
-from harness.report.load import atomic_output
+from harness.storage import atomic_output
 from harness.report.tables import DENSE_METHOD, FRACTION_METRICS
 
 STYLE: dict[str, Any] = {
@@ -132,20 +133,6 @@ def _select_methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str
     return [m for m in methods if m != DENSE_METHOD]
 
 
-def pareto_front(cost, value) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower or equal
-    cost and higher value), in increasing cost. A method's curve joins these;
-    its other points (e.g. another lambda family of Magic Pyramid) are drawn
-    as faint markers, so lines never zig-zag between families."""
-    order = sorted(range(len(cost)), key=lambda i: (cost[i], -value[i]))
-    keep, best = [], -float("inf")
-    for i in order:
-        if value[i] > best:
-            keep.append(i)
-            best = value[i]
-    return keep
-
-
 def tradeoff_curves(
     df: pd.DataFrame,
     figures_dir: str | os.PathLike[str],
@@ -155,8 +142,8 @@ def tradeoff_curves(
     """Per task: primary metric (%) vs relative FLOPs, one line per method
     through its Pareto-optimal points (the others as faint markers).
 
-    x = flops_per_example / baseline_flops_per_example (1.0 = dense cost under
-    the same padding protocol); y = primary metric x 100. The dense result is a
+    x = the record's relative_flops (1.0 = dense cost under the same padding
+    protocol); y = primary metric x 100. The dense result is a
     solid horizontal line and a star at x = 1; "dense - 1" (the usual
     "within one point" acceptance bar) is dotted. Saved as
     tradeoff_<protocol>.{png,pdf}.
@@ -170,7 +157,7 @@ def tradeoff_curves(
     chosen = _select_methods(sub, methods)
     colors = _method_colors(set(sub["method"]) - {DENSE_METHOD})
     sub = sub.assign(
-        rel_flops=sub["flops_per_example"].astype(float) / sub["baseline_flops_per_example"].astype(float),
+        rel_flops=sub["relative_flops"].astype(float),
         value_pct=sub["primary_value"].astype(float) * 100.0,
     )
     tasks = sorted(set(sub["task"]))

@@ -2,72 +2,32 @@
 
 Tables and figures are rebuilt from JSON records alone (never from models or
 datasets), so a report can be regenerated anywhere the `results/` folder is
-copied. This module turns the per-run record files into one flat DataFrame,
-validates them early (a broken record fails here, naming its file, rather than
-as a confusing KeyError deep inside a plot), and provides the atomic-write
-helpers the report writers share so an error never leaves a half-written file.
+copied. This module turns the per-run record files into one flat DataFrame and
+checks them early against the record schema (`harness.record`): a broken or
+outdated record fails here, naming its file and how to regenerate it, rather
+than as a confusing KeyError deep inside a plot.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.record import check_record
+from harness.storage import atomic_write_text
 
-PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
 KEY_COLUMNS: list[str] = ["task", "method", "operating_point", "protocol"]
-REQUIRED_RECORD_KEYS: tuple[str, ...] = (
-    "method",
-    "operating_point",
-    "task",
-    "protocol",
-    "metric",
-    "metrics",
-    "n_eval",
-    "flops_per_example",
-    "baseline_flops_per_example",
-)
 REQUIRED_LENGTH_KEYS: tuple[str, ...] = ("task", "hist_bins", "train_lengths", "eval_lengths")
 _LEAD_COLUMNS: list[str] = KEY_COLUMNS + ["metric", "primary_value", "val_primary_value"]
 
 
 # --------------------------------------------------------------------------- I/O helpers
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Yield a temp path beside `path`; on success move it into place with os.replace.
-
-    The temp file lives in the destination folder so os.replace is an atomic
-    rename on the same filesystem; if the body raises, the temp file is removed
-    and any previous `path` is left untouched.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> str:
-    """Write `text` to `path` atomically (UTF-8) and return the path as a string."""
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-    return str(path)
 
 
 def _read_json(path: Path, kind: str) -> dict[str, Any]:
@@ -106,25 +66,8 @@ def _as_float(value: Any) -> float:
 
 def _flatten_record(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """One record -> one flat row (see load_records for the column rules)."""
-    _missing_keys(data, REQUIRED_RECORD_KEYS, path, "result record")
-    if data["protocol"] not in PROTOCOLS:
-        raise HarnessError(
-            f"result record {path} has protocol {data['protocol']!r}; expected one of {list(PROTOCOLS)}",
-            "fix or regenerate that record",
-        )
-    metrics = data["metrics"]
-    val_metrics = data.get("validation_metrics") or {}
-    if not isinstance(metrics, dict) or not isinstance(val_metrics, dict):
-        raise HarnessError(
-            f"result record {path}: 'metrics' and 'validation_metrics' must be JSON objects",
-            "fix or regenerate that record",
-        )
-    metric = data["metric"]
-    if metric not in metrics:
-        raise HarnessError(
-            f"result record {path}: primary metric {metric!r} is not in its metrics {sorted(metrics)}",
-            "fix or regenerate that record",
-        )
+    check_record(data, path)
+    metrics, val_metrics, metric = data["metrics"], data["validation_metrics"], data["metric"]
 
     row: dict[str, Any] = {}
     for key, value in data.items():

@@ -110,13 +110,15 @@ def bucket_speedup_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
 
 def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
     protocols = list(dict.fromkeys(table["protocol"]))
-    sizes = sorted(int(c[len("wall_bs"):]) for c in table.columns if c.startswith("wall_bs"))
+    sizes = sorted(int(c[len("wall_bs"):]) for c in table.columns if c.startswith("wall_bs") and c[7:].isdigit())
     with rc_context(STYLE):
         fig, axes = _new_figure(len(protocols), (5.0, 4.0))
         for ax, p in zip(axes, protocols):
             sub = table[table["protocol"] == p]
             for b, marker in zip(sizes, "os^Dv"):
-                ax.scatter(sub["flops_speedup"], sub[f"wall_bs{b}"], marker=marker, label=f"batch {b}")
+                err = [sub[f"wall_bs{b}"] - sub[f"wall_bs{b}_low"], sub[f"wall_bs{b}_high"] - sub[f"wall_bs{b}"]]
+                ax.errorbar(sub["flops_speedup"], sub[f"wall_bs{b}"], yerr=err, fmt=marker, capsize=2,
+                            label=f"batch {b}")
             if sizes:
                 for _, r in sub.iterrows():
                     ax.annotate(f"{r['method']} ({r['task']})", (r["flops_speedup"], r[f"wall_bs{sizes[-1]}"]),
@@ -128,4 +130,13 @@ def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: 
             ax.set_title(f"{p} padding protocol")
             ax.legend(fontsize=8)
         fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def placeholder_figure(reason: str, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    """A figure that says why an experiment has nothing to plot."""
+    with rc_context(STYLE):
+        fig, (ax,) = _new_figure(1, (6.0, 2.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{stem}: no data\n{reason}", ha="center", va="center", wrap=True)
         return _save(fig, figures_dir, stem)

@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from harness.report.load import PROTOCOLS
+from harness.record import PROTOCOLS
 from harness.report.rules import dense_row, fastest_within, nearest_speedup, same_point
 from harness.report.tables import metric_x100
 
@@ -26,7 +26,8 @@ SELECT_NOTE = (
 )
 WALLCLOCK_NOTE = (
     "Point = the method's point whose FLOPs speedup under protocol none is nearest {target}x. "
-    "wall_bs<b> = measured throughput / dense throughput at batch size b under the protocol; "
+    "wall_bs<b> = wall-clock speedup over the dense model at batch size b under the protocol, timed side by side "
+    "in one process on the same batches (median over interleaved rounds; [low, high] = its 95% interval); "
     "ratio = wall-clock speedup at the largest batch size / FLOPs speedup under that protocol."
 )
 
@@ -75,16 +76,18 @@ def wallclock_table(df: pd.DataFrame, methods: list[str], target: float = 2.0, p
                 continue
             for p in protocols:
                 rec = same_point(df, point, p)
-                if rec is None:
+                if rec is None or not rec.get("timing"):
                     continue
-                speeds = rec.get("wallclock_speedup_by_batch_size") or {}
+                by_bs = rec["timing"]["by_batch_size"]
                 row = {"task": task, "method": method, "operating_point": point["operating_point"], "protocol": p,
                        "flops_speedup": rec["flops_speedup"]}
-                sizes = sorted(int(b) for b in speeds)
+                sizes = sorted(int(b) for b in by_bs)
                 for b in sizes:
-                    row[f"wall_bs{b}"] = speeds[str(b)] if str(b) in speeds else speeds.get(b)
-                last = row.get(f"wall_bs{sizes[-1]}") if sizes else None
-                row["ratio"] = last / rec["flops_speedup"] if last else math.nan
+                    t = by_bs[str(b)]
+                    row[f"wall_bs{b}"] = t["speedup"]
+                    row[f"wall_bs{b}_low"] = t["speedup_low"]
+                    row[f"wall_bs{b}_high"] = t["speedup_high"]
+                row["ratio"] = row[f"wall_bs{sizes[-1]}"] / rec["flops_speedup"] if sizes else math.nan
                 rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["note"] = WALLCLOCK_NOTE.format(target=target)

@@ -19,7 +19,8 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.data.lengths import length_stats
-from harness.report.load import PROTOCOLS, atomic_write_text
+from harness.record import PROTOCOLS
+from harness.storage import atomic_write_text
 
 DENSE_METHOD = "dense"
 FRACTION_METRICS: frozenset[str] = frozenset({"accuracy", "acc", "f1"})
@@ -34,8 +35,15 @@ BASELINE_NOTE = (
 LENGTH_NOTE = (
     "Lengths are token counts incl. [CLS]/[SEP], untruncated. Quartiles use linear "
     "interpolation. kl = KL(train || eval) in nats over bins equal-width bins on the "
-    "common [min, max] range, 1e-10 added per bin then renormalised."
+    "common [min, max] range, with add-1/2 (Krichevsky-Trofimov) pseudo-counts per bin, "
+    "stable for small eval sets; kl_floor = (B-1)/2 (1/n_train + 1/n_eval), what two samples of "
+    "one distribution give (B = bins with mass): a kl near it means no measurable shift. "
+    "ltp_kl = the value printed in LTP's Table 2 (Kim et al., KDD 2022; RoBERTa tokenizer, "
+    "full GLUE splits, their estimator unstated)."
 )
+# LTP Table 2 (Kim et al., KDD 2022), KL divergence column; MNLI = MNLI-m
+LTP_TABLE2_KL = {"mnli": 0.0055, "qqp": 0.0006, "qnli": 0.0092, "sst2": 1.2250, "stsb": 0.0925,
+                 "mrpc": 0.0033, "rte": 0.0261}
 DEFAULT_FLOATFMT = ".4g"
 
 # --------------------------------------------------------------------------- formatting
@@ -205,9 +213,11 @@ def _float(value: Any) -> float:
 
 def length_table(length_records: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
     """LTP Table 2: per task train Q1/Q2/Q3, eval Q1/Q2/Q3, KL(train || eval), bins."""
-    cols = ["task", "train_q1", "train_q2", "train_q3", "eval_q1", "eval_q2", "eval_q3", "kl", "bins"]
+    cols = ["task", "train_q1", "train_q2", "train_q3", "eval_q1", "eval_q2", "eval_q3", "kl", "kl_floor", "bins",
+            "n_train", "n_eval"]
     rows = [length_stats(length_records[t]) for t in sorted(length_records)]
     out = pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)
+    out.insert(cols.index("kl_floor") + 1, "ltp_kl", [LTP_TABLE2_KL.get(t, math.nan) for t in out["task"]])
     out.attrs["note"] = LENGTH_NOTE
-    out.attrs["floatfmt"] = {**{c: ".1f" for c in cols[1:7]}, "kl": ".4f"}
+    out.attrs["floatfmt"] = {**{c: ".1f" for c in cols[1:7]}, "kl": ".4f", "kl_floor": ".4f", "ltp_kl": ".4f"}
     return out

@@ -1,8 +1,10 @@
-"""Everything a method plugin needs for one (task, method) job.
+"""Everything a method plugin needs for one (task, method) job: the toolkit.
 
 Data (with the config's caps applied by a seeded subsample), tokenized
-splits, the backbone, the training settings, and where to save models. A
-plugin touches the workflow only through this object.
+splits, the length-filtered training split, the backbone, the method's typed
+settings, the fine-tuning loop, and atomic stores for models and a method's
+own files (points manifests, search results). A plugin touches the workflow
+only through this object.
 """
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
+from harness.data.encoding import Encoded, encode_examples
 from harness.data.sources import load_task
 from harness.data.splits import TaskData, cap
-from harness.data.encoding import Encoded, encode_examples
-from harness.errors import HarnessError
-from harness.model.policy import Policy
 from harness.data.tasks import TaskSpec, get_task
+from harness.errors import HarnessError
+from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
+from harness.model.policy import Policy
+from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
+from harness.storage import read_json, write_json
 from harness.run.finetune import TrainConfig, finetune
 
 SPLITS = ("train", "validation", "eval")
@@ -78,14 +82,46 @@ class RunContext:
 
     def encoded(self, split: str) -> Encoded:
         if split not in SPLITS:
-            raise ValueError(split)
+            raise HarnessError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
         if split not in self._encoded:
             self._encoded[split] = encode_examples(
                 self.tokenizer, getattr(self.data, split), self.task.seq_len, self.task.is_regression
             )
         return self._encoded[split]
 
-    # ---- models --------------------------------------------------------------
+    def eval_median_length(self) -> int:
+        """Median token length of the eval split (after truncation)."""
+        return int(np.median(self.encoded("eval").lengths))
+
+    @cached_property
+    def train_split(self) -> Encoded:
+        """The training split without examples longer than the method's
+        `train_max_length` (all of it when unset); see `train_split_info`."""
+        enc = self.encoded("train")
+        limit = self.settings.train_max_length
+        if limit is None:
+            return enc
+        keep = np.nonzero(enc.lengths <= int(limit))[0]
+        if len(keep) == 0:
+            raise HarnessError(
+                f"train_max_length={limit} leaves no training example of {self.task.name} for {self.method}",
+                f"raise train_max_length in the config of {self.method} "
+                f"(the shortest example has {int(enc.lengths.min())} tokens)",
+            )
+        return enc.subset(keep)
+
+    @property
+    def train_split_info(self) -> dict:
+        """What the length filter did, for training logs."""
+        limit = self.settings.train_max_length
+        return {
+            "train_max_length": None if limit is None else int(limit),
+            "n_train_available": len(self.encoded("train")),
+            "n_train_used": len(self.train_split),
+            "mean_train_length": float(self.train_split.lengths.mean()),
+        }
+
+    # ---- the method and its settings -------------------------------------------
     @property
     def variant(self) -> dict | None:
         return self.cfg.get("variants", {}).get(self.method)
@@ -96,21 +132,41 @@ class RunContext:
         return self.variant["method"] if self.variant else self.method
 
     @property
+    def plugin(self):
+        from harness.plugin.registry import get_method
+
+        return get_method(self.base_method)
+
+    @property
     def method_cfg(self) -> dict:
-        """methods_config of the plugin, with a variant's `config` on top."""
+        """methods_config of the plugin, with a variant's `config` on top
+        (`eval_median` resolved to the eval split's median length)."""
         out = dict(self.cfg.get("methods_config", {}).get(self.base_method, {}))
         if self.variant:
             out.update(self.variant.get("config") or {})
-        return {k: (self.eval_median_length() if v == "eval_median" else v) for k, v in out.items()}
+        return {k: (self.eval_median_length() if v == EVAL_MEDIAN else v) for k, v in out.items()}
 
-    def method_settings(self, defaults: dict) -> dict:
-        """A plugin's `defaults` with this job's method_cfg on top."""
-        return {**defaults, **self.method_cfg}
+    @cached_property
+    def settings(self):
+        """The plugin's typed `Settings`: its defaults with this job's method_cfg on top."""
+        where = f"variants.{self.method}.config" if self.variant else f"methods_config.{self.base_method}"
+        return parse_settings(self.plugin.Settings, self.method_cfg, where)
 
-    def eval_median_length(self) -> int:
-        """Median token length of the eval split (after truncation)."""
-        return int(np.median(self.encoded("eval").lengths))
+    @property
+    def settings_log(self) -> dict:
+        """The settings as JSON, for training logs."""
+        return as_dict(self.settings)
 
+    @property
+    def validation_batch_size(self) -> int:
+        """Batch size of every validation pass (checkpoint and operating-point choices)."""
+        return int(self.cfg["train"].get("validation_batch_size", 64))
+
+    @property
+    def eval_batch_size(self) -> int:
+        return int(self.cfg["eval"]["batch_size"])
+
+    # ---- models --------------------------------------------------------------
     def new_model(self, policy: Policy | None = None):
         model = self.backbone.new_classifier(self.task.num_labels, self.seed)
         if policy is not None:
@@ -126,10 +182,12 @@ class RunContext:
         return TrainConfig(**base)
 
     def finetune(self, model, cfg: TrainConfig | None = None, train: Encoded | None = None, **kw) -> dict:
+        """`harness.run.finetune.finetune` on this job's data: the length-filtered
+        training split unless `train` is given, validation on `validation`."""
         return finetune(
             model,
             self.task,
-            train if train is not None else self.encoded("train"),
+            train if train is not None else self.train_split,
             self.encoded("validation"),
             cfg or self.train_config(),
             device=self.device,
@@ -141,9 +199,10 @@ class RunContext:
         return self.work_dir / "models" / self.task.name / (method or self.method)
 
     def save_model(self, model, name: str = "model.pt") -> Path:
+        """Save atomically into this job's model folder."""
         path = self.model_dir() / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.tmp")
         torch.save(model, tmp)
         tmp.replace(path)
         return path
@@ -158,3 +217,19 @@ class RunContext:
         model = torch.load(path, map_location=self.device, weights_only=False)
         model.eval()
         return model
+
+    # ---- a method's own files ---------------------------------------------------
+    def write_json(self, name: str, obj) -> Path:
+        """Write a JSON file (a points manifest, search results) into this job's
+        model folder, atomically."""
+        return write_json(self.model_dir() / name, obj)
+
+    def read_json(self, name: str, method: str | None = None):
+        """A JSON file written by `write_json` of this job's method (or of
+        `method`, whose models this one starts from)."""
+        path = self.model_dir(method) / name
+        if not path.is_file():
+            raise HarnessError(
+                f"{path} not found", f"run the workflow's train step for {self.task.name}/{method or self.method} first"
+            )
+        return read_json(path)

@@ -1,28 +1,46 @@
-"""Fine-tuning loop shared by every method.
+"""The fine-tuning loop every method trains with, and its checkpoint policies.
 
 AdamW with a linear warm-up/decay schedule, seeded shuffling, a tqdm progress
 bar, validation on the held-out `validation` split after each epoch (and every
-`eval_every` steps if set), keeping the best checkpoint by the task's primary
-metric. Methods add stages by calling `finetune` with their own loss and
-parameter groups.
+`eval_every` steps if set). Methods add stages by calling `finetune` with
+their own loss (`loss_fn(model, out, batch)`: the batch carries its inputs and
+labels, so a loss can run the model again, e.g. LAT's sub-models), parameter
+groups and checkpoint policy:
+
+* `best`          - the best validation score (the task's primary metric,
+                    or `score_fn`), the first best on ties;
+* `last`          - the final weights, no validation pass (stages whose
+                    validation accuracy would favour the least pruned
+                    checkpoint, e.g. LTP's soft stage, PoWER-BERT's soft
+                    extraction);
+* `best_or_start` - `best`, but the starting weights are kept when they score
+                    strictly higher than every trained checkpoint.
+
+`frozen_except` freezes everything but some parameters (and switches dropout
+off) for stages that train heads on a fixed backbone.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from harness.data.encoding import Encoded
-from harness.run.inference import evaluate
-from harness.measure.metrics import primary
 from harness.data.padding import collate
 from harness.data.tasks import TaskSpec
+from harness.measure.metrics import primary
+from harness.run.inference import evaluate
+
+Checkpoint = Literal["best", "last", "best_or_start"]
 
 
 @dataclass
@@ -35,7 +53,26 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     grad_clip: float = 1.0
     seed: int = 0
-    eval_batch_size: int = 64
+    validation_batch_size: int = 64
+
+
+@dataclass
+class TrainBatch:
+    """One training batch: model inputs and labels, on the training device."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.input_ids, self.attention_mask, self.token_type_ids
+
+
+LossFn = Callable[[nn.Module, object, TrainBatch], torch.Tensor]
+# a validation score, or a dict with a "score" and anything else worth logging
+ScoreFn = Callable[[nn.Module], "float | dict"]
 
 
 def task_loss(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -44,16 +81,22 @@ def task_loss(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> tor
     return F.cross_entropy(logits, labels.long())
 
 
-LossFn = Callable[[object, object, torch.Tensor], torch.Tensor]
-
-
 def default_loss(task: TaskSpec) -> LossFn:
-    def loss(model, out, labels):
-        value = task_loss(task, out.logits, labels)
+    """The task loss plus the policy's own regulariser."""
+
+    def loss(model, out, batch: TrainBatch):
+        value = task_loss(task, out.logits, batch.labels)
         extra = model.policy.extra_loss(out.state)
         return value if extra is None else value + extra
 
     return loss
+
+
+def _scored(value) -> dict:
+    entry = dict(value) if isinstance(value, dict) else {"score": value}
+    score = float(entry["score"])
+    entry["score"] = -math.inf if math.isnan(score) else score
+    return entry
 
 
 def finetune(
@@ -66,11 +109,27 @@ def finetune(
     parameters=None,
     desc: str = "train",
     device: str = "cpu",
-    score_fn: Callable[[object], float] | None = None,
+    score_fn: ScoreFn | None = None,
+    checkpoint: Checkpoint = "best",
+    start_score: float | dict | None = None,
 ) -> dict:
-    """Train in place; restores the best-on-validation weights. Returns a log."""
+    """Train `model` in place and leave it at the checkpoint the policy keeps.
+
+    Returns a log: steps, the validation entries ({"step", "score", ...}),
+    `best_validation` (the kept checkpoint's score; NaN counts as -inf) and,
+    under `best_or_start`, `start_validation` and `kept` ("start" or "trained").
+    `start_score` (under `best_or_start`) saves the validation pass of the
+    starting weights when the caller has already measured it."""
+    if checkpoint not in ("best", "last", "best_or_start"):
+        raise ValueError(f"unknown checkpoint policy {checkpoint!r}")
     loss_fn = loss_fn or default_loss(task)
-    score_fn = score_fn or (lambda m: primary(task, evaluate(m, task, validation, "none", cfg.eval_batch_size, device).metrics))
+    score_fn = score_fn or (
+        lambda m: primary(task, evaluate(m, task, validation, "none", cfg.validation_batch_size, device).metrics)
+    )
+    start = None
+    if checkpoint == "best_or_start":
+        start = _scored(start_score if start_score is not None else score_fn(model))
+        start_state = copy.deepcopy(model.state_dict())
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -86,7 +145,8 @@ def finetune(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     eval_every = cfg.eval_every or steps_per_epoch
-    best_score, best_state, log = -math.inf, None, {"validation": [], "steps": total}
+    best, best_state = None, None
+    log: dict = {"validation": [], "steps": total, "checkpoint": checkpoint}
     step = 0
     bar = tqdm(total=total, desc=desc, leave=False, mininterval=2.0)
     while step < total:
@@ -95,10 +155,11 @@ def finetune(
             if step >= total:
                 break
             model.train()
-            batch = collate(train, perm[s : s + cfg.batch_size]).to(device)
-            labels = torch.as_tensor(train.labels[batch.index]).to(device)
-            out = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-            loss = loss_fn(model, out, labels)
+            b = collate(train, perm[s : s + cfg.batch_size]).to(device)
+            batch = TrainBatch(b.input_ids, b.attention_mask, b.token_type_ids,
+                               torch.as_tensor(train.labels[b.index]).to(device))
+            out = model(*batch.inputs)
+            loss = loss_fn(model, out, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -108,15 +169,52 @@ def finetune(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if step % eval_every == 0 or step == total:
-                score = float(score_fn(model))
-                score = -math.inf if math.isnan(score) else score
-                log["validation"].append({"step": step, "score": score})
-                if best_state is None or score > best_score:
-                    best_score, best_state = score, copy.deepcopy(model.state_dict())
+            if checkpoint != "last" and (step % eval_every == 0 or step == total):
+                entry = {"step": step, **_scored(score_fn(model))}
+                log["validation"].append(entry)
+                if best is None or entry["score"] > best["score"]:
+                    best, best_state = entry, copy.deepcopy(model.state_dict())
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    if start is not None:
+        log["start_validation"] = start["score"]
+        if best is None or start["score"] > best["score"]:
+            model.load_state_dict(start_state)
+            best, log["kept"] = {"step": 0, **start}, "start"
+        else:
+            log["kept"] = "trained"
     model.eval()
-    log["best_validation"] = best_score
+    log["best_validation"] = best["score"] if best is not None else None
+    log["kept_validation"] = best
     return log
+
+
+@contextlib.contextmanager
+def frozen_except(model: nn.Module, trainable, dropout: bool = False) -> Iterator[list[nn.Parameter]]:
+    """Freeze every parameter of `model` but `trainable` (and, unless
+    `dropout`, switch dropout off, attention dropout included) for the block;
+    everything is restored afterwards. Yields the trainable parameters."""
+    params = list(trainable)
+    keep = {id(p) for p in params}
+    was = [(p, p.requires_grad) for p in model.parameters()]
+    drops = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    attn = [(m, m.attn_dropout_p) for m in model.modules() if hasattr(m, "attn_dropout_p")]
+    for p, _ in was:
+        p.requires_grad_(id(p) in keep)
+    for p in params:
+        p.requires_grad_(True)
+    if not dropout:
+        for m, _ in drops:
+            m.p = 0.0
+        for m, _ in attn:
+            m.attn_dropout_p = 0.0
+    try:
+        yield params
+    finally:
+        for p, flag in was:
+            p.requires_grad_(flag)
+        for m, p_drop in drops:
+            m.p = p_drop
+        for m, p_drop in attn:
+            m.attn_dropout_p = p_drop

@@ -1,28 +1,31 @@
-"""The workflow's jobs: lengths, train, evaluate. One direction of flow.
+"""The workflow's jobs: lengths, train, evaluate, selection cost. One direction of flow.
 
 `evaluate_job` runs every operating point a method yields under every
 padding protocol: metrics on `eval` (and `validation`, for selection rules),
-analytic FLOPs from the traces, the dense baseline's FLOPs on the same
-batches, wall-clock timings, and writes one record per (point, protocol).
+analytic FLOPs from the traces against the dense model on the same batches,
+wall-clock speedups timed side by side with the dense model in this process,
+and writes one record per (point, protocol) only once all are computed.
 """
 from __future__ import annotations
 
 import fcntl
+import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import torch
 
-from harness.run.context import RunContext
 from harness.data.encoding import token_lengths
-from harness.run.inference import evaluate
-from harness.measure.flops import FLOPS_PER_MAC, dense_macs, trace_macs
+from harness.errors import HarnessError
 from harness.measure.metrics import primary
-from harness.data.padding import padded_lengths
 from harness.measure.provenance import provenance
-from harness.record import lengths_path, manifest_path, read_json, record_path, write_json
-from harness.measure.timing import time_model
-from harness.run.plan import plugin_for
+from harness.measure.timing import TimingSpec, time_side_by_side
+from harness.run.context import RunContext
+from harness.run.inference import evaluate
+from harness.run.records import build_record
+from harness.storage import lengths_path, manifest_path, record_path, write_json
 
 
 def lengths_job(cfg: dict, task: str) -> Path:
@@ -44,11 +47,21 @@ def lengths_job(cfg: dict, task: str) -> Path:
     return write_json(lengths_path(cfg["results_dir"], task), record)
 
 
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch generators from the config seed: a job then
+    creates and trains everything (e.g. exit heads made before the fine-tuning
+    loop seeds itself) the same way in every process; torch otherwise starts
+    each process from a random seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def train_job(cfg: dict, task: str, method: str) -> Path:
     ctx = RunContext(cfg, task, method)
-    plugin = plugin_for(cfg, method)
+    seed_everything(ctx.seed)
     start = time.time()
-    log = plugin.train(ctx) or {}
+    log = ctx.plugin.train(ctx) or {}
     done = {
         "task": task,
         "method": method,
@@ -74,111 +87,52 @@ def timing_lock(cfg: dict):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _timings(model, ctx: RunContext, protocol: str) -> dict[int, object]:
+def timing_spec(cfg: dict) -> TimingSpec:
+    t = cfg["timing"]
+    return TimingSpec(threads=t["threads"], **{k: t[k] for k in ("min_rounds", "max_rounds", "max_seconds", "target")
+                                               if k in t})
+
+
+def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict]:
+    """{batch size: timing} of `model` against `dense` on the first
+    `timing.n_examples` eval examples, under `protocol`."""
     t = ctx.cfg["timing"]
     enc = ctx.encoded("eval")
     sample = enc.subset(range(min(t["n_examples"], len(enc))))
-    sizes = sorted(set(t["batch_sizes"]) | {1, ctx.cfg["eval"]["batch_size"]})
-    return {
-        bs: time_model(model, sample, protocol, ctx.task.seq_len, bs, t["threads"], t["min_run_time"], ctx.device)
-        for bs in sizes
-    }
-
-
-def _dense_throughput(cfg: dict, task: str, protocol: str) -> dict | None:
-    path = record_path(cfg["results_dir"], task, "dense", "dense", protocol)
-    return read_json(path)["throughput_by_batch_size"] if path.is_file() else None
+    spec = timing_spec(ctx.cfg)
+    sizes = sorted(set(t["batch_sizes"]) | {1, ctx.eval_batch_size})
+    with timing_lock(ctx.cfg):
+        return {
+            bs: time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
+            for bs in sizes
+        }
 
 
 def evaluate_job(cfg: dict, task: str, method: str) -> Path:
     ctx = RunContext(cfg, task, method)
-    plugin = plugin_for(cfg, method)
-    eval_bs = cfg["eval"]["batch_size"]
-    enc_eval, enc_val = ctx.encoded("eval"), ctx.encoded("validation")
-    lengths = enc_eval.lengths
-    base_arch = ctx.new_model().arch()
-    timed_protocols = cfg["timing"].get("protocols") or cfg["eval"]["protocols"]
+    seed_everything(ctx.seed)
+    dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
+    timed = cfg["timing"].get("protocols", cfg["eval"]["protocols"])
+    prov = provenance(cfg, cfg["timing"]["threads"])
     records = []
-    for op in plugin.operating_points(ctx):
+    for op in ctx.plugin.operating_points(ctx):
         model = op.model.to(ctx.device).eval()
-        val = evaluate(model, ctx.task, enc_val, "none", eval_bs, ctx.device)
+        val = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
         for protocol in cfg["eval"]["protocols"]:
-            run = evaluate(model, ctx.task, enc_eval, protocol, eval_bs, ctx.device)
-            macs = trace_macs(run.trace, protocol)
-            widths = padded_lengths(lengths, protocol, ctx.task.seq_len, eval_bs)
-            base_macs = dense_macs(widths, base_arch)
-            timings, thr, speed = {}, {}, None
-            if protocol in timed_protocols:
-                with timing_lock(cfg):
-                    timings = _timings(model, ctx, protocol)
-                thr = {bs: t.throughput for bs, t in timings.items()}
-                if method == "dense":
-                    speed = {bs: 1.0 for bs in thr}
-                else:
-                    dense_thr = _dense_throughput(cfg, task, protocol) or {}
-                    speed = {bs: thr[bs] / dense_thr[str(bs)] for bs in thr if str(bs) in dense_thr} or None
-            one = timings.get(1)
-            rec = {
-                "method": method,
-                "base_method": ctx.base_method,
-                "method_config": ctx.method_cfg,
-                "operating_point": op.name,
-                "knobs": op.knobs,
-                "task": task,
-                "protocol": protocol,
-                "backbone": cfg["backbone"]["name"],
-                "seed": ctx.seed,
-                "n_eval": len(enc_eval),
-                "n_validation": len(enc_val),
-                "n_train": len(ctx.data.train),
-                "caps": ctx.caps,
-                "data_source": ctx.data.source,
-                "split_note": ctx.data.split_note,
-                "metric": ctx.task.primary_metric,
-                "metrics": run.metrics,
-                "validation_metrics": val.metrics,
-                "flops_per_example": FLOPS_PER_MAC * macs.mean(),
-                "macs_per_example": macs.mean(),
-                "baseline_flops_per_example": FLOPS_PER_MAC * base_macs.mean(),
-                "baseline_macs_per_example": base_macs.mean(),
-                "flops_speedup": base_macs.mean() / macs.mean(),
-                "tokens_per_layer": run.trace.n_attn.mean(0),
-                "ffn_tokens_per_layer": run.trace.n_ffn.mean(0),
-                "exit_layer_mean": run.trace.exit_layer.mean(),
-                "arch": run.trace.arch.to_dict(),
-                "latency_ms_median": one.latency_ms if one else None,
-                "latency_ms_iqr": one.latency_iqr_ms if one else None,
-                "throughput_examples_per_s": thr.get(eval_bs),
-                "throughput_by_batch_size": thr,
-                "timing_iqr_s_by_batch_size": {bs: t.iqr_s for bs, t in timings.items()},
-                "timing_n_examples": one.n_examples if one else None,
-                "batch_size": eval_bs,
-                "threads": cfg["timing"]["threads"],
-                "wallclock_speedup": speed.get(eval_bs) if speed else None,
-                "wallclock_speedup_by_batch_size": speed,
-                "deviations": list(plugin.deviations),
-                "policy": model.policy.describe(),
-                "notes": op.notes,
-                "per_example": {
-                    "length": lengths,
-                    "label": enc_eval.labels,
-                    "prediction": run.predictions,
-                    "flops": FLOPS_PER_MAC * macs,
-                    "baseline_flops": FLOPS_PER_MAC * base_macs,
-                    "exit_layer": run.trace.exit_layer,
-                    **({"tokens_per_layer": run.trace.n_attn} if protocol == "none" else {}),
-                },
-                "provenance": provenance(cfg, cfg["timing"]["threads"]),
-            }
-            records.append(rec)
+            run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
+            timings = side_by_side(ctx, model, dense, protocol) if protocol in timed else None
+            records.append(build_record(ctx, op, run, val, dense.arch(), timings, prov))
     if not records:
-        raise RuntimeError(f"method {method} yielded no operating points for {task}")
+        raise HarnessError(
+            f"method {method} yielded no operating points for {task}",
+            f"check the settings of {method} (its knob lists may be empty)",
+        )
     paths = [
-        write_json(record_path(cfg["results_dir"], task, method, r["operating_point"], r["protocol"]), r)
+        write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol), r.to_dict())
         for r in records
     ]
     summary = [
-        {"operating_point": r["operating_point"], "protocol": r["protocol"], "primary": primary(ctx.task, r["metrics"])}
+        {"operating_point": r.operating_point, "protocol": r.protocol, "primary": primary(ctx.task, r.metrics)}
         for r in records
     ]
     return write_json(
@@ -188,13 +142,13 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
 
 
 def selection_cost_job(cfg: dict) -> Path:
-    """Top-k vs threshold selection latency, for every selection_cost experiment's settings."""
+    """Top-k vs threshold selection latency, for the selection_cost experiment's settings."""
     from harness.measure.selection_benchmark import measure
 
     spec = next((e for e in cfg.get("experiments", {}).values() if e["kind"] == "selection_cost"), {})
     kwargs = {k: spec[k] for k in ("lengths", "ratios", "batch") if k in spec}
     with timing_lock(cfg):
-        rows = measure(threads=cfg["timing"]["threads"], min_run_time=min(0.2, cfg["timing"]["min_run_time"]), **kwargs)
+        rows = measure(threads=cfg["timing"]["threads"], **kwargs)
     return write_json(
         Path(cfg["results_dir"]) / "benchmarks" / "selection_cost.json",
         {"rows": rows, "provenance": provenance(cfg, cfg["timing"]["threads"])},

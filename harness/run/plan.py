@@ -10,7 +10,8 @@ from pathlib import Path
 from harness.data.sources import available_locally
 from harness.errors import HarnessError
 from harness.plugin.registry import get_method, method_names
-from harness.record import lengths_path, manifest_path
+from harness.plugin.settings import parse_settings
+from harness.storage import lengths_path, manifest_path
 from harness.data.tasks import task_names
 
 
@@ -38,12 +39,30 @@ def plugin_for(cfg: dict, name: str):
     return get_method(variant["method"] if variant else name)
 
 
+def check_settings(cfg: dict) -> None:
+    """Every `methods_config.<method>` and variant `config` against the
+    plugin's typed Settings: an unknown key or a wrong value is one error."""
+    given = cfg.get("methods_config", {})
+    for name, values in given.items():
+        if name not in method_names():
+            raise HarnessError(
+                f"methods_config names {name!r}, which is not a registered method",
+                f"use one of: {', '.join(method_names())} (variants take their settings under variants.<name>.config)",
+            )
+        parse_settings(get_method(name).Settings, values, f"methods_config.{name}")
+    for v, spec in cfg.get("variants", {}).items():
+        base = spec["method"]
+        merged = {**given.get(base, {}), **(spec.get("config") or {})}
+        parse_settings(get_method(base).Settings, merged, f"variants.{v}.config")
+
+
 def resolve_methods(cfg: dict) -> list[str]:
     variants = cfg.get("variants", {})
     for v, spec in variants.items():
         if v in method_names():
             raise HarnessError(f"variant {v!r} has the name of a registered method", "rename the variant")
         get_method(spec["method"])
+    check_settings(cfg)
     names = method_names() + list(variants) if "all" in cfg["methods"] else list(cfg["methods"])
     for n in list(names) + list(cfg.get("exclude_methods", [])):
         plugin_for(cfg, n)  # raises a clear error for unknown names
@@ -56,6 +75,19 @@ def resolve_methods(cfg: dict) -> list[str]:
             if req not in names:
                 names.append(req)
     return sorted(dict.fromkeys(names), key=lambda n: (n != "dense", n))
+
+
+def write_resolved_config(cfg: dict) -> str:
+    """The resolved config as a file the workflow's jobs read
+    (`--resolved-config`), named by its hash so that changing the config
+    writes a new file and never touches the old one."""
+    from harness.config import config_hash
+    from harness.storage import write_json
+
+    path = Path(cfg["work_dir"]) / "config" / f"{config_hash(cfg)}.json"
+    if not path.is_file():
+        write_json(path, cfg)
+    return str(path)
 
 
 def done_path(cfg: dict, task: str, method: str) -> Path:

@@ -1,0 +1,110 @@
+"""Building a `ResultRecord` from an evaluated operating point.
+
+Each part of the record comes from the stage of the flow that owns it: the
+job's identity and data from the run context, quality from the evaluation
+runs, cost from the trace through `harness.measure.flops`, wall clock from
+the side-by-side timings (`harness.measure.timing`), provenance from
+`harness.measure.provenance`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.data.padding import padded_lengths
+from harness.measure.flops import FLOPS_PER_MAC, dense_macs, relative_flops, trace_macs
+from harness.model.trace import ArchShape
+from harness.plugin.base import OperatingPoint
+from harness.record import PerExample, ResultRecord
+from harness.run.context import RunContext
+from harness.run.inference import EvalRun
+
+TIMING_DESIGN = (
+    "dense and point interleaved on the same pre-built batches in one process, alternating order per round; "
+    "speedup = median over rounds of dense time / point time; interval = order statistics of that median"
+)
+
+
+def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
+    return {
+        "method": ctx.method,
+        "base_method": ctx.base_method,
+        "method_config": ctx.method_cfg,
+        "operating_point": op.name,
+        "knobs": op.knobs,
+        "task": ctx.task.name,
+        "protocol": protocol,
+        "backbone": ctx.cfg["backbone"]["name"],
+        "seed": ctx.seed,
+        "n_eval": len(ctx.encoded("eval")),
+        "n_validation": len(ctx.encoded("validation")),
+        "n_train": len(ctx.data.train),
+        "caps": ctx.caps,
+        "data_source": ctx.data.source,
+        "split_note": ctx.data.split_note,
+    }
+
+
+def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray) -> dict:
+    """Analytic cost of `run` (per-example `macs`) against the dense model on
+    the same examples at the widths its protocol computes them at."""
+    return {
+        "flops_per_example": FLOPS_PER_MAC * macs.mean(),
+        "macs_per_example": macs.mean(),
+        "baseline_flops_per_example": FLOPS_PER_MAC * base_macs.mean(),
+        "baseline_macs_per_example": base_macs.mean(),
+        "flops_speedup": base_macs.mean() / macs.mean(),
+        "relative_flops": relative_flops(macs, base_macs),
+        "tokens_per_layer": run.trace.n_attn.mean(0),
+        "ffn_tokens_per_layer": run.trace.n_ffn.mean(0),
+        "exit_layer_mean": run.trace.exit_layer.mean(),
+        "arch": run.trace.arch.to_dict(),
+    }
+
+
+def wall_clock(timings: dict[int, dict] | None, eval_batch_size: int) -> dict:
+    """The record's timing fields from {batch size: PairedTiming.to_dict()}."""
+    if not timings:
+        return {"timing": None, "latency_ms_median": None, "throughput_examples_per_s": None,
+                "wallclock_speedup": None}
+    one, main, first = timings.get(1), timings.get(eval_batch_size), next(iter(timings.values()))
+    return {
+        "timing": {
+            "threads": first["threads"],
+            "n_examples": first["n_examples"],
+            "design": TIMING_DESIGN,
+            "by_batch_size": {str(b): t for b, t in sorted(timings.items())},
+        },
+        "latency_ms_median": one["point_latency_ms"] if one else None,
+        "throughput_examples_per_s": main["point_examples_per_s"] if main else None,
+        "wallclock_speedup": main["speedup"] if main else None,
+    }
+
+
+def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: EvalRun, dense_arch: ArchShape,
+                 timings: dict[int, dict] | None, provenance: dict) -> ResultRecord:
+    enc = ctx.encoded("eval")
+    macs = trace_macs(run.trace, run.protocol)
+    widths = padded_lengths(enc.lengths, run.protocol, ctx.task.seq_len, ctx.eval_batch_size)
+    base_macs = dense_macs(widths, dense_arch)
+    return ResultRecord(
+        **identity(ctx, op, run.protocol),
+        metric=ctx.task.primary_metric,
+        metrics=run.metrics,
+        validation_metrics=validation.metrics,
+        **cost(run, macs, base_macs),
+        batch_size=ctx.eval_batch_size,
+        **wall_clock(timings, ctx.eval_batch_size),
+        deviations=list(ctx.plugin.deviations),
+        policy=op.model.policy.describe(),
+        notes=op.notes,
+        per_example=PerExample(
+            length=enc.lengths,
+            label=enc.labels,
+            prediction=run.predictions,
+            flops=FLOPS_PER_MAC * macs,
+            baseline_flops=FLOPS_PER_MAC * base_macs,
+            exit_layer=run.trace.exit_layer,
+            tokens_per_layer=run.trace.n_attn if run.protocol == "none" else None,
+        ),
+        provenance=provenance,
+    )

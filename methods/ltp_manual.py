@@ -1,0 +1,96 @@
+"""LTP's manual-threshold ablation: fixed, linearly rising thresholds.
+
+Kim et al., "Learned Token Pruning for Transformers", KDD 2022, Fig. 4
+("manual threshold"): LTP's threshold pruning (`methods/ltp.py`) with
+theta_l = theta_final * l / L fixed instead of learned, applied to the
+fine-tuned dense model and optionally followed by a short hard-stage
+fine-tune. Knob: theta_final (by default multiples of 1/(mean training
+length), like LTP's). How this departs from the original:
+`LTPManual.deviations`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from methods.ltp import LTPPolicy, format_knob, hard_stage, rising_thresholds, validation_summary, with_lengths_resolved
+
+
+@dataclass(frozen=True)
+class Settings(MethodSettings):
+    theta_finals: tuple[float, ...] | None = None  # None: theta_final_rels / (mean training length)
+    theta_final_rels: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    hard_epochs: float = 0.25
+    hard_lr: float | None = None
+
+
+@register_method("ltp_manual")
+class LTPManual(MethodPlugin):
+    summary = "LTP ablation: fixed linearly rising thresholds theta_final*l/L on attention received (no learning)"
+    Settings = Settings
+    requires = ("dense",)
+    deviations = (
+        "token score averages attention received over heads and the REAL query rows of the tokens present "
+        "(the reference averages over all padded rows, tying thresholds to the padded length)",
+        "[CLS] is always kept (the reference does not protect it)",
+        "pruned tokens are physically removed after the attention sublayer (the reference hard-masks them)",
+        "thresholds theta_l = theta_final*l/L with l = 1..L as in the reference README",
+        "optional short hard-stage fine-tune (hard_epochs, default 0.25 epoch) instead of the reference's 5 epochs; "
+        "best checkpoint on the held-out validation split, the un-fine-tuned start included",
+        "theta_final values default to multiples of 1/(mean training length) (theta_final_rels) unless absolute "
+        "theta_finals are configured",
+    )
+
+    def train(self, ctx) -> dict:
+        s = with_lengths_resolved(ctx, ctx.settings, [("theta_finals", "theta_final_rels")])
+        dense = ctx.load_model(method="dense").to(ctx.device)
+        log: dict = {"settings": dataclasses.asdict(s), **ctx.train_split_info,
+                     "dense_validation": validation_summary(ctx, dense), "points": {}}
+        manifest = []
+        for theta in s.theta_finals:
+            name = f"theta_final={format_knob(theta)}"
+            t0 = time.time()
+            model = copy.deepcopy(dense)
+            model.policy = LTPPolicy(len(dense.layers), theta).to(ctx.device)
+            model.eval()
+            entry = {"name": name, "theta_final": theta, "file": None}
+            point: dict = {"theta_final": theta, "thresholds": rising_thresholds(theta, len(dense.layers)),
+                           "untuned_validation": validation_summary(ctx, model)}
+            point["validation"] = point["untuned_validation"]
+            if s.hard_epochs > 0:
+                point["hard"] = hard_stage(ctx, model, s, name, point["untuned_validation"])
+                point["validation"] = point["hard"]["kept_validation"]
+                entry["file"] = f"{name}.pt"
+                ctx.save_model(model.eval(), entry["file"])
+            point["seconds"] = round(time.time() - t0, 2)
+            log["points"][name] = point
+            manifest.append(entry)
+        ctx.write_json("points.json", manifest)
+        return log
+
+    def operating_points(self, ctx):
+        dense = None
+        for entry in ctx.read_json("points.json"):
+            if entry["file"] is not None:
+                model = ctx.load_model(entry["file"])
+            else:
+                dense = dense if dense is not None else ctx.load_model(method="dense")
+                model = copy.deepcopy(dense)
+                model.policy = LTPPolicy(len(model.layers), entry["theta_final"]).to(ctx.device)
+            yield OperatingPoint(
+                entry["name"],
+                {"theta_final": entry["theta_final"]},
+                model.eval(),
+                notes={
+                    "thresholds": [float(x) for x in model.policy.thresholds.detach().cpu()],
+                    "fine_tuned": entry["file"] is not None,
+                    "train_max_length": ctx.settings.train_max_length,
+                },
+            )
+
+    def demo_model(self, model):
+        model.policy = LTPPolicy(len(model.layers), theta_final=0.05)
+        return model

@@ -1,0 +1,49 @@
+"""Synthetic result records for report tests, built through the record schema."""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.record import PerExample, ResultRecord
+
+
+def timing(speedups: dict, point_per_s: float = 100.0, n: int = 64) -> dict:
+    """A record's `timing` field: {batch size: speedup} measured side by side."""
+    by_bs = {}
+    for bs, s in speedups.items():
+        point_s = n / point_per_s
+        by_bs[str(bs)] = {
+            "batch_size": int(bs), "n_examples": n, "threads": 1, "rounds": 7, "passes_per_round": 1,
+            "point_examples_per_s": point_per_s, "dense_examples_per_s": point_per_s / s,
+            "point_latency_ms": 1000 * point_s / n, "dense_latency_ms": 1000 * point_s * s / n,
+            "speedup": s, "speedup_low": 0.95 * s, "speedup_high": 1.05 * s, "confidence": 0.95,
+            "point_s": [point_s] * 7, "dense_s": [point_s * s] * 7,
+        }
+    return {"threads": 1, "n_examples": n, "design": "synthetic", "by_batch_size": by_bs}
+
+
+def record(task: str, method: str, op: str, protocol: str, *, metric: str = "accuracy", metrics: dict,
+           validation_metrics: dict, flops: float, baseline_flops: float, n_eval: int = 4, knobs: dict | None = None,
+           wall: dict | None = None, per_example: dict | None = None, latency_ms: float | None = None,
+           throughput: float | None = None, batch_size: int = 32, provenance: dict | None = None) -> dict:
+    """A complete, valid record; `per_example` defaults to `n_eval` trivial rows."""
+    n = n_eval
+    per = per_example or {"length": [10] * n, "label": [0] * n, "prediction": [0] * n, "flops": [flops] * n,
+                          "baseline_flops": [baseline_flops] * n, "exit_layer": [2] * n}
+    t = timing(wall) if wall else None
+    if latency_ms is None and t and "1" in t["by_batch_size"]:
+        latency_ms = t["by_batch_size"]["1"]["point_latency_ms"]
+    per = {k: (v if k == "tokens_per_layer" else np.asarray(v).tolist()) for k, v in per.items()}
+    return ResultRecord(
+        method=method, base_method=method, method_config={}, operating_point=op, knobs=knobs or {}, task=task,
+        protocol=protocol, backbone="bert-base-uncased", seed=0, n_eval=n, n_validation=n, n_train=10 * n,
+        caps={}, data_source="glue", split_note="GLUE dev as eval; 10% of train as validation",
+        metric=metric, metrics=metrics, validation_metrics=validation_metrics,
+        flops_per_example=flops, macs_per_example=flops / 2, baseline_flops_per_example=baseline_flops,
+        baseline_macs_per_example=baseline_flops / 2, flops_speedup=baseline_flops / flops,
+        relative_flops=flops / baseline_flops, tokens_per_layer=[30.0, 20.0], ffn_tokens_per_layer=[30.0, 20.0],
+        exit_layer_mean=2.0, arch={}, batch_size=batch_size, timing=t,
+        latency_ms_median=latency_ms, throughput_examples_per_s=throughput,
+        wallclock_speedup=wall.get(batch_size) if wall else None,
+        deviations=[], policy={}, notes={}, per_example=PerExample(**per),
+        provenance=provenance or {"git_commit": "abc123", "config_hash": "cfg42"},
+    ).to_dict()
