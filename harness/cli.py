@@ -92,6 +92,14 @@ def cmd_selection_cost(args) -> None:
     print(selection_cost_job(_config(args)))
 
 
+def cmd_compare(args) -> int:
+    from harness.report.compare import report
+
+    text, same = report(args.first, args.second)
+    print(text)
+    return 0 if same else 1
+
+
 def cmd_check(args) -> None:
     from harness.run.plan import resolve_methods, resolve_tasks
 
@@ -127,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     add("lengths", cmd_lengths, "write a task's token-length record", task=True)
     add("selection-cost", cmd_selection_cost, "benchmark top-k vs threshold token selection (LTP Fig. A.1)")
     add("report", cmd_report, "summary, tables and figures from existing records")
+    cmp = sub.add_parser("compare", help="compare two runs' records field by field (exit 1 if they differ)")
+    cmp.add_argument("first")
+    cmp.add_argument("second")
+    cmp.set_defaults(fn=cmd_compare)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["list", *(argv or [])])
     try:
-        args.fn(args)
+        return args.fn(args) or 0
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0

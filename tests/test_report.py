@@ -340,3 +340,22 @@ def test_pareto_front_joins_undominated_points() -> None:
     cost = [0.3, 0.35, 0.45, 0.5, 0.55, 0.7]
     value = [79.5, 75.5, 80.4, 75.5, 81.3, 81.2]
     assert pareto_front(cost, value) == [0, 2, 4]
+
+
+def test_compare_runs_reports_the_fields_that_differ(results_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from harness.report.compare import report
+
+    other = tmp_path / "other"
+    shutil.copytree(results_dir, other)
+    path = other / "records" / "rte" / "ltp" / "0.01" / "batch.json"
+    rec = json.loads(path.read_text())
+    rec["timing"] = {"anything": 1}  # measurements may differ between runs
+    path.write_text(json.dumps(rec))
+    text, same = report(results_dir, other)
+    assert same and "14 of 14 records identical" in text
+    rec["per_example"]["prediction"][3] = 1 - rec["per_example"]["prediction"][3]
+    path.write_text(json.dumps(rec))
+    text, same = report(results_dir, other)
+    assert not same and ".per_example.prediction" in text and "13 of 14" in text

@@ -12,7 +12,7 @@ result records. Any choice among points must be made on
 A plugin holds only its method: its `Settings` (typed, with defaults), its
 policy, its training recipe and its knob -> operating points map. The shared
 machinery is in the core: `ctx.finetune` (checkpoint policies, a loss that
-receives the batch), `ctx.train_split()` (the length filter),
+receives the batch), `ctx.train_split` (the length filter),
 `ctx.write_json`/`ctx.read_json` and `ctx.save_model` (atomic stores),
 `harness.run.finetune.frozen_except`, the selection kernels in
 `harness.model.selection` and the search in `harness.plugin.search`.
