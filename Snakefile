@@ -25,7 +25,7 @@ try:
 except HarnessError as e:
     sys.exit(f"error: {e}")
 
-# jobs read the resolved config from this file (named by its hash), not from the command line
+# jobs read the resolved config from this file, not from the command line
 CONFIG_FILE = plan.write_resolved_config(CFG)
 RESULTS = CFG["results_dir"]
 WORK = CFG["work_dir"]

@@ -216,6 +216,16 @@ def with_lengths_resolved(ctx, s, pairs):
     return dataclasses.replace(s, **changes)
 
 
+def prepare(ctx, pairs):
+    """The start of ltp / ltp_manual training: settings with the length-relative
+    values `pairs` resolved, the fine-tuned dense model, and the log."""
+    s = with_lengths_resolved(ctx, ctx.settings, pairs)
+    dense = ctx.load_model(method="dense").to(ctx.device)
+    log = {"settings": dataclasses.asdict(s), **ctx.train_split_info,
+           "dense_validation": validation_summary(ctx, dense), "points": {}}
+    return s, dense, log
+
+
 def hard_stage(ctx, model, s, name: str, start: dict) -> dict:
     """Fine-tune with the pruning active and keep the best validation checkpoint,
     the starting point (whose `validation_summary` is `start`) included."""
@@ -261,11 +271,7 @@ class LTP(MethodPlugin):
     )
 
     def train(self, ctx) -> dict:
-        s = with_lengths_resolved(ctx, ctx.settings, [("theta_final", "theta_final_rel"),
-                                                      ("threshold_lr", "threshold_lr_rel")])
-        dense = ctx.load_model(method="dense").to(ctx.device)
-        log: dict = {"settings": dataclasses.asdict(s), **ctx.train_split_info,
-                     "dense_validation": validation_summary(ctx, dense), "points": {}}
+        s, dense, log = prepare(ctx, [("theta_final", "theta_final_rel"), ("threshold_lr", "threshold_lr_rel")])
         manifest = []
         for lam in s.lambdas:
             name = f"lambda={format_knob(lam)}"

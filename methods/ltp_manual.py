@@ -11,12 +11,11 @@ length), like LTP's). How this departs from the original:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from methods.ltp import LTPPolicy, format_knob, hard_stage, rising_thresholds, validation_summary, with_lengths_resolved
+from methods.ltp import LTPPolicy, format_knob, hard_stage, prepare, rising_thresholds, validation_summary
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,7 @@ class LTPManual(MethodPlugin):
     )
 
     def train(self, ctx) -> dict:
-        s = with_lengths_resolved(ctx, ctx.settings, [("theta_finals", "theta_final_rels")])
-        dense = ctx.load_model(method="dense").to(ctx.device)
-        log: dict = {"settings": dataclasses.asdict(s), **ctx.train_split_info,
-                     "dense_validation": validation_summary(ctx, dense), "points": {}}
+        s, dense, log = prepare(ctx, [("theta_finals", "theta_final_rels")])
         manifest = []
         for theta in s.theta_finals:
             name = f"theta_final={format_knob(theta)}"

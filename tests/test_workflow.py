@@ -19,10 +19,10 @@ from harness.record import check_record
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def snakemake(out: Path, *extra: str) -> subprocess.CompletedProcess:
+def snakemake(out: Path, *extra: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     cmd = [
         "snakemake", *extra, "--profile", "profiles/smoke", "--nolock", "--cores", "2",
-        "--config", f"results_dir={out}/results", f"figures_dir={out}/figures", f"work_dir={out}/work",
+        "--config", f"results_dir={out}/results", f"figures_dir={out}/figures", f"work_dir={out}/work", *config,
     ]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -103,6 +103,9 @@ def test_tables_and_figures_exist(smoke):
 def test_second_run_does_nothing(smoke):
     p = snakemake(smoke)
     assert "Nothing to be done" in p.stdout + p.stderr
+    # a config change alone (here: one more experiment setting) retrains nothing
+    p = snakemake(smoke, "-n", config=("experiments={wallclock: {kind: wallclock, target: 1.5}}",))
+    assert "rule train" not in p.stdout and "rule evaluate" not in p.stdout
 
 
 def test_figures_target_uses_records_only(smoke):
@@ -130,7 +133,7 @@ def test_profile_holds_with_config_overrides(tmp_path):
                         f"work_dir={tmp_path}/w", f"results_dir={tmp_path}/r", f"figures_dir={tmp_path}/f"],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
-    cfg = json.loads(next((tmp_path / "w" / "config").glob("*.json")).read_text())
+    cfg = json.loads((tmp_path / "w" / "config.json").read_text())
     assert cfg["profile"] == "smoke" and cfg["backbone"]["model"] == "random" and cfg["methods"] == ["dense"]
     assert "method=fastbert" not in p.stdout and "method=dense" in p.stdout
 

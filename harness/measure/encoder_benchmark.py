@@ -71,9 +71,10 @@ def trace_cost(profile: str = "default", task: str = "mr", n_examples: int = 64,
                threads: int = 2) -> dict:
     """Dense model with vs without the trace, side by side on `task`'s eval examples (protocol none)."""
     from harness.config import load_config
-    from harness.measure.timing import TimingSpec, time_side_by_side
+    from harness.measure.timing import TimingSpec, steady_allocator, time_side_by_side
     from harness.run.context import RunContext
 
+    steady_allocator()
     ctx = RunContext(load_config(profile), task, "dense")
     model = ctx.new_model().eval()
     enc = ctx.encoded("eval")

@@ -21,7 +21,7 @@ from harness.data.encoding import token_lengths
 from harness.errors import HarnessError
 from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
-from harness.measure.timing import TimingSpec, time_side_by_side
+from harness.measure.timing import TimingSpec, steady_allocator, time_side_by_side
 from harness.run.context import RunContext
 from harness.run.inference import evaluate
 from harness.run.records import build_record
@@ -109,6 +109,7 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict
 
 
 def evaluate_job(cfg: dict, task: str, method: str) -> Path:
+    steady = steady_allocator()  # before any model is loaded: timings must not depend on what ran before
     ctx = RunContext(cfg, task, method)
     seed_everything(ctx.seed)
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
@@ -121,7 +122,7 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
         for protocol in cfg["eval"]["protocols"]:
             run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
             timings = side_by_side(ctx, model, dense, protocol) if protocol in timed else None
-            records.append(build_record(ctx, op, run, val, dense.arch(), timings, prov))
+            records.append(build_record(ctx, op, run, val, dense.arch(), timings, {**prov, "steady_allocator": steady}))
     if not records:
         raise HarnessError(
             f"method {method} yielded no operating points for {task}",
@@ -147,6 +148,7 @@ def selection_cost_job(cfg: dict) -> Path:
 
     spec = next((e for e in cfg.get("experiments", {}).values() if e["kind"] == "selection_cost"), {})
     kwargs = {k: spec[k] for k in ("lengths", "ratios", "batch") if k in spec}
+    steady_allocator()
     with timing_lock(cfg):
         rows = measure(threads=cfg["timing"]["threads"], **kwargs)
     return write_json(

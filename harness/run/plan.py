@@ -5,6 +5,7 @@ Shared by the Snakefile and the CLI so `python -m harness` lists exactly what
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from harness.data.sources import available_locally
@@ -78,14 +79,15 @@ def resolve_methods(cfg: dict) -> list[str]:
 
 
 def write_resolved_config(cfg: dict) -> str:
-    """The resolved config as a file the workflow's jobs read
-    (`--resolved-config`), named by its hash so that changing the config
-    writes a new file and never touches the old one."""
-    from harness.config import config_hash
-    from harness.storage import write_json
+    """The resolved config as the file the workflow's jobs read
+    (`--resolved-config`): `<work_dir>/config.json`, rewritten (atomically)
+    only when the config changed. Its path never changes, so editing the config
+    does not by itself make Snakemake rerun finished jobs (as before, outputs
+    are redone by `--forcerun` or when their inputs change)."""
+    from harness.storage import read_json, write_json
 
-    path = Path(cfg["work_dir"]) / "config" / f"{config_hash(cfg)}.json"
-    if not path.is_file():
+    path = Path(cfg["work_dir"]) / "config.json"
+    if not path.is_file() or read_json(path) != json.loads(json.dumps(cfg)):
         write_json(path, cfg)
     return str(path)
 
