@@ -153,11 +153,7 @@ class EarlyExitPolicy(Policy):
             return None
         student = self.students[layer]
         logits = student(state.hidden, state.mask)
-        state.recorder.add_extra_macs(
-            state.rows,
-            float(student.macs(state.mask.shape[1])),
-            student.macs(state.mask.sum(1).to(torch.float64)),
-        )
+        state.recorder.add_extra_macs(state.rows, student.macs, state.mask)
         u = self.uncertainty(layer, logits, state)
         leave = u <= self.speed if self.inclusive else u < self.speed
         return Exit(leave, logits)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.measure.flops import dense_macs, trace_macs
+from harness.measure.flops import dense_macs, relative_flops, trace_macs
 from harness.measure.metrics import primary
 from harness.model.policy import EncoderState, Policy, select_tokens
 from harness.model.selection import attention_received, received_sum, threshold_keep
@@ -198,7 +198,7 @@ def validation_summary(ctx, model) -> dict:
     run = evaluate(model, ctx.task, enc, "none", ctx.validation_batch_size, ctx.device)
     return {
         "score": primary(ctx.task, run.metrics),
-        "relative_flops": float(trace_macs(run.trace, "none").mean() / dense_macs(enc.lengths, run.trace.arch).mean()),
+        "relative_flops": relative_flops(trace_macs(run.trace, "none"), dense_macs(enc.lengths, run.trace.arch)),
         "tokens_per_layer": [round(float(x), 3) for x in run.trace.n_ffn.mean(0)],
         "mean_length": float(enc.lengths.mean()),
     }

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from harness.plugin import registry
-from harness.config import load_config
 from harness.errors import HarnessError
 from harness.plugin.base import MethodPlugin, OperatingPoint
 from harness.run.jobs import evaluate_job

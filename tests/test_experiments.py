@@ -1,7 +1,6 @@
 """The config-driven experiments build the papers' tables/figures from records."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

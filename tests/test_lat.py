@@ -217,7 +217,19 @@ def test_search_stays_in_bounds_and_improves_front():
     assert any(v["how"] in ("mutation", "crossover") for v in search.store.values())
     assert search.rejected  # bred genes cheaper than the smallest one are refused
     # score grows with every kept token, so the full gene is the best and ends the front
-    assert front == _front(search.store) and front[-1] == (res,) * layers
+    def covers(a, b):  # a is at least as cheap and as good as b
+        return a["cost"] <= b["cost"] and a["score"] >= b["score"]
+
+    def dominates(a, b):
+        return covers(a, b) and (a["cost"], a["score"]) != (b["cost"], b["score"])
+
+    # the front: no evaluated gene dominates a front gene; every other gene is dominated by or ties one
+    for f in front:
+        assert not any(dominates(v, search.store[f]) for v in search.store.values())
+    for g, v in search.store.items():
+        if g not in front:
+            assert any(covers(search.store[f], v) for f in front)
+    assert front[-1] == (res,) * layers
     assert all(search.store[a]["score"] < search.store[b]["score"] for a, b in zip(front, front[1:]))
     chosen = spread_points(search.store, front, hi, 4)
     assert len(chosen) == 4 and len(set(chosen)) == 4

@@ -112,13 +112,13 @@ def test_soft_projection_penalty_and_gradient_scale():
     r = pol.retention().detach()
     assert r.max() <= 1.0 and r.min() >= 0.0 and float(r[1, 0]) == 0.0 and float(r[0, 0]) == pytest.approx(1.0)
     loss = pol.extra_loss(None)
-    expected = 0.01 * sum((l + 1) * float(r[l].sum()) for l in range(3))
+    expected = 0.01 * sum((i + 1) * float(r[i].sum()) for i in range(3))
     assert float(loss) == pytest.approx(expected)
     loss.backward()
     # natural-size gradient lambda * l per weight (the learning rate is scaled, not the gradient)
     g = pol.retention_raw.grad
-    for l in range(3):
-        assert torch.allclose(g[l], torch.full_like(g[l], 0.01 * (l + 1)))
+    for i in range(3):
+        assert torch.allclose(g[i], torch.full_like(g[i], 0.01 * (i + 1)))
     assert pol.eval().extra_loss(None) is None
 
 

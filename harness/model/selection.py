@@ -36,9 +36,8 @@ def attention_received(state: EncoderState, probs: torch.Tensor | None = None) -
     layer, with its MACs added to the trace: as run (at the batch's physical
     width) and at each row's real token count (protocol `none`)."""
     probs = state.attn_probs if probs is None else probs
-    heads, width = probs.shape[1], probs.shape[-1]
-    real = state.mask.sum(1).to(torch.float64)
-    state.recorder.add_extra_macs(state.rows, float(scoring_macs(heads, width)), scoring_macs(heads, real))
+    heads = probs.shape[1]
+    state.recorder.add_extra_macs(state.rows, lambda tokens: scoring_macs(heads, tokens), state.mask)
     return received_sum(probs, state.mask)
 
 

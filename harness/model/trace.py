@@ -131,17 +131,21 @@ class TraceRecorder:
     def ran_head(self, rows: torch.Tensor) -> None:
         self.final_head[rows] = True
 
-    def add_extra_macs(
-        self, rows: torch.Tensor, macs: float | torch.Tensor, real: float | torch.Tensor | None = None
-    ) -> None:
+    def add_extra_macs(self, rows: torch.Tensor, macs, mask: torch.Tensor | None = None) -> None:
         """Policies call this for compute they add (exit heads, predictors, scorers).
 
-        `macs` is what ran (at the batch's physical width); `real` is the same
-        computation at each row's real token count (protocol `none`), equal to
-        `macs` when omitted (compute that does not depend on the width)."""
+        `macs` is a number (compute that does not depend on the width) or a
+        function of a row's token count; with `mask`, the function is counted
+        at the batch's physical width (what ran) and at each row's real token
+        count (protocol `none`). Evaluated here only, so the untimed
+        `NullRecorder` pays nothing for it."""
+        if callable(macs):
+            ran, real = float(macs(mask.shape[1])), macs(mask.sum(1).to(torch.float64))
+        else:
+            ran = real = macs
         conv = lambda m: m.detach().to(self.extra_macs.device, torch.float64) if isinstance(m, torch.Tensor) else m  # noqa: E731
-        self.extra_macs[rows] += conv(macs)
-        self.extra_macs_real[rows] += conv(macs if real is None else real)
+        self.extra_macs[rows] += conv(ran)
+        self.extra_macs_real[rows] += conv(real)
 
     def to_trace(self, arch: ArchShape) -> Trace:
         host = lambda t: t.cpu().numpy().copy()  # noqa: E731
@@ -177,7 +181,7 @@ class NullRecorder:
     def ran_head(self, rows) -> None:
         pass
 
-    def add_extra_macs(self, rows, macs, real=None) -> None:
+    def add_extra_macs(self, rows, macs, mask=None) -> None:
         pass
 
     def to_trace(self, arch: ArchShape) -> None:

@@ -31,10 +31,10 @@ from harness.report.load import per_example
 from harness.report.rules import DENSE, fastest_within
 from harness.report.tables import write_table
 
-def _methods(df: pd.DataFrame, spec: dict) -> list[str]:
-    present = [m for m in dict.fromkeys(df["method"]) if m != DENSE]
-    wanted = spec.get("methods", ["all"])
-    return present if "all" in wanted else [m for m in wanted if m in present]
+def _pick(wanted, names) -> list[str]:
+    """`wanted` (or every name, for "all") among `names`, dense aside."""
+    names = [m for m in dict.fromkeys(names) if m != DENSE]
+    return names if "all" in wanted else [m for m in wanted if m in names]
 
 
 def _row(df, task, method, op, protocol="none"):
@@ -157,9 +157,7 @@ KINDS: dict[str, Kind] = {
 
 def configured_methods(spec: dict, methods: list[str]) -> list[str]:
     """The methods of `methods` (those a profile runs) that an experiment reads."""
-    wanted = spec.get("methods", ["all"])
-    names = [m for m in methods if m != DENSE]
-    return names if "all" in wanted else [m for m in wanted if m in names]
+    return _pick(spec.get("methods", ["all"]), methods)
 
 
 def planned(experiments: dict, methods: list[str]) -> dict[str, dict]:
@@ -177,10 +175,11 @@ def run_experiments(df: pd.DataFrame, experiments: dict, methods: list[str], res
     written = []
     for name, spec in planned(experiments, methods).items():
         kind = KINDS[spec["kind"]]
-        present = _methods(df, {"methods": configured_methods(spec, methods)})
+        configured = configured_methods(spec, methods)
+        present = _pick(configured, df["method"])
         table = kind.build(df, present, spec, Path(results_dir)) if present or not kind.needs_methods else None
         if table is None or table.empty:
-            reason = (f"no records of {configured_methods(spec, methods)} yet" if table is None else
+            reason = (f"no records of {configured} yet" if table is None else
                       f"the records hold no data for this {spec['kind']} experiment ({_why_empty(spec)})")
             if kind.table:
                 written += write_table(placeholder(reason), results_dir, name)

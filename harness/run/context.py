@@ -23,8 +23,9 @@ from harness.errors import HarnessError
 from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
 from harness.model.policy import Policy
 from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
-from harness.storage import read_json, write_json
+from harness.storage import atomic_output, read_json, write_json
 from harness.run.finetune import TrainConfig, finetune
+from harness.run.plan import method_values, plugin_for
 
 SPLITS = ("train", "validation", "eval")
 _CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_examples", "eval": "max_eval_examples"}
@@ -133,17 +134,13 @@ class RunContext:
 
     @property
     def plugin(self):
-        from harness.plugin.registry import get_method
-
-        return get_method(self.base_method)
+        return plugin_for(self.cfg, self.method)
 
     @property
     def method_cfg(self) -> dict:
         """methods_config of the plugin, with a variant's `config` on top
         (`eval_median` resolved to the eval split's median length)."""
-        out = dict(self.cfg.get("methods_config", {}).get(self.base_method, {}))
-        if self.variant:
-            out.update(self.variant.get("config") or {})
+        out = method_values(self.cfg, self.method)
         return {k: (self.eval_median_length() if v == EVAL_MEDIAN else v) for k, v in out.items()}
 
     @cached_property
@@ -201,10 +198,8 @@ class RunContext:
     def save_model(self, model, name: str = "model.pt") -> Path:
         """Save atomically into this job's model folder."""
         path = self.model_dir() / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(model, tmp)
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            torch.save(model, tmp)
         return path
 
     def load_model(self, name: str = "model.pt", method: str | None = None):

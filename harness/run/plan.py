@@ -40,6 +40,17 @@ def plugin_for(cfg: dict, name: str):
     return get_method(variant["method"] if variant else name)
 
 
+def method_values(cfg: dict, name: str) -> dict:
+    """The raw settings of a method or variant: the plugin's `methods_config`
+    with a variant's `config` on top."""
+    variant = cfg.get("variants", {}).get(name)
+    base = variant["method"] if variant else name
+    out = dict(cfg.get("methods_config", {}).get(base, {}))
+    if variant:
+        out.update(variant.get("config") or {})
+    return out
+
+
 def check_settings(cfg: dict) -> None:
     """Every `methods_config.<method>` and variant `config` against the
     plugin's typed Settings: an unknown key or a wrong value is one error."""
@@ -51,10 +62,8 @@ def check_settings(cfg: dict) -> None:
                 f"use one of: {', '.join(method_names())} (variants take their settings under variants.<name>.config)",
             )
         parse_settings(get_method(name).Settings, values, f"methods_config.{name}")
-    for v, spec in cfg.get("variants", {}).items():
-        base = spec["method"]
-        merged = {**given.get(base, {}), **(spec.get("config") or {})}
-        parse_settings(get_method(base).Settings, merged, f"variants.{v}.config")
+    for v in cfg.get("variants", {}):
+        parse_settings(plugin_for(cfg, v).Settings, method_values(cfg, v), f"variants.{v}.config")
 
 
 def resolve_methods(cfg: dict) -> list[str]:
@@ -101,10 +110,8 @@ def required_models(cfg: dict, task: str, method: str) -> list[str]:
 
 
 def evaluate_inputs(cfg: dict, task: str, method: str) -> list[str]:
-    inputs = [str(done_path(cfg, task, method))]
-    if method != "dense":
-        inputs.append(str(manifest_path(cfg["results_dir"], task, "dense")))
-    return inputs
+    """A point's model, and the dense model it is timed side by side with."""
+    return list(dict.fromkeys([str(done_path(cfg, task, method)), str(done_path(cfg, task, "dense"))]))
 
 
 def runs_on(cfg: dict, task: str, method: str) -> bool:
