@@ -105,7 +105,7 @@ def test_second_run_does_nothing(smoke):
     assert "Nothing to be done" in p.stdout + p.stderr
     # a config change alone (here: one more experiment setting) retrains nothing
     p = snakemake(smoke, "-n", config=("experiments={wallclock: {kind: wallclock, target: 1.5}}",))
-    assert "rule train" not in p.stdout and "rule evaluate" not in p.stdout
+    assert "rule train" not in p.stdout + p.stderr and "rule evaluate" not in p.stdout + p.stderr
 
 
 def test_figures_target_uses_records_only(smoke):

@@ -25,7 +25,7 @@ from harness.model.policy import Policy
 from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
 from harness.storage import atomic_output, read_json, write_json
 from harness.run.finetune import TrainConfig, finetune
-from harness.run.plan import method_values, plugin_for
+from harness.run.plan import base_method, method_values, plugin_for
 
 SPLITS = ("train", "validation", "eval")
 _CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_examples", "eval": "max_eval_examples"}
@@ -130,7 +130,7 @@ class RunContext:
     @property
     def base_method(self) -> str:
         """The registered plugin this job runs (a variant's `method`, else itself)."""
-        return self.variant["method"] if self.variant else self.method
+        return base_method(self.cfg, self.method)
 
     @property
     def plugin(self):

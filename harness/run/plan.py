@@ -34,18 +34,22 @@ def resolve_tasks(cfg: dict) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def base_method(cfg: dict, name: str) -> str:
+    """The registered method behind a name: a variant's `method`, else the name."""
+    variant = cfg.get("variants", {}).get(name)
+    return variant["method"] if variant else name
+
+
 def plugin_for(cfg: dict, name: str):
     """The plugin behind a method name or a config-defined variant of one."""
-    variant = cfg.get("variants", {}).get(name)
-    return get_method(variant["method"] if variant else name)
+    return get_method(base_method(cfg, name))
 
 
 def method_values(cfg: dict, name: str) -> dict:
     """The raw settings of a method or variant: the plugin's `methods_config`
     with a variant's `config` on top."""
     variant = cfg.get("variants", {}).get(name)
-    base = variant["method"] if variant else name
-    out = dict(cfg.get("methods_config", {}).get(base, {}))
+    out = dict(cfg.get("methods_config", {}).get(base_method(cfg, name), {}))
     if variant:
         out.update(variant.get("config") or {})
     return out
