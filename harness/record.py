@@ -9,7 +9,8 @@ schema.
 
 Schema history: 1 = flat timing fields with the dense throughput read from
 another job's record; 2 = `timing` measured side by side with the dense model
-(`harness.measure.timing`), `relative_flops`.
+(`harness.measure.timing`), `relative_flops`; 3 = `structure` (encoder
+parameters kept, sparsity, heads / FFN dims / hidden dims per layer).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
 
 
@@ -71,6 +72,7 @@ class ResultRecord:
     ffn_tokens_per_layer: list[float]
     exit_layer_mean: float
     arch: dict
+    structure: dict  # harness.measure.params.structure_summary: parameters kept against dense
     # wall clock, measured side by side with the dense model (None: protocol not timed)
     batch_size: int  # the eval batch size
     timing: dict | None  # threads, n_examples, by_batch_size: {bs: harness.measure.timing.PairedTiming.to_dict()}

@@ -24,7 +24,8 @@ def timing(speedups: dict, point_per_s: float = 100.0, n: int = 64) -> dict:
 def record(task: str, method: str, op: str, protocol: str, *, metric: str = "accuracy", metrics: dict,
            validation_metrics: dict, flops: float, baseline_flops: float, n_eval: int = 4, knobs: dict | None = None,
            wall: dict | None = None, per_example: dict | None = None, latency_ms: float | None = None,
-           throughput: float | None = None, batch_size: int = 32, provenance: dict | None = None) -> dict:
+           throughput: float | None = None, batch_size: int = 32, provenance: dict | None = None,
+           sparsity: float = 0.0) -> dict:
     """A complete, valid record; `per_example` defaults to `n_eval` trivial rows."""
     n = n_eval
     per = per_example or {"length": [10] * n, "label": [0] * n, "prediction": [0] * n, "flops": [flops] * n,
@@ -42,6 +43,9 @@ def record(task: str, method: str, op: str, protocol: str, *, metric: str = "acc
         baseline_macs_per_example=baseline_flops / 2, flops_speedup=baseline_flops / flops,
         relative_flops=flops / baseline_flops, tokens_per_layer=[30.0, 20.0], ffn_tokens_per_layer=[30.0, 20.0],
         exit_layer_mean=2.0, arch={}, batch_size=batch_size, timing=t,
+        structure={"encoder_params": round(1000 * (1 - sparsity)), "dense_encoder_params": 1000,
+                   "kept_fraction": 1 - sparsity, "sparsity": sparsity, "hidden": 8, "heads_per_layer": [2, 2],
+                   "ffn_dims_per_layer": [16, 16]},
         latency_ms_median=latency_ms, throughput_examples_per_s=throughput,
         wallclock_speedup=wall.get(batch_size) if wall else None,
         deviations=[], policy={}, notes={}, per_example=PerExample(**per),

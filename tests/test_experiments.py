@@ -17,14 +17,14 @@ LENGTHS = np.arange(10, 10 + N)  # eval lengths 10..49
 LABELS = np.arange(N) % 2
 
 
-def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None, wall=None):
+def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None, wall=None, sparsity=0.0):
     """A synthetic record: `correct` is a boolean mask over the N examples."""
     base = 1e6 * LENGTHS.astype(float)
     flops = base * rel_flops
     preds = np.where(correct, LABELS, 1 - LABELS)
     rec = record("mr", method, op, protocol, metrics={"accuracy": float(np.mean(correct))},
                  validation_metrics={"accuracy": val_acc}, flops=flops.mean(), baseline_flops=base.mean(), n_eval=N,
-                 knobs=knobs, wall=wall or {1: 1.0, 32: 1.0},
+                 knobs=knobs, wall=wall or {1: 1.0, 32: 1.0}, sparsity=sparsity,
                  per_example={"length": LENGTHS, "label": LABELS, "prediction": preds, "flops": flops,
                               "baseline_flops": base, "exit_layer": np.full(N, 2),
                               "tokens_per_layer": np.stack([LENGTHS, LENGTHS // 2], 1).tolist()})
@@ -104,3 +104,39 @@ def test_experiments_write_tables_and_figures(results, tmp_path):
                                                              "cost") for e in ("csv", "md", "tex")]
     figs = [str(figures / f"{n}.{e}") for n in ("wall", "robust", "traj", "buckets", "cost") for e in ("png", "pdf")]
     assert sorted(written) == sorted(tables + figs)
+
+
+def test_structured_pruning_experiments(tmp_path):
+    """The validation table takes the highest-sparsity point and puts the
+    reference next to it (and rows for reference tasks not run); the sparsity
+    curve has one figure per protocol, with the achieved sparsity."""
+    import pandas as pd
+
+    root, figures = tmp_path / "results", tmp_path / "figures"
+    allc = np.ones(N, bool)
+    most = LENGTHS < 30  # 20 of 40 right
+    for p in ("sequence", "batch", "none"):
+        _record(root, "dense", "dense", p, 1.0, allc, 0.9)
+        _record(root, "cofi", "sparsity=0.5", p, 0.5, allc, 0.9, {"target_sparsity": 0.5}, {1: 1.8, 32: 1.9},
+                sparsity=0.52)
+        _record(root, "cofi", "sparsity=0.95", p, 0.1, most, 0.7, {"target_sparsity": 0.95}, {1: 6.0, 32: 8.0},
+                sparsity=0.94)
+    df = load_records(root)
+    experiments = {
+        "val": {"kind": "ratio_table", "methods": ["cofi"], "knob": "target_sparsity", "wall_protocol": "batch",
+                "reference_source": "slides", "reference": {"mr": {"ratio": 0.9, "speedup": 10.0},
+                                                            "sst2": {"ratio": 0.904, "speedup": 10.4}}},
+        "curve": {"kind": "sparsity_curve", "methods": ["cofi"]},
+    }
+    written = run_experiments(df, experiments, ["dense", "cofi"], root, figures, ("sequence", "batch", "none"))
+    val = pd.read_csv(root / "tables" / "val.csv")
+    ours = val[val.source == "harness"].iloc[0]
+    assert ours["operating_point"] == "sparsity=0.95" and ours["ratio"] == pytest.approx(0.5)
+    assert ours["speedup_none"] == pytest.approx(10.0) and ours["wall_bs32"] == pytest.approx(8.0)
+    assert ours["wall_bs1"] == pytest.approx(6.0) and ours["ref_ratio"] == pytest.approx(0.9)
+    assert ours["sparsity"] == pytest.approx(0.94)
+    assert val[val.task == "sst2"]["source"].iloc[0].startswith("reference only")
+    curve = pd.read_csv(root / "tables" / "curve.csv")
+    assert len(curve) == 9 and sorted(curve[curve.method == "cofi"]["sparsity"].unique()) == [0.52, 0.94]
+    for p in ("sequence", "batch", "none"):
+        assert str(figures / f"curve_{p}.png") in written

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
+from harness.record import SCHEMA_VERSION
 from harness.data.lengths import kl_divergence, length_stats
 from harness.report.load import load_length_records, load_records, write_summary
 from harness.report.build import build_report, planned_outputs
@@ -330,7 +331,7 @@ def test_old_schema_record_says_how_to_regenerate(results_dir: Path) -> None:
     rec = json.loads(path.read_text())
     del rec["schema_version"]
     path.write_text(json.dumps(rec))
-    with pytest.raises(HarnessError, match="schema version 1; this harness reads version 2") as e:
+    with pytest.raises(HarnessError, match=f"schema version 1; this harness reads version {SCHEMA_VERSION}") as e:
         load_records(results_dir)
     assert "--forcerun evaluate" in e.value.fix and str(path) in str(e.value)
 

@@ -54,11 +54,30 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(s.hidden_size, eps=s.layer_norm_eps)
         self.dropout = nn.Dropout(s.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                hidden_gate: torch.Tensor | None = None) -> torch.Tensor:
         pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         x = self.word_embeddings(input_ids) + self.position_embeddings(pos)
         x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))
+        if hidden_gate is None:
+            return self.dropout(self.LayerNorm(x))
+        return self.dropout(gated_norm(self.LayerNorm, x, hidden_gate) * hidden_gate)
+
+
+def gated_norm(norm: nn.LayerNorm, y: torch.Tensor, hidden_gate: torch.Tensor | None) -> torch.Tensor:
+    """LayerNorm over the hidden dims whose gate is non-zero (the others are
+    zero), exactly what the model computes once those dims are sliced away."""
+    if hidden_gate is None:
+        return norm(y)
+    idx = (hidden_gate != 0).nonzero(as_tuple=True)[0]
+    if idx.numel() == y.shape[-1]:
+        return norm(y)
+    sub = F.layer_norm(y.index_select(-1, idx), (idx.numel(),), norm.weight[idx], norm.bias[idx], norm.eps)
+    return torch.zeros_like(y).index_copy(y.dim() - 1, idx, sub)
+
+
+def _all_zero(gate: torch.Tensor | None) -> bool:
+    return gate is not None and not bool((gate != 0).any())
 
 
 class Layer(nn.Module):
@@ -79,7 +98,11 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(d, eps=s.layer_norm_eps)
         self.dropout = nn.Dropout(s.hidden_dropout_prob)
         self.attn_dropout_p = s.attention_probs_dropout_prob
-        # training-time structural gates (None = off); see module docstring
+        # structural gates (None = off), set by a policy's `on_forward` (CoFi's L0
+        # masks): they multiply heads, FFN dims, whole sublayers and hidden dims;
+        # LayerNorms then normalise over the non-zero hidden dims and a sublayer
+        # whose gates are all zero is skipped with its LayerNorm, so a gated model
+        # computes what its sliced (`harness.model.structure`) form computes
         self.head_gate: torch.Tensor | None = None  # [heads]
         self.ffn_gate: torch.Tensor | None = None  # [intermediate]
         self.attn_layer_gate: torch.Tensor | None = None  # scalar, whole attention sublayer
@@ -93,7 +116,7 @@ class Layer(nn.Module):
     def attention(
         self, x: torch.Tensor, mask: torch.Tensor, need_probs: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.num_heads == 0:
+        if self.num_heads == 0 or _all_zero(self.attn_layer_gate) or _all_zero(self.head_gate):
             return x, None
         b, n, _ = x.shape
         h, dh = self.num_heads, self.head_dim
@@ -117,10 +140,10 @@ class Layer(nn.Module):
             out = out * self.attn_layer_gate
         if self.hidden_gate is not None:
             out = out * self.hidden_gate
-        return self.attn_norm(out + x), probs
+        return gated_norm(self.attn_norm, out + x, self.hidden_gate), probs
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
-        if self.ffn_dim == 0:
+        if self.ffn_dim == 0 or _all_zero(self.ffn_layer_gate) or _all_zero(self.ffn_gate):
             return x
         inter = F.gelu(self.ffn_in(x))
         if self.ffn_gate is not None:
@@ -130,7 +153,7 @@ class Layer(nn.Module):
             out = out * self.ffn_layer_gate
         if self.hidden_gate is not None:
             out = out * self.hidden_gate
-        return self.ffn_norm(out + x)
+        return gated_norm(self.ffn_norm, out + x, self.hidden_gate)
 
 
 @dataclass
@@ -184,9 +207,8 @@ class BertClassifier(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         policy = self.policy
-        x = self.embeddings(input_ids, token_type_ids)
-        if self.embedding_hidden_gate is not None:
-            x = x * self.embedding_hidden_gate
+        policy.on_forward(self)
+        x = self.embeddings(input_ids, token_type_ids, self.embedding_hidden_gate)
         device = input_ids.device
         state = EncoderState(
             hidden=x,

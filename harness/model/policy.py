@@ -4,6 +4,9 @@ A method is a `Policy` (an `nn.Module`, so it can hold learned thresholds,
 retention weights, exit heads or predictors and be trained and saved with the
 model). The encoder calls it at fixed points of every layer:
 
+* `on_forward(model)`           - once per forward, before the embeddings:
+                                   set the model's structural gates (CoFi's
+                                   L0 masks, sampled in training)
 * `before_layer(l, state)`       - token selection before layer l (for
                                    predictor-based skimming such as Transkimmer;
                                    no registered method uses it yet)
@@ -16,8 +19,8 @@ model). The encoder calls it at fixed points of every layer:
 * `extra_loss()`                 - a training-time regulariser (soft masks)
 
 Structural pruning (heads, FFN and hidden dims) is applied to the model
-itself, through gates while training and physical slicing at inference (see
-`harness.model.encoder` and `harness.model.structure`).
+itself, through gates while training (set in `on_forward`) and physical
+slicing at inference (see `harness.model.encoder` and `harness.model.structure`).
 
 `select_tokens` and `drop_rows` are the only ways a policy should change the
 shape of the state (the scores and keep masks they act on come from
@@ -117,6 +120,9 @@ class Policy(nn.Module):
 
     def needs_attention_probs(self, layer: int) -> bool:  # noqa: ARG002
         return False
+
+    def on_forward(self, model: nn.Module) -> None:
+        """Set the model's structural gates before a forward (default: none)."""
 
     def before_layer(self, layer: int, state: EncoderState) -> None:
         """Token selection before a layer runs."""

@@ -1,15 +1,17 @@
 """Physical slicing of heads, FFN dimensions and hidden dimensions.
 
-Structural pruning trains with gates on `Layer` (CoFi-style head, FFN and
-hidden-dimension masks; no registered method trains them yet) and then calls
-these to really remove the pruned rows/columns of the weight matrices,
-so the pruned model is smaller and faster, not merely masked. After slicing,
+Structural pruning trains with gates on `Layer` (CoFi's head, sublayer, FFN
+and hidden-dimension masks) and then calls `materialize` to fold the gates'
+values into the weights and really remove the pruned rows/columns, so the
+pruned model is a smaller dense model, not a masked one. After slicing,
 `BertClassifier.arch()` reports the new shape and the FLOPs counter follows.
 SpAtten's optional cascade head pruning uses `prune_heads`.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,7 +27,9 @@ def _slice_linear(lin: nn.Linear, out_idx: torch.Tensor | None, in_idx: torch.Te
         b = b.index_select(0, out_idx) if b is not None else None
     if in_idx is not None:
         w = w.index_select(1, in_idx)
-    new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None).to(w.device, w.dtype)
+    with warnings.catch_warnings():  # a removed sublayer leaves zero-size projections
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None).to(w.device, w.dtype)
     with torch.no_grad():
         new.weight.copy_(w)
         if b is not None:
@@ -88,3 +92,72 @@ def prune_hidden(model: BertClassifier, keep: Sequence[int]) -> None:
         layer.hidden_gate = None
     model.pooler = _slice_linear(model.pooler, None, idx)
     model.embedding_hidden_gate = None
+
+
+@dataclass
+class Gates:
+    """Gate values of a structurally pruned model (zeros = removed units;
+    non-zero values are folded into the weights by `materialize`)."""
+
+    heads: list[torch.Tensor]  # per layer [heads]
+    attention: list[torch.Tensor]  # per layer scalar: the whole attention sublayer
+    ffn_dims: list[torch.Tensor]  # per layer [intermediate]
+    ffn: list[torch.Tensor]  # per layer scalar: the whole FFN sublayer
+    hidden: torch.Tensor  # [hidden], shared by the embeddings and every layer
+
+    def apply(self, model: BertClassifier) -> None:
+        """Set the gates on `model` (the masked form of the pruned model)."""
+        for i, layer in enumerate(model.layers):
+            layer.head_gate, layer.attn_layer_gate = self.heads[i], self.attention[i]
+            layer.ffn_gate, layer.ffn_layer_gate = self.ffn_dims[i], self.ffn[i]
+            layer.hidden_gate = self.hidden
+        model.embedding_hidden_gate = self.hidden
+
+
+def clear_gates(model: BertClassifier) -> None:
+    for layer in model.layers:
+        layer.head_gate = layer.attn_layer_gate = layer.ffn_gate = layer.ffn_layer_gate = layer.hidden_gate = None
+    model.embedding_hidden_gate = None
+
+
+def _scale_rows(lin: nn.Linear, scale: torch.Tensor) -> None:
+    with torch.no_grad():
+        lin.weight.mul_(scale.view(-1, 1).to(lin.weight.dtype))
+        if lin.bias is not None:
+            lin.bias.mul_(scale.to(lin.bias.dtype))
+
+
+def _scale_cols(lin: nn.Linear, scale: torch.Tensor) -> None:
+    with torch.no_grad():
+        lin.weight.mul_(scale.view(1, -1).to(lin.weight.dtype))
+
+
+@torch.no_grad()
+def materialize(model: BertClassifier, gates: Gates) -> BertClassifier:
+    """Fold `gates` into `model`'s weights and slice away every zero-gated unit,
+    in place: the result computes what the gated model computes (to float
+    rounding) with smaller matrices. A sublayer whose gates are all zero is
+    removed with its LayerNorm; hidden dims are sliced everywhere (embeddings,
+    every Linear and LayerNorm, the pooler's input)."""
+    clear_gates(model)
+    hid = gates.hidden.detach()
+    for i, layer in enumerate(model.layers):
+        dh = layer.head_dim
+        z_heads, z_attn = gates.heads[i].detach(), gates.attention[i].detach()
+        # ctx_h * z_h = probs @ (v_h * z_h): fold into the value rows of head h;
+        # the sublayer and hidden gates scale the output projection's rows
+        _scale_rows(layer.value, z_heads.repeat_interleave(dh))
+        _scale_rows(layer.attn_out, z_attn * hid)
+        prune_heads(layer, ((z_heads * z_attn) != 0).nonzero(as_tuple=True)[0].tolist())
+        z_dims, z_ffn = gates.ffn_dims[i].detach(), gates.ffn[i].detach()
+        _scale_cols(layer.ffn_out, z_dims)
+        _scale_rows(layer.ffn_out, z_ffn * hid)
+        dims = z_dims * z_ffn
+        prune_ffn(layer, (dims != 0).nonzero(as_tuple=True)[0].tolist())
+    norm = model.embeddings.LayerNorm
+    norm.weight.mul_(hid)
+    norm.bias.mul_(hid)
+    keep = (hid != 0).nonzero(as_tuple=True)[0].tolist()
+    if len(keep) < hid.numel():
+        prune_hidden(model, keep)
+    return model

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report.experiments import KINDS, planned, run_experiments
+from harness.report.experiments import KINDS, figure_stems, planned, run_experiments
 from harness.report.figures import length_histograms, tradeoff_curves
 from harness.report.load import load_length_records, load_records, write_summary_frame
 from harness.report.tables import baseline_table, length_table, write_table
@@ -43,8 +43,8 @@ def planned_outputs(cfg: dict, methods: list[str]) -> list[Output]:
         kind = KINDS[spec["kind"]]
         if kind.table:
             out += [Output(str(r / "tables" / f"{name}.{x}"), name, spec["kind"]) for x in TABLE_FORMATS]
-        if kind.figure:
-            out += [Output(str(f / f"{name}.{x}"), name, spec["kind"]) for x in FIGURE_FORMATS]
+        out += [Output(str(f / f"{stem}.{x}"), name, spec["kind"])
+                for stem in figure_stems(name, kind, cfg["eval"]["protocols"]) for x in FIGURE_FORMATS]
     return out
 
 
@@ -64,7 +64,8 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
     written += length_histograms(lengths, figures_dir)
     for protocol in cfg["eval"]["protocols"]:
         written += tradeoff_curves(df, figures_dir, protocol)
-    written += run_experiments(df, cfg.get("experiments"), methods, results_dir, figures_dir)
+    written += run_experiments(df, cfg.get("experiments"), methods, results_dir, figures_dir,
+                               cfg["eval"]["protocols"])
     building = planned(cfg.get("experiments"), methods)
     skipped = [f"{name}: the profile runs none of {spec.get('methods')}"
                for name, spec in (cfg.get("experiments") or {}).items() if name not in building]

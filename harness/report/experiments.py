@@ -11,7 +11,9 @@ the workflow can declare them as outputs.
 Kinds: selected_points (LTP Table 1, Magic Pyramid Table 2), wallclock (LTP
 Fig. 6), robustness (LTP Table 3), trajectories (LTP Fig. A.2),
 selection_cost (LTP Fig. A.1), bucket_speedup (Magic Pyramid Fig. 1),
-knob_table (Magic Pyramid Table 3).
+knob_table (Magic Pyramid Table 3), ratio_table (the seed slides' CoFi
+validation), sparsity_curve (CoFi's metric vs sparsity and vs speedup, one
+figure per protocol).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.paper_tables import selected_points_table, wallclock_table
 from harness.report.load import per_example
 from harness.report.rules import DENSE, fastest_within
+from harness.report.structure_tables import ratio_table, sparsity_curve
 from harness.report.tables import write_table
 
 def _pick(wanted, names) -> list[str]:
@@ -139,6 +142,7 @@ class Kind:
     figure: Callable | None = None  # (table, figures_dir, name) -> paths
     table: bool = True  # whether the table itself is an output
     needs_methods: bool = True  # False: reads a benchmark file, not method records
+    per_protocol: bool = False  # one figure per padding protocol (<name>_<protocol>.*) from a `protocol` column
 
 
 KINDS: dict[str, Kind] = {
@@ -152,7 +156,17 @@ KINDS: dict[str, Kind] = {
     "bucket_speedup": Kind(lambda df, m, s, r: bucket_speedup(df, m, s.get("tolerance", 0.01)),
                            paper_plots.bucket_speedup_figure),
     "knob_table": Kind(lambda df, m, s, r: knob_table(df, m, s["knob"], s["values"])),
+    "ratio_table": Kind(lambda df, m, s, r: ratio_table(df, m, s)),
+    "sparsity_curve": Kind(lambda df, m, s, r: sparsity_curve(df, m, s), paper_plots.sparsity_curve_figure,
+                           per_protocol=True),
 }
+
+
+def figure_stems(name: str, kind: Kind, protocols) -> list[str]:
+    """The figure file stems an experiment writes."""
+    if not kind.figure:
+        return []
+    return [f"{name}_{p}" for p in protocols] if kind.per_protocol else [name]
 
 
 def configured_methods(spec: dict, methods: list[str]) -> list[str]:
@@ -168,7 +182,7 @@ def planned(experiments: dict, methods: list[str]) -> dict[str, dict]:
 
 
 def run_experiments(df: pd.DataFrame, experiments: dict, methods: list[str], results_dir,
-                    figures_dir) -> list[str]:
+                    figures_dir, protocols=("sequence", "batch", "none")) -> list[str]:
     """Build every planned experiment (see `planned`); an experiment without
     data (no records yet, nothing at the asked knob values, no timed protocol)
     still writes its files, saying why they are empty. Returns the paths."""
@@ -183,12 +197,17 @@ def run_experiments(df: pd.DataFrame, experiments: dict, methods: list[str], res
                       f"the records hold no data for this {spec['kind']} experiment ({_why_empty(spec)})")
             if kind.table:
                 written += write_table(placeholder(reason), results_dir, name)
-            if kind.figure:
-                written += paper_plots.placeholder_figure(reason, figures_dir, name)
+            for stem in figure_stems(name, kind, protocols):
+                written += paper_plots.placeholder_figure(reason, figures_dir, stem)
             continue
         if kind.table:
             written += write_table(table, results_dir, name)
-        if kind.figure:
+        if kind.figure and kind.per_protocol:
+            for p, stem in zip(protocols, figure_stems(name, kind, protocols)):
+                sub = table[table["protocol"] == p]
+                written += (kind.figure(sub, figures_dir, stem) if len(sub) else
+                            paper_plots.placeholder_figure(f"no records under protocol {p}", figures_dir, stem))
+        elif kind.figure:
             written += kind.figure(table, figures_dir, name)
     return written
 

@@ -7,6 +7,8 @@
 * `bucket_speedup_figure` - Magic Pyramid Fig. 1: FLOPs speedup per length
                           bucket, grouped bars per task.
 * `wallclock_figure`    - measured throughput speedup vs FLOPs speedup.
+* `sparsity_curve_figure` - CoFi's main figure: metric vs sparsity and metric
+                          vs speedup (FLOPs and wall-clock), dense as a line.
 """
 from __future__ import annotations
 
@@ -129,6 +131,34 @@ def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: 
             ax.set_ylabel("measured throughput speedup (× dense)")
             ax.set_title(f"{p} padding protocol")
             ax.legend(fontsize=8)
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    """One row of two panels per task: metric vs sparsity, metric vs speedup."""
+    tasks = list(dict.fromkeys(table["task"]))
+    walls = [c for c in table.columns if c.startswith("wall_bs") and table[c].notna().any()]
+    with rc_context(STYLE):
+        fig, axes = _new_figure(2 * len(tasks), (4.8, 3.8))
+        for i, task in enumerate(tasks):
+            sub = table[table["task"] == task]
+            dense = sub[sub["method"] == "dense"]
+            left, right = axes[2 * i], axes[2 * i + 1]
+            for method, pts in sub[sub["method"] != "dense"].groupby("method", sort=False):
+                pts = pts.sort_values("sparsity")
+                left.plot(pts["sparsity"], pts["value"], "o-", label=method)
+                right.plot(pts["flops_speedup"], pts["value"], "o-", label=f"{method} (FLOPs)")
+                for c, marker in zip(walls, "s^Dv"):
+                    right.plot(pts[c], pts["value"], marker + "--", label=f"{method} (wall, batch {c[7:]})")
+            for ax in (left, right):
+                if len(dense):
+                    ax.axhline(float(dense["value"].iloc[0]), color="black", lw=0.8, ls=":", label="dense")
+                ax.set_ylabel(f"{sub['metric'].iloc[0]} (x100)")
+                ax.set_title(f"{task}, {sub['protocol'].iloc[0]} padding")
+            left.set_xlabel("sparsity (encoder parameters removed)")
+            right.set_xlabel("speedup over dense (×)")
+            right.legend(fontsize=7)
         fig.tight_layout()
         return _save(fig, figures_dir, stem)
 

@@ -112,6 +112,7 @@ def finetune(
     score_fn: ScoreFn | None = None,
     checkpoint: Checkpoint = "best",
     start_score: float | dict | None = None,
+    extra_groups: list[dict] | None = None,
 ) -> dict:
     """Train `model` in place and leave it at the checkpoint the policy keeps.
 
@@ -119,7 +120,10 @@ def finetune(
     `best_validation` (the kept checkpoint's score; NaN counts as -inf) and,
     under `best_or_start`, `start_validation` and `kept` ("start" or "trained").
     `start_score` (under `best_or_start`) saves the validation pass of the
-    starting weights when the caller has already measured it."""
+    starting weights when the caller has already measured it.
+    `extra_groups` ([{"params": [...], "lr": x}]) are trained alongside at their
+    own constant learning rate, without weight decay or clipping (CoFi's masks
+    and Lagrange multipliers)."""
     if checkpoint not in ("best", "last", "best_or_start"):
         raise ValueError(f"unknown checkpoint policy {checkpoint!r}")
     loss_fn = loss_fn or default_loss(task)
@@ -130,18 +134,24 @@ def finetune(
     if checkpoint == "best_or_start":
         start = _scored(start_score if start_score is not None else score_fn(model))
         start_state = copy.deepcopy(model.state_dict())
-    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    in_extra = {id(p) for g in (extra_groups or []) for p in g["params"]}
+    params = [p for p in (parameters if parameters is not None else model.parameters())
+              if p.requires_grad and id(p) not in in_extra]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
+    extra = [{"params": [p for p in g["params"] if p.requires_grad], "lr": float(g["lr"]), "weight_decay": 0.0}
+             for g in (extra_groups or [])]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}, *extra],
+        lr=cfg.lr,
     )
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     warm = int(cfg.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
-    )
+    def schedule(s):
+        return (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [schedule, schedule] + [lambda s: 1.0] * len(extra))
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     eval_every = cfg.eval_every or steps_per_epoch

@@ -12,6 +12,7 @@ import numpy as np
 
 from harness.data.padding import padded_lengths
 from harness.measure.flops import FLOPS_PER_MAC, dense_macs, relative_flops, trace_macs
+from harness.measure.params import structure_summary
 from harness.model.trace import ArchShape
 from harness.plugin.base import OperatingPoint
 from harness.record import PerExample, ResultRecord
@@ -92,6 +93,7 @@ def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: 
         metrics=run.metrics,
         validation_metrics=validation.metrics,
         **cost(run, macs, base_macs),
+        structure=structure_summary(run.trace.arch, dense_arch),
         batch_size=ctx.eval_batch_size,
         **wall_clock(timings, ctx.eval_batch_size),
         deviations=list(ctx.plugin.deviations),

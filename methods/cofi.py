@@ -1,0 +1,401 @@
+"""CoFi: coarse- and fine-grained structured pruning with L0 masks.
+
+Xia, Zhong, Chen, "Structured Pruning Learns Compact and Accurate Models",
+ACL 2022 (arXiv:2204.00408); reference code github.com/princeton-nlp/CoFiPruning.
+
+Masks. Hard-concrete gates (Louizos et al. 2018; stretch (-0.1, 1.1),
+temperature 2/3) over every attention head, each whole attention sublayer,
+every FFN intermediate dim, each whole FFN sublayer and the hidden dims (one
+mask shared by the embeddings' output and every sublayer's output). A weight
+goes when any gate above it closes.
+
+Objective. Expected sparsity s = 1 - E[size] / size, the size counted over the
+prunable encoder parameters (every layer's attention and FFN weights and
+biases; embeddings and LayerNorms excluded) from the gates' keep
+probabilities. The target t ramps linearly from 0 over the warm-up; the
+Lagrangian lambda1 (s - t) + lambda2 (s - t)^2 is added with the multipliers
+updated by gradient ascent. Distillation from the fine-tuned dense model:
+0.1 x KL of the logits at T = 2 (times T^2) + 0.9 x layer distillation (each
+of the teacher's layers at depth L/4, L/2, 3L/4 and L, from the top down,
+matched to the lowest-error remaining student layer below the previous match,
+through a learned linear map initialised to the identity). No hard-label loss.
+
+Inference. Deterministic gates as the reference computes them (per group, the
+round(size - sum of keep probabilities) lowest gates are zero, the rest keep
+sigmoid(0.8 log_alpha / temperature)), folded into the weights and sliced
+away (`harness.model.structure.materialize`): the pruned model is a smaller
+dense model, so its speed is real at any batch size. The materialized model
+is then fine-tuned with the structure fixed and the same distillation loss.
+
+Knob: the target sparsity, one model per target (independent runs). How this
+departs from the original: `CoFi.deviations`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.measure.params import attention_params, encoder_params, ffn_params
+from harness.model.policy import EncoderState, Policy
+from harness.model.structure import Gates, clear_gates, materialize
+from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.run.finetune import task_loss
+
+STRETCH = (-0.1, 1.1)
+BETA = 2.0 / 3.0
+LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Settings(MethodSettings):
+    sparsities: tuple[float, ...] = (0.5, 0.6, 0.8, 0.9, 0.95)
+    prune_epochs: float = 2.0  # the pruning stage (masks, Lagrangian, distillation)
+    warmup_fraction: float = 0.5  # of the pruning stage over which the target ramps from 0
+    finetune_epochs: float = 1.0  # the materialized model, structure fixed
+    lr: float | None = None  # the model's learning rate in both stages (None: the profile's)
+    mask_lr: float = 0.1  # log_alpha's (Adam, constant); the reference's 0.01 is for ~10^4 steps
+    lagrangian_lr: float = 0.1  # the multipliers' (gradient ascent)
+    distill_temperature: float = 2.0
+    logit_distill_weight: float = 0.1
+    layer_distill_weight: float = 0.9
+    label_weight: float = 0.0  # cross-entropy on the labels (the reference uses none)
+
+
+# ---- hard-concrete gates --------------------------------------------------------
+def keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
+    """P(gate > 0) = 1 - Q(0), Q the CDF of the stretched hard-concrete."""
+    lo, hi = STRETCH
+    x = (0.0 - lo) / (hi - lo)
+    q0 = torch.sigmoid(math.log(x / (1 - x)) * BETA - log_alpha).clamp(EPS, 1 - EPS)
+    return 1.0 - q0
+
+
+def sample_gate(log_alpha: torch.Tensor) -> torch.Tensor:
+    """A reparameterised hard-concrete sample in [0, 1] (exact zeros and ones)."""
+    u = torch.rand_like(log_alpha).clamp(EPS, 1 - EPS)
+    y = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / BETA)
+    lo, hi = STRETCH
+    return (y * (hi - lo) + lo).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def deterministic_gate(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The reference's inference gate for one group (last dim): the
+    round(size - expected kept) smallest soft values become zero."""
+    soft = torch.sigmoid(log_alpha / BETA * 0.8)
+    flat_soft, flat_la = soft.reshape(-1, soft.shape[-1]), log_alpha.reshape(-1, soft.shape[-1])
+    out = flat_soft.clone()
+    for row, la in zip(out, flat_la):
+        zeros = int(round(la.numel() - float(keep_probability(la).sum())))
+        if zeros > 0:
+            row[torch.argsort(row, stable=True)[:zeros]] = 0.0
+    return out.reshape(soft.shape)
+
+
+class CoFiMasks(nn.Module):
+    """The log_alphas of every gate and the expected model size they imply."""
+
+    def __init__(self, layers: int, heads: int, head_dim: int, ffn: int, hidden: int):
+        super().__init__()
+        self.shape = (layers, heads, head_dim, ffn, hidden)
+        init = lambda *s, v=10.0: nn.Parameter(torch.full(s, v).clamp(*LOG_ALPHA_RANGE))  # noqa: E731
+        self.heads = init(layers, heads)
+        self.attention = init(layers)
+        self.ffn_dims = init(layers, ffn, v=0.0)
+        self.ffn = init(layers)
+        self.hidden = init(hidden)
+
+    @property
+    def dense_size(self) -> int:
+        layers, heads, dh, ffn, hidden = self.shape
+        return layers * (attention_params(hidden, heads * dh) + ffn_params(hidden, ffn))
+
+    def clamp_(self) -> None:
+        with torch.no_grad():
+            for p in self.parameters():
+                p.clamp_(*LOG_ALPHA_RANGE)
+
+    def expected_size(self) -> torch.Tensor:
+        """E[prunable parameters], the count of `harness.measure.params` with
+        every unit weighted by its keep probability."""
+        _, _, dh, _, _ = self.shape
+        hid = keep_probability(self.hidden).sum()
+        attn, ffn = keep_probability(self.attention), keep_probability(self.ffn)
+        inner = dh * (keep_probability(self.heads) * attn[:, None]).sum(1)  # [L]
+        dims = (keep_probability(self.ffn_dims) * ffn[:, None]).sum(1)  # [L]
+        size = 4 * hid * inner + 3 * inner + hid * attn + 2 * hid * dims + dims + hid * ffn
+        return size.sum()
+
+    def expected_sparsity(self) -> torch.Tensor:
+        return 1.0 - self.expected_size() / self.dense_size
+
+    def gates(self, sample: bool) -> Gates:
+        f = sample_gate if sample else deterministic_gate
+        layers = self.shape[0]
+        attn, ffn = f(self.attention), f(self.ffn)
+        heads, dims = f(self.heads), f(self.ffn_dims)
+        return Gates(heads=[heads[i] for i in range(layers)], attention=[attn[i] for i in range(layers)],
+                     ffn_dims=[dims[i] for i in range(layers)], ffn=[ffn[i] for i in range(layers)],
+                     hidden=f(self.hidden))
+
+
+# ---- policies ----------------------------------------------------------------------
+class LayerOutputs(Policy):
+    """Keeps every layer's output in training, or always if `always` (the
+    teacher's), for layer distillation."""
+
+    def __init__(self, always: bool = False):
+        super().__init__()
+        self.always = always
+
+    def after_layer(self, layer: int, state: EncoderState):
+        if self.training or self.always:
+            state.scratch.setdefault("layer_outputs", []).append(state.hidden)
+        return None
+
+
+class CoFiPolicy(LayerOutputs):
+    """Gates the model with the L0 masks: sampled in training, deterministic otherwise."""
+
+    def __init__(self, masks: CoFiMasks):
+        super().__init__()
+        self.masks = masks
+        self.last: Gates | None = None
+
+    def on_forward(self, model) -> None:
+        if self.training:
+            self.masks.clamp_()
+        self.last = self.masks.gates(sample=self.training)
+        self.last.apply(model)
+
+    def describe(self) -> dict:
+        return {"kind": "cofi_l0_masks", "expected_sparsity": self.masks.expected_sparsity().item()}
+
+
+class PrunedStructure(LayerOutputs):
+    """The materialized model's policy: nothing runs per input; it says what was pruned."""
+
+    def __init__(self, summary: dict):
+        super().__init__()
+        self.summary = dict(summary)
+
+    def describe(self) -> dict:
+        return {"kind": "cofi_materialized", **self.summary}
+
+
+class GradientAscent(torch.autograd.Function):
+    """Identity forward, negated gradient: minimising the loss ascends on the input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+# ---- distillation ---------------------------------------------------------------------
+def teacher_layers(num_layers: int) -> list[int]:
+    """The teacher layers distilled: at depth L/4, L/2, 3L/4 and L (0-based;
+    BERT-base's 2, 5, 8, 11 in the reference)."""
+    return sorted({max(0, math.ceil(k * num_layers / 4) - 1) for k in range(1, 5)})
+
+
+class Distiller(nn.Module):
+    """CoFi's distillation loss against a frozen teacher."""
+
+    def __init__(self, teacher, hidden: int, s: Settings, task):
+        super().__init__()
+        self.task = task
+        self.regression = task.is_regression
+        self.teacher = [teacher.eval()]  # a list: not a submodule, not trained or saved
+        self.map = nn.Linear(hidden, teacher.arch().hidden)
+        with torch.no_grad():
+            self.map.weight.copy_(torch.eye(self.map.out_features, hidden))
+            self.map.bias.zero_()
+        self.s = s
+        self.layers = teacher_layers(len(teacher.layers))
+
+    def keep_inputs(self, keep: torch.Tensor) -> None:
+        """After the student's hidden dims are sliced: the map reads only those."""
+        new = nn.Linear(len(keep), self.map.out_features).to(self.map.weight.device)
+        with torch.no_grad():
+            new.weight.copy_(self.map.weight[:, keep])
+            new.bias.copy_(self.map.bias)
+        self.map = new
+
+    def loss(self, out, batch, alive: list[bool]) -> tuple[torch.Tensor, dict]:
+        teacher = self.teacher[0]
+        with torch.no_grad():
+            t_out = teacher(*batch.inputs, trace=False)
+        T = self.s.distill_temperature
+        if self.regression:  # one output: match it (a softmax over one logit carries nothing)
+            kl = F.mse_loss(out.logits, t_out.logits)
+        else:
+            kl = F.kl_div(F.log_softmax(out.logits / T, -1), F.softmax(t_out.logits / T, -1),
+                          reduction="batchmean") * T * T
+        real = batch.attention_mask.bool()
+        s_layers = out.state.scratch.get("layer_outputs", [])
+        t_layers = t_out.state.scratch["layer_outputs"]
+        mse = torch.stack([torch.stack([((self.map(sh) - t_layers[t]) ** 2)[real].mean() for sh in s_layers])
+                           for t in self.layers])  # [teacher layers, student layers]
+        errors = mse.detach().tolist()
+        layer_loss, below, matched = out.logits.new_zeros(()), len(s_layers), []
+        for row in reversed(range(len(self.layers))):
+            cands = [j for j in range(below) if alive[j]]
+            if not cands:
+                break
+            j = min(cands, key=lambda c: errors[row][c])
+            layer_loss, below = layer_loss + mse[row, j], j
+            matched.append(j)
+        total = self.s.logit_distill_weight * kl + self.s.layer_distill_weight * layer_loss
+        if self.s.label_weight:
+            total = total + self.s.label_weight * task_loss(self.task, out.logits, batch.labels)
+        return total, {"kl": kl.item(), "layer": layer_loss.item(), "matched": matched[::-1]}
+
+
+# ---- training --------------------------------------------------------------------------
+def gates_summary(model) -> dict:
+    arch = model.arch()
+    return {"hidden": arch.hidden, "heads_per_layer": list(arch.heads), "ffn_dims_per_layer": list(arch.ffn)}
+
+
+def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
+    """The pruning stage from the dense model: returns the masked student, its masks and a log."""
+    student = copy.deepcopy(dense)
+    L, first = len(student.layers), student.layers[0]
+    masks = CoFiMasks(L, first.num_heads, first.head_dim, first.ffn_dim, student.arch().hidden).to(ctx.device)
+    student.policy = CoFiPolicy(masks)
+    teacher = copy.deepcopy(dense)
+    teacher.policy = LayerOutputs(always=True)
+    distiller = Distiller(teacher, student.arch().hidden, s, ctx.task).to(ctx.device)
+    multipliers = nn.Parameter(torch.zeros(2, device=ctx.device))
+    cfg = ctx.train_config(epochs=s.prune_epochs, lr=lr)
+    total = max(1, int(round(cfg.epochs * math.ceil(len(ctx.train_split) / cfg.batch_size))))
+    warm = max(1, int(round(s.warmup_fraction * total)))
+    trail = {"step": 0, "sparsity": [], "target": []}
+
+    def loss_fn(model, out, batch):
+        step = trail["step"] = trail["step"] + 1
+        t = target * min(1.0, step / warm)
+        alive = [bool(g != 0) for g in model.policy.last.attention]
+        value, _ = distiller.loss(out, batch, alive)
+        gap = masks.expected_sparsity() - t
+        lam = GradientAscent.apply(multipliers)
+        if step % max(1, total // 20) == 0 or step == total:
+            trail["sparsity"].append(round(gap.item() + t, 4))
+            trail["target"].append(round(t, 4))
+        return value + lam[0] * gap + lam[1] * gap * gap
+
+    log = ctx.finetune(student, cfg=cfg, loss_fn=loss_fn, checkpoint="last",
+                       parameters=list(student.parameters()) + list(distiller.map.parameters()),
+                       extra_groups=[{"params": list(masks.parameters()), "lr": s.mask_lr},
+                                     {"params": [multipliers], "lr": s.lagrangian_lr}],
+                       desc=f"{ctx.task.name}/{ctx.method} prune {name}")
+    masks.clamp_()
+    return student, masks, distiller, {"steps": log["steps"], "warmup_steps": warm, "trail": trail,
+                                       "multipliers": [float(x) for x in multipliers.detach()],
+                                       "expected_sparsity": masks.expected_sparsity().item()}
+
+
+def materialized(student, masks: CoFiMasks):
+    """The student with its deterministic gates folded in and sliced away."""
+    with torch.no_grad():
+        gates = masks.gates(sample=False)
+    model = materialize(student, gates)
+    model.policy = LayerOutputs()
+    return model, (gates.hidden != 0).nonzero(as_tuple=True)[0]
+
+
+def finetune_pruned(ctx, model, distiller: Distiller, s: Settings, lr: float, name: str) -> dict:
+    alive = [layer.num_heads > 0 for layer in model.layers]
+    log = ctx.finetune(model, cfg=ctx.train_config(epochs=s.finetune_epochs, lr=lr),
+                       loss_fn=lambda m, out, batch: distiller.loss(out, batch, alive)[0],
+                       parameters=list(model.parameters()) + list(distiller.map.parameters()),
+                       checkpoint="best_or_start", desc=f"{ctx.task.name}/{ctx.method} finetune {name}")
+    return {k: log[k] for k in ("steps", "start_validation", "best_validation", "kept")}
+
+
+@register_method("cofi")
+class CoFi(MethodPlugin):
+    summary = "CoFi structured pruning: L0 masks over heads, sublayers, FFN dims and hidden dims, materialized"
+    Settings = Settings
+    requires = ("dense",)
+    deviations = (
+        "starts from the harness's fine-tuned dense model, which is also the teacher; the reference's 100 steps "
+        "of fine-tuning before pruning are not repeated",
+        "log_alpha starts at the top of its clamp range, ln 100 (the reference initialises 10 and clamps after the "
+        "first step); intermediate dims start at 0 as in the reference",
+        "short stage budgets (prune_epochs, finetune_epochs) with a mask and multiplier learning rate of 0.1 "
+        "instead of the reference's 20 + 20 epochs at 0.01, so the masks can travel their range in a few hundred "
+        "steps",
+        "expected size counts biases as well as weights (the reference counts weights only), the same count as the "
+        "achieved sparsity of the materialized model",
+        "layer distillation generalises the reference's BERT-base teacher layers (2, 5, 8, 11) to depth L/4, L/2, "
+        "3L/4, L of any encoder; the error is averaged over real tokens only",
+        "a sublayer whose gates are all zero is skipped with its LayerNorm in training as at inference; LayerNorms "
+        "normalise over the kept hidden dims in both",
+        "the materialized model is fine-tuned with the same distillation loss (no Lagrangian); the checkpoint kept "
+        "is the best on the held-out validation split, its starting point included",
+        "the pooler's output and the classifier keep their width (hidden-dim masks act on the residual stream; the "
+        "pooler's input is sliced)",
+    )
+
+    def train(self, ctx) -> dict:
+        s = ctx.settings
+        bad = [t for t in s.sparsities if not 0.0 < float(t) < 1.0]
+        if bad or not s.sparsities:
+            raise HarnessError(f"cofi sparsities must lie strictly between 0 and 1 (got {list(s.sparsities)})",
+                               "set methods_config.cofi.sparsities to targets such as [0.5, 0.9]")
+        lr = float(s.lr if s.lr is not None else ctx.cfg["train"]["lr"])
+        dense = ctx.load_model(method="dense").to(ctx.device)
+        manifest, log = [], {"settings": ctx.settings_log, "points": {}, **ctx.train_split_info}
+        for target in s.sparsities:
+            name = f"sparsity={target:g}"
+            t0 = time.time()
+            student, masks, distiller, prune_log = prune(ctx, dense, float(target), s, lr, name)
+            model, keep = materialized(student.eval(), masks)
+            distiller.keep_inputs(keep)
+            achieved = 1.0 - encoder_params(model.arch()) / masks.dense_size
+            summary = {"target_sparsity": float(target), "expected_sparsity": prune_log["expected_sparsity"],
+                       "achieved_sparsity": achieved, **gates_summary(model)}
+            tuned = finetune_pruned(ctx, model, distiller, s, lr, name) if s.finetune_epochs > 0 else None
+            model.policy = PrunedStructure(summary)
+            clear_gates(model)
+            ctx.save_model(model.eval(), f"{name}.pt")
+            manifest.append({"name": name, "target_sparsity": float(target), "file": f"{name}.pt", **summary})
+            log["points"][name] = {**summary, "prune": prune_log, "finetune": tuned,
+                                   "seconds": round(time.time() - t0, 2)}
+        ctx.write_json("points.json", manifest)
+        return log
+
+    def operating_points(self, ctx):
+        for entry in ctx.read_json("points.json"):
+            yield OperatingPoint(
+                entry["name"], {"target_sparsity": entry["target_sparsity"]}, ctx.load_model(entry["file"]).eval(),
+                notes={k: entry[k] for k in ("expected_sparsity", "achieved_sparsity")},
+            )
+
+    def demo_model(self, model):
+        # masks with a spread of log_alphas: some heads, dims, sublayers and hidden dims close
+        first = model.layers[0]
+        masks = CoFiMasks(len(model.layers), first.num_heads, first.head_dim, first.ffn_dim, model.arch().hidden)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in masks.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 3.0 + 1.0)
+            masks.attention[-1] = LOG_ALPHA_RANGE[0]  # the last attention sublayer goes entirely
+        model = copy.deepcopy(model)
+        model.policy = CoFiPolicy(masks).eval()
+        pruned, _ = materialized(model, masks)
+        pruned.policy = PrunedStructure(gates_summary(pruned))
+        return pruned

@@ -1,0 +1,145 @@
+"""CoFi: masks, materialization and the Lagrangian.
+
+The materialized model must compute what the masked model computes under the
+deterministic gates (so the speed measured on it is the speed of the model
+that was trained); its achieved sparsity must be the masks' expected sparsity;
+the Lagrangian must drive the masks to the target.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from harness.measure.params import encoder_params
+from harness.model.structure import materialize
+from harness.plugin.registry import get_method
+from methods.cofi import (CoFiMasks, CoFiPolicy, GradientAscent, deterministic_gate, keep_probability,
+                          sample_gate, teacher_layers)
+
+from .conftest import random_batch
+
+
+def spread_masks(model, seed=0, scale=3.0) -> CoFiMasks:
+    first = model.layers[0]
+    masks = CoFiMasks(len(model.layers), first.num_heads, first.head_dim, first.ffn_dim, model.arch().hidden)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in masks.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale + 1.0)
+    return masks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_materialized_equals_masked(tiny_model, seed):
+    masks = spread_masks(tiny_model, seed)
+    with torch.no_grad():
+        masks.attention[seed % 3] = -5.0  # one attention sublayer goes entirely
+        masks.ffn[(seed + 1) % 3] = -5.0  # and one FFN
+    masked = copy.deepcopy(tiny_model)
+    masked.policy = CoFiPolicy(masks).eval()
+    ids, mask = random_batch(4, 30, lengths=[30, 7, 19, 25], seed=seed)
+    with torch.no_grad():
+        want = masked(ids, mask).logits
+        gates = masks.gates(sample=False)
+        pruned = materialize(copy.deepcopy(tiny_model), gates)
+        got = pruned(ids, mask).logits
+    arch = pruned.arch()
+    assert 0 in arch.heads and 0 in arch.ffn  # whole sublayers are gone
+    assert arch.hidden < tiny_model.arch().hidden
+    assert arch.hidden == int((gates.hidden != 0).sum())
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    # and the masks really change the function (the comparison is not vacuous)
+    with torch.no_grad():
+        assert not torch.allclose(tiny_model(ids, mask).logits, want, atol=1e-3)
+
+
+def test_hard_concrete_gate_statistics():
+    la = torch.tensor([-3.0, 0.0, 3.0])
+    draws = torch.stack([sample_gate(la.expand(20000, 3).contiguous()) for _ in range(2)]).reshape(-1, 3)
+    # exact zeros and ones occur, and P(gate > 0) matches the closed form
+    assert (draws == 0).any() and (draws == 1).any()
+    assert torch.allclose((draws > 0).float().mean(0), keep_probability(la), atol=0.01)
+
+
+def test_deterministic_gate_zeros_the_expected_number():
+    la = torch.tensor([[4.0, 4.0, -4.0, -4.0, 0.5, -0.2]])
+    z = deterministic_gate(la)
+    zeros = round(6 - float(keep_probability(la).sum()))
+    assert int((z == 0).sum()) == zeros
+    assert bool((z[0, :2] > 0.99).all())  # the confident keeps stay (soft value near 1)
+    assert bool((z[0, 2:4] == 0).all())
+
+
+def test_expected_size_of_open_masks_is_the_dense_count(tiny_model):
+    masks = CoFiMasks(3, 4, 8, 64, 32)
+    with torch.no_grad():
+        for p in masks.parameters():
+            p.fill_(50.0)  # keep probability 1 (unclamped)
+    assert masks.dense_size == encoder_params(tiny_model.arch())
+    assert masks.expected_size().item() == pytest.approx(masks.dense_size, rel=1e-5)
+
+
+def test_expected_size_matches_the_count_of_hard_masks():
+    """With polarized masks the expected size is the exact parameter count of
+    the structure they select."""
+    masks = CoFiMasks(2, 4, 8, 16, 32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in masks.parameters():
+            p.copy_(torch.where(torch.rand(p.shape, generator=g) < 0.6, 50.0, -50.0))
+        masks.attention.fill_(50.0)
+        masks.ffn.fill_(50.0)
+    heads = (masks.heads > 0).sum(1)
+    dims = (masks.ffn_dims > 0).sum(1)
+    hid = int((masks.hidden > 0).sum())
+    exact = sum(4 * hid * 8 * h + 3 * 8 * h + hid * (h > 0) + 2 * hid * f + f + hid * (f > 0)
+                for h, f in zip(heads.tolist(), dims.tolist()))
+    assert masks.expected_size().item() == pytest.approx(exact, rel=1e-4)
+
+
+def test_lagrangian_drives_masks_to_the_target():
+    """Only the Lagrangian term, gradient ascent on the multipliers: the
+    expected sparsity settles at the target."""
+    torch.manual_seed(0)
+    masks = CoFiMasks(3, 4, 8, 64, 32)
+    lam = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([{"params": masks.parameters(), "lr": 0.1}, {"params": [lam], "lr": 0.1}])
+    target, steps = 0.6, 400
+    for step in range(1, steps + 1):
+        masks.clamp_()
+        t = target * min(1.0, step / 200)
+        gap = masks.expected_sparsity() - t
+        l1, l2 = GradientAscent.apply(lam)
+        loss = l1 * gap + l2 * gap * gap
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    masks.clamp_()
+    assert masks.expected_sparsity().item() == pytest.approx(target, abs=0.02)
+
+
+def test_teacher_layers_generalise_the_reference():
+    assert teacher_layers(12) == [2, 5, 8, 11]
+    assert teacher_layers(6) == [1, 2, 4, 5]
+    assert teacher_layers(2) == [0, 1]
+
+
+def test_pruning_stage_materializes_at_the_expected_sparsity(smoke_context):
+    """The plugin's own training on the smoke profile: the Lagrangian moves the
+    tiny model's masks most of the way to the target, and the materialized
+    model's sparsity is the masks' expected sparsity at the end of training
+    within 1 point."""
+    ctx = smoke_context("cofi", ["methods_config.cofi={sparsities: [0.6], prune_epochs: 40, finetune_epochs: 1}"])
+    log = get_method("cofi").train(ctx)
+    point = log["points"]["sparsity=0.6"]
+    assert 0.45 < point["expected_sparsity"] < 0.8, point
+    assert abs(point["achieved_sparsity"] - point["expected_sparsity"]) < 0.01, point
+    (op,) = list(get_method("cofi").operating_points(ctx))
+    dense_params = encoder_params(ctx.load_model(method="dense").arch())
+    assert encoder_params(op.model.arch()) == round((1 - point["achieved_sparsity"]) * dense_params)
+    assert op.knobs == {"target_sparsity": 0.6}
+    assert op.model.policy.describe()["kind"] == "cofi_materialized"
+    assert not math.isnan(point["finetune"]["best_validation"])
