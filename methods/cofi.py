@@ -46,7 +46,9 @@ from harness.measure.params import attention_params, encoder_params, ffn_params
 from harness.model.policy import EncoderState, Policy
 from harness.model.structure import Gates, clear_gates, materialize
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.measure.metrics import primary
 from harness.run.finetune import task_loss
+from harness.run.inference import evaluate
 
 STRETCH = (-0.1, 1.1)
 BETA = 2.0 / 3.0
@@ -67,6 +69,7 @@ class Settings(MethodSettings):
     logit_distill_weight: float = 0.1
     layer_distill_weight: float = 0.9
     label_weight: float = 0.0  # cross-entropy on the labels (the reference uses none)
+    init_log_alpha: float = 10.0  # heads, sublayers and hidden dims (FFN dims start at 0), clamped to ln 100
 
 
 # ---- hard-concrete gates --------------------------------------------------------
@@ -103,10 +106,10 @@ def deterministic_gate(log_alpha: torch.Tensor) -> torch.Tensor:
 class CoFiMasks(nn.Module):
     """The log_alphas of every gate and the expected model size they imply."""
 
-    def __init__(self, layers: int, heads: int, head_dim: int, ffn: int, hidden: int):
+    def __init__(self, layers: int, heads: int, head_dim: int, ffn: int, hidden: int, start: float = 10.0):
         super().__init__()
         self.shape = (layers, heads, head_dim, ffn, hidden)
-        init = lambda *s, v=10.0: nn.Parameter(torch.full(s, v).clamp(*LOG_ALPHA_RANGE))  # noqa: E731
+        init = lambda *s, v=start: nn.Parameter(torch.full(s, float(v)).clamp(*LOG_ALPHA_RANGE))  # noqa: E731
         self.heads = init(layers, heads)
         self.attention = init(layers)
         self.ffn_dims = init(layers, ffn, v=0.0)
@@ -273,7 +276,8 @@ def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
     """The pruning stage from the dense model: returns the masked student, its masks and a log."""
     student = copy.deepcopy(dense)
     L, first = len(student.layers), student.layers[0]
-    masks = CoFiMasks(L, first.num_heads, first.head_dim, first.ffn_dim, student.arch().hidden).to(ctx.device)
+    masks = CoFiMasks(L, first.num_heads, first.head_dim, first.ffn_dim, student.arch().hidden,
+                      s.init_log_alpha).to(ctx.device)
     student.policy = CoFiPolicy(masks)
     teacher = copy.deepcopy(dense)
     teacher.policy = LayerOutputs(always=True)
@@ -307,6 +311,11 @@ def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
                                        "expected_sparsity": masks.expected_sparsity().item()}
 
 
+def validation_score(ctx, model) -> float:
+    run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size, ctx.device)
+    return primary(ctx.task, run.metrics)
+
+
 def materialized(student, masks: CoFiMasks):
     """The student with its deterministic gates folded in and sliced away."""
     with torch.no_grad():
@@ -333,11 +342,12 @@ class CoFi(MethodPlugin):
     deviations = (
         "starts from the harness's fine-tuned dense model, which is also the teacher; the reference's 100 steps "
         "of fine-tuning before pruning are not repeated",
-        "log_alpha starts at the top of its clamp range, ln 100 (the reference initialises 10 and clamps after the "
-        "first step); intermediate dims start at 0 as in the reference",
+        "log_alpha starts at init_log_alpha (default 10 as in the reference) clamped to ln 100 at once (the "
+        "reference clamps after the first step); intermediate dims start at 0 as in the reference",
         "short stage budgets (prune_epochs, finetune_epochs) with a mask and multiplier learning rate of 0.1 "
         "instead of the reference's 20 + 20 epochs at 0.01, so the masks can travel their range in a few hundred "
-        "steps",
+        "steps; in so few steps the Lagrangian need not settle: every record states the achieved sparsity",
+        "optional label cross-entropy (label_weight, default 0 as in the reference)",
         "expected size counts biases as well as weights (the reference counts weights only), the same count as the "
         "achieved sparsity of the materialized model",
         "layer distillation generalises the reference's BERT-base teacher layers (2, 5, 8, 11) to depth L/4, L/2, "
@@ -363,6 +373,7 @@ class CoFi(MethodPlugin):
             name = f"sparsity={target:g}"
             t0 = time.time()
             student, masks, distiller, prune_log = prune(ctx, dense, float(target), s, lr, name)
+            prune_log["masked_validation"] = validation_score(ctx, student.eval())
             model, keep = materialized(student.eval(), masks)
             distiller.keep_inputs(keep)
             achieved = 1.0 - encoder_params(model.arch()) / masks.dense_size
