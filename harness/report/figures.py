@@ -46,9 +46,9 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+def _new_figure(n_panels: int, panel_size: tuple[float, float], max_cols: int = 3) -> tuple[Figure, list[Axes]]:
     """A figure with an Agg canvas and a rows x cols grid; unused panels are hidden."""
-    rows, cols = _grid(n_panels)
+    rows, cols = _grid(n_panels, max_cols)
     fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
     FigureCanvasAgg(fig)
     axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel())

@@ -140,7 +140,7 @@ def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
     tasks = list(dict.fromkeys(table["task"]))
     walls = [c for c in table.columns if c.startswith("wall_bs") and table[c].notna().any()]
     with rc_context(STYLE):
-        fig, axes = _new_figure(2 * len(tasks), (4.8, 3.8))
+        fig, axes = _new_figure(2 * len(tasks), (4.8, 3.8), max_cols=2)  # one row per task
         for i, task in enumerate(tasks):
             sub = table[table["task"] == task]
             dense = sub[sub["method"] == "dense"]
