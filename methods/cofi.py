@@ -47,7 +47,7 @@ from harness.model.policy import EncoderState, Policy
 from harness.model.structure import Gates, clear_gates, materialize
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
 from harness.measure.metrics import primary
-from harness.run.finetune import task_loss
+from harness.run.finetune import task_loss, total_steps
 from harness.run.inference import evaluate
 
 STRETCH = (-0.1, 1.1)
@@ -284,7 +284,7 @@ def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
     distiller = Distiller(teacher, student.arch().hidden, s, ctx.task).to(ctx.device)
     multipliers = nn.Parameter(torch.zeros(2, device=ctx.device))
     cfg = ctx.train_config(epochs=s.prune_epochs, lr=lr)
-    total = max(1, int(round(cfg.epochs * math.ceil(len(ctx.train_split) / cfg.batch_size))))
+    total = total_steps(cfg, len(ctx.train_split))
     warm = max(1, int(round(s.warmup_fraction * total)))
     trail = {"step": 0, "sparsity": [], "target": []}
 

@@ -75,6 +75,11 @@ LossFn = Callable[[nn.Module, object, TrainBatch], torch.Tensor]
 ScoreFn = Callable[[nn.Module], "float | dict"]
 
 
+def total_steps(cfg: TrainConfig, n_examples: int) -> int:
+    """Optimizer steps `finetune` takes on `n_examples` (for schedules a loss keeps itself)."""
+    return max(1, int(round(cfg.epochs * max(1, math.ceil(n_examples / cfg.batch_size)))))
+
+
 def task_loss(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if task.is_regression:
         return F.mse_loss(logits[:, 0], labels.float())
@@ -146,7 +151,7 @@ def finetune(
         lr=cfg.lr,
     )
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
-    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    total = total_steps(cfg, len(train))
     warm = int(cfg.warmup_ratio * total)
     def schedule(s):
         return (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
