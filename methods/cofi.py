@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.measure.params import attention_params, encoder_params, ffn_params
+from harness.measure.params import attention_params, ffn_params, structure_summary
 from harness.model.policy import EncoderState, Policy
 from harness.model.structure import Gates, clear_gates, materialize
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
@@ -267,11 +267,6 @@ class Distiller(nn.Module):
 
 
 # ---- training --------------------------------------------------------------------------
-def gates_summary(model) -> dict:
-    arch = model.arch()
-    return {"hidden": arch.hidden, "heads_per_layer": list(arch.heads), "ffn_dims_per_layer": list(arch.ffn)}
-
-
 def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
     """The pruning stage from the dense model: returns the masked student, its masks and a log."""
     student = copy.deepcopy(dense)
@@ -376,9 +371,9 @@ class CoFi(MethodPlugin):
             prune_log["masked_validation"] = validation_score(ctx, student.eval())
             model, keep = materialized(student.eval(), masks)
             distiller.keep_inputs(keep)
-            achieved = 1.0 - encoder_params(model.arch()) / masks.dense_size
+            structure = structure_summary(model.arch(), dense.arch())
             summary = {"target_sparsity": float(target), "expected_sparsity": prune_log["expected_sparsity"],
-                       "achieved_sparsity": achieved, **gates_summary(model)}
+                       "achieved_sparsity": structure["sparsity"], **structure}
             tuned = finetune_pruned(ctx, model, distiller, s, lr, name) if s.finetune_epochs > 0 else None
             model.policy = PrunedStructure(summary)
             clear_gates(model)
@@ -405,8 +400,9 @@ class CoFi(MethodPlugin):
             for p in masks.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 3.0 + 1.0)
             masks.attention[-1] = LOG_ALPHA_RANGE[0]  # the last attention sublayer goes entirely
+        dense = model.arch()
         model = copy.deepcopy(model)
         model.policy = CoFiPolicy(masks).eval()
         pruned, _ = materialized(model, masks)
-        pruned.policy = PrunedStructure(gates_summary(pruned))
+        pruned.policy = PrunedStructure(structure_summary(pruned.arch(), dense))
         return pruned
