@@ -46,9 +46,7 @@ from harness.measure.params import attention_params, ffn_params, structure_summa
 from harness.model.policy import EncoderState, Policy
 from harness.model.structure import Gates, clear_gates, materialize
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.measure.metrics import primary
 from harness.run.finetune import task_loss, total_steps
-from harness.run.inference import evaluate
 
 STRETCH = (-0.1, 1.1)
 BETA = 2.0 / 3.0
@@ -307,8 +305,7 @@ def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
 
 
 def validation_score(ctx, model) -> float:
-    run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size, ctx.device)
-    return primary(ctx.task, run.metrics)
+    return ctx.validation_summary(model)["score"]
 
 
 def materialized(student, masks: CoFiMasks):

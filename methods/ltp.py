@@ -41,12 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.measure.flops import dense_macs, relative_flops, trace_macs
-from harness.measure.metrics import primary
 from harness.model.policy import EncoderState, Policy, select_tokens
 from harness.model.selection import attention_received, received_sum, threshold_keep
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.run.inference import evaluate
 
 
 @dataclass(frozen=True)
@@ -191,19 +188,6 @@ def format_knob(x: float) -> str:
     return f"{float(x):g}"
 
 
-def validation_summary(ctx, model) -> dict:
-    """Primary metric, FLOPs relative to dense and mean kept tokens per layer on
-    the validation split (protocol `none`)."""
-    enc = ctx.encoded("validation")
-    run = evaluate(model, ctx.task, enc, "none", ctx.validation_batch_size, ctx.device)
-    return {
-        "score": primary(ctx.task, run.metrics),
-        "relative_flops": relative_flops(trace_macs(run.trace, "none"), dense_macs(enc.lengths, run.trace.arch)),
-        "tokens_per_layer": [round(float(x), 3) for x in run.trace.n_ffn.mean(0)],
-        "mean_length": float(enc.lengths.mean()),
-    }
-
-
 def with_lengths_resolved(ctx, s, pairs):
     """Settings with the length-relative values [(absolute, relative)] made absolute
     (an absolute value, when configured, wins) and learning rates left at None
@@ -222,17 +206,17 @@ def prepare(ctx, pairs):
     s = with_lengths_resolved(ctx, ctx.settings, pairs)
     dense = ctx.load_model(method="dense").to(ctx.device)
     log = {"settings": dataclasses.asdict(s), **ctx.train_split_info,
-           "dense_validation": validation_summary(ctx, dense), "points": {}}
+           "dense_validation": ctx.validation_summary(dense), "points": {}}
     return s, dense, log
 
 
 def hard_stage(ctx, model, s, name: str, start: dict) -> dict:
     """Fine-tune with the pruning active and keep the best validation checkpoint,
-    the starting point (whose `validation_summary` is `start`) included."""
+    the starting point (whose `ctx.validation_summary` is `start`) included."""
     log = ctx.finetune(
         model,
         cfg=ctx.train_config(epochs=s.hard_epochs, lr=s.hard_lr),
-        score_fn=lambda m: validation_summary(ctx, m),
+        score_fn=ctx.validation_summary,
         checkpoint="best_or_start",
         start_score=start,
         desc=f"{ctx.task.name}/{ctx.method} hard {name}",
@@ -285,7 +269,7 @@ class LTP(MethodPlugin):
                                     checkpoint="last", desc=f"{ctx.task.name}/ltp soft {name}")
             model.policy.freeze()
             model.eval()
-            soft_val = validation_summary(ctx, model)
+            soft_val = ctx.validation_summary(model)
             t_soft = time.time() - t0
             hard = hard_stage(ctx, model, s, name, soft_val) if s.hard_epochs > 0 else None
             ctx.save_model(model.eval(), f"{name}.pt")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from methods.ltp import LTPPolicy, format_knob, hard_stage, prepare, rising_thresholds, validation_summary
+from methods.ltp import LTPPolicy, format_knob, hard_stage, prepare, rising_thresholds
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class LTPManual(MethodPlugin):
             model.eval()
             entry = {"name": name, "theta_final": theta, "file": None}
             point: dict = {"theta_final": theta, "thresholds": rising_thresholds(theta, len(dense.layers)),
-                           "untuned_validation": validation_summary(ctx, model)}
+                           "untuned_validation": ctx.validation_summary(model)}
             point["validation"] = point["untuned_validation"]
             if s.hard_epochs > 0:
                 point["hard"] = hard_stage(ctx, model, s, name, point["untuned_validation"])

@@ -20,11 +20,14 @@ from harness.data.sources import load_task
 from harness.data.splits import TaskData, cap
 from harness.data.tasks import TaskSpec, get_task
 from harness.errors import HarnessError
+from harness.measure.flops import dense_macs, relative_flops, trace_macs
+from harness.measure.metrics import primary
 from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
 from harness.model.policy import Policy
 from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
 from harness.storage import atomic_output, read_json, write_json
 from harness.run.finetune import TrainConfig, finetune
+from harness.run.inference import evaluate
 from harness.run.plan import base_method, method_values, plugin_for
 
 SPLITS = ("train", "validation", "eval")
@@ -162,6 +165,21 @@ class RunContext:
     @property
     def eval_batch_size(self) -> int:
         return int(self.cfg["eval"]["batch_size"])
+
+    def validation_summary(self, model) -> dict:
+        """`model` on the held-out validation split under protocol `none`: the
+        task's primary metric ("score", what checkpoint and operating-point
+        choices compare), FLOPs relative to the dense model on the same
+        examples, mean real tokens entering each layer's FFN, and the mean
+        length. One pass, for every method that logs or selects by it."""
+        enc = self.encoded("validation")
+        run = evaluate(model, self.task, enc, "none", self.validation_batch_size, self.device)
+        return {
+            "score": primary(self.task, run.metrics),
+            "relative_flops": relative_flops(trace_macs(run.trace, "none"), dense_macs(enc.lengths, run.trace.arch)),
+            "tokens_per_layer": [round(float(x), 3) for x in run.trace.n_ffn.mean(0)],
+            "mean_length": float(enc.lengths.mean()),
+        }
 
     # ---- models --------------------------------------------------------------
     def new_model(self, policy: Policy | None = None):
