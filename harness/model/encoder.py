@@ -114,8 +114,11 @@ class Layer(nn.Module):
         return self.ffn_in.out_features
 
     def attention(
-        self, x: torch.Tensor, mask: torch.Tensor, need_probs: bool
+        self, x: torch.Tensor, mask: torch.Tensor, need_probs: bool, key_weight: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`key_weight` [b, n] (training only, soft token masks such as
+        Transkimmer's): the attention to each key is scaled by it and
+        renormalised, so a weight of 0 is exactly the key's removal."""
         if self.num_heads == 0 or _all_zero(self.attn_layer_gate) or _all_zero(self.head_gate):
             return x, None
         b, n, _ = x.shape
@@ -125,10 +128,13 @@ class Layer(nn.Module):
         v = self.value(x).view(b, n, h, dh).transpose(1, 2)
         drop = self.attn_dropout_p if self.training else 0.0
         probs = None
-        if need_probs:
+        if need_probs or key_weight is not None:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(dh)
             scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
             probs = scores.softmax(-1)
+            if key_weight is not None:
+                weighted = probs * key_weight[:, None, None, :].to(probs.dtype)
+                probs = weighted / weighted.sum(-1, keepdim=True).clamp(min=torch.finfo(probs.dtype).tiny)
             ctx = torch.matmul(F.dropout(probs, drop, self.training), v)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=drop)
@@ -226,7 +232,7 @@ class BertClassifier(nn.Module):
             policy.before_layer(i, state)
             state.recorder.attention(i, state.rows, state.mask)
             state.hidden, state.attn_probs = layer.attention(
-                state.hidden, state.mask, policy.needs_attention_probs(i)
+                state.hidden, state.mask, policy.needs_attention_probs(i), state.key_weight
             )
             policy.after_attention(i, state)
             state.recorder.ffn(i, state.rows, state.mask)

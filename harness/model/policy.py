@@ -7,9 +7,10 @@ model). The encoder calls it at fixed points of every layer:
 * `on_forward(model)`           - once per forward, before the embeddings:
                                    set the model's structural gates (CoFi's
                                    L0 masks, sampled in training)
-* `before_layer(l, state)`       - token selection before layer l (for
-                                   predictor-based skimming such as Transkimmer;
-                                   no registered method uses it yet)
+* `before_layer(l, state)`       - token selection before layer l
+                                   (predictor-based skimming: Transkimmer); in
+                                   training a soft policy may set
+                                   `state.key_weight` instead of removing tokens
 * `after_attention(l, state)`    - token selection after the attention
                                    sublayer, with `state.attn_probs` available
                                    when `needs_attention_probs(l)` is true
@@ -55,6 +56,8 @@ class EncoderState:
     dropped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     exit_logits: torch.Tensor | None = None  # [B0, C] logits of rows that exited early
     scratch: dict[str, Any] = field(default_factory=dict)  # per-forward policy state
+    # [b, n] soft key weights for the next attention (training-time token masks; None = off)
+    key_weight: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
