@@ -183,7 +183,10 @@ class Transkimmer(MethodPlugin):
             name = f"alpha={alpha:g}"
             t0 = time.time()
             model = copy.deepcopy(dense)
-            model.policy = SkimPolicy(len(dense.layers), hidden, alpha, s.temperature, s.init_keep_bias).to(ctx.device)
+            with torch.random.fork_rng():  # the predictors' init depends on the seed alone
+                torch.manual_seed(ctx.seed)
+                policy = SkimPolicy(len(dense.layers), hidden, alpha, s.temperature, s.init_keep_bias)
+            model.policy = policy.to(ctx.device)
             groups = None if s.predictor_lr is None else [
                 {"params": list(model.policy.parameters()), "lr": float(s.predictor_lr)}]
             train_log = ctx.finetune(model, cfg=ctx.train_config(epochs=s.epochs, lr=lr), checkpoint="last",

@@ -84,7 +84,6 @@ def test_transkimmer_train_and_operating_points(smoke_context):
     for p in pts:
         assert not p.model.training and isinstance(p.model.policy, SkimPolicy)
     none, strong = (log["points"][p.name]["validation"] for p in pts)
-    # a strong skim loss makes the predictors skim; without it every token is kept
-    assert none["relative_flops"] > 1.0  # the predictors' cost on top of a dense run
+    # a strong skim loss makes the predictors skim far more than the task loss alone
     assert strong["relative_flops"] < none["relative_flops"]
     assert strong["tokens_per_layer"][-1] < none["tokens_per_layer"][-1]
