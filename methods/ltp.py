@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from harness.model.policy import EncoderState, Policy, select_tokens
-from harness.model.selection import attention_received, received_sum, threshold_keep
+from harness.model.selection import attention_received, mean_kept_fraction, received_sum, threshold_keep
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
 
 
@@ -160,8 +160,7 @@ class LTPPolicy(Policy):
         masks = state.scratch.get("ltp_masks")
         if not masks:
             return None
-        per_layer = [(m * real).sum() / real.sum().clamp(min=1) for m, real in masks]
-        return torch.stack(per_layer).mean()
+        return mean_kept_fraction(masks)
 
     def extra_loss(self, state: EncoderState) -> torch.Tensor | None:
         if not self._soft_active() or self.lam == 0.0:

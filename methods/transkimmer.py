@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.policy import EncoderState, Policy, select_tokens
+from harness.model.selection import mean_kept_fraction
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
 
 KEEP = 1  # index of the keep logit
@@ -78,10 +79,9 @@ def predictor_macs(hidden: int):
 
 
 def skim_ratio_loss(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Mean over layers of the fraction of real tokens kept (Transkimmer's skim
-    loss, with padding excluded)."""
-    per_layer = [(m * real).sum() / real.sum().clamp(min=1) for m, real in masks]
-    return torch.stack(per_layer).mean()
+    """Transkimmer's skim loss: the mean over layers of the fraction of real
+    tokens kept (padding excluded)."""
+    return mean_kept_fraction(masks)
 
 
 class SkimPolicy(Policy):

@@ -70,3 +70,12 @@ def threshold_keep(scores: torch.Tensor, mask: torch.Tensor, theta, keep_cls: bo
     if keep_cls:
         keep[:, 0] = mask[:, 0]
     return keep
+
+
+def mean_kept_fraction(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean over layers of the fraction of real tokens soft masks keep:
+    `masks` is one (mask [b, n], real [b, n]) pair per layer, the fraction is
+    token-weighted within a layer. The regulariser of the soft token pruners
+    (LTP's mask term, Transkimmer's skim loss)."""
+    per_layer = [(m * real).sum() / real.sum().clamp(min=1) for m, real in masks]
+    return torch.stack(per_layer).mean()
