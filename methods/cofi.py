@@ -304,10 +304,6 @@ def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
                                        "expected_sparsity": masks.expected_sparsity().item()}
 
 
-def validation_score(ctx, model) -> float:
-    return ctx.validation_summary(model)["score"]
-
-
 def materialized(student, masks: CoFiMasks):
     """The student with its deterministic gates folded in and sliced away."""
     with torch.no_grad():
@@ -365,7 +361,7 @@ class CoFi(MethodPlugin):
             name = f"sparsity={target:g}"
             t0 = time.time()
             student, masks, distiller, prune_log = prune(ctx, dense, float(target), s, lr, name)
-            prune_log["masked_validation"] = validation_score(ctx, student.eval())
+            prune_log["masked_validation"] = ctx.validation_summary(student.eval())["score"]
             model, keep = materialized(student.eval(), masks)
             distiller.keep_inputs(keep)
             structure = structure_summary(model.arch(), dense.arch())

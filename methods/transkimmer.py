@@ -78,12 +78,6 @@ def predictor_macs(hidden: int):
     return lambda n: n * (hidden * hidden + 2 * hidden)
 
 
-def skim_ratio_loss(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Transkimmer's skim loss: the mean over layers of the fraction of real
-    tokens kept (padding excluded)."""
-    return mean_kept_fraction(masks)
-
-
 class SkimPolicy(Policy):
     """A predictor per layer; soft (Gumbel, straight-through) masks in training
     when `soft`, argmax decisions and physical removal otherwise."""
@@ -138,7 +132,7 @@ class SkimPolicy(Policy):
         masks = state.scratch.get("skim_masks")
         if not self._soft_active() or not masks or self.alpha == 0.0:
             return None
-        return self.alpha * skim_ratio_loss(masks)
+        return self.alpha * mean_kept_fraction(masks)  # the skim loss, padding excluded
 
     def describe(self) -> dict:
         return {
@@ -174,8 +168,8 @@ class Transkimmer(MethodPlugin):
     def train(self, ctx) -> dict:
         s = ctx.settings
         dense = ctx.load_model(method="dense").to(ctx.device)
-        lr = float(s.lr) if s.lr is not None else float(ctx.cfg["train"]["lr"])
-        log = {"settings": {**ctx.settings_log, "lr": lr}, **ctx.train_split_info,
+        cfg = ctx.train_config(epochs=s.epochs, lr=s.lr)
+        log = {"settings": {**ctx.settings_log, "lr": cfg.lr}, **ctx.train_split_info,
                "dense_validation": ctx.validation_summary(dense), "points": {}}
         hidden = dense.arch().hidden
         manifest = []
@@ -189,7 +183,7 @@ class Transkimmer(MethodPlugin):
             model.policy = policy.to(ctx.device)
             groups = None if s.predictor_lr is None else [
                 {"params": list(model.policy.parameters()), "lr": float(s.predictor_lr)}]
-            train_log = ctx.finetune(model, cfg=ctx.train_config(epochs=s.epochs, lr=lr), checkpoint="last",
+            train_log = ctx.finetune(model, cfg=cfg, checkpoint="last",
                                      extra_groups=groups, desc=f"{ctx.task.name}/{ctx.method} {name}")
             model.eval()
             ctx.save_model(model, f"{name}.pt")

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from harness.plugin.registry import get_method
 from harness.run.finetune import frozen_except
-from methods.transkimmer import KEEP, SkimPolicy, skim_ratio_loss
+from harness.model.selection import mean_kept_fraction
+from methods.transkimmer import KEEP, SkimPolicy
 
 from .conftest import random_batch
 
@@ -63,7 +64,7 @@ def test_skim_ratio_loss_counts_real_tokens():
     real = torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0]])
     m = torch.tensor([[1.0, 0, 1, 0], [1, 1, 0, 0]])
     # layer fraction = 4 kept of 5 real tokens
-    assert float(skim_ratio_loss([(m, real)])) == pytest.approx(0.8)
+    assert float(mean_kept_fraction([(m, real)])) == pytest.approx(0.8)
 
 
 def test_inference_is_deterministic(tiny_model):

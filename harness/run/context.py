@@ -189,11 +189,13 @@ class RunContext:
         return model.to(self.device)
 
     def train_config(self, **overrides) -> TrainConfig:
+        """The profile's training settings with `overrides` on top; an override
+        of None keeps the profile's value (a method setting left unset)."""
         t = self.cfg["train"]
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         base = {k: v for k, v in t.items() if k in names}
         base["seed"] = self.seed
-        base.update(overrides)
+        base.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig(**base)
 
     def finetune(self, model, cfg: TrainConfig | None = None, train: Encoded | None = None, **kw) -> dict:
