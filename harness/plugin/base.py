@@ -50,6 +50,13 @@ class MethodPlugin:
     # `python -m harness list --deviations`
     deviations: ClassVar[tuple[str, ...]] = ()
 
+    def requirements(self, settings) -> tuple[str, ...]:
+        """The methods a job with these `settings` starts from (default:
+        `requires`); a plugin whose settings choose its starting model (e.g.
+        Infor-Coef's dynamic-only ablation, from dense instead of CoFi)
+        overrides it, so the workflow trains only what the job reads."""
+        return tuple(self.requires)
+
     def train(self, ctx: "RunContext") -> dict:
         """Train and save into ctx.model_dir(); returns a JSON-able training log."""
         raise NotImplementedError

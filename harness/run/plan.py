@@ -55,6 +55,13 @@ def method_values(cfg: dict, name: str) -> dict:
     return out
 
 
+def requirements(cfg: dict, name: str) -> tuple[str, ...]:
+    """The methods a method or variant starts from, under its settings."""
+    plugin = plugin_for(cfg, name)
+    where = f"variants.{name}.config" if name in cfg.get("variants", {}) else f"methods_config.{name}"
+    return plugin.requirements(parse_settings(plugin.Settings, method_values(cfg, name), where))
+
+
 def check_settings(cfg: dict) -> None:
     """Every `methods_config.<method>` and variant `config` against the
     plugin's typed Settings: an unknown key or a wrong value is one error."""
@@ -82,10 +89,10 @@ def resolve_methods(cfg: dict) -> list[str]:
         plugin_for(cfg, n)  # raises a clear error for unknown names
     names = [n for n in names if n not in cfg.get("exclude_methods", [])]
     # the dense baseline always runs (every speedup is relative to it), and so
-    # do a method's requirements; dense first
+    # do a method's requirements, and theirs; dense first
     names.append("dense")
-    for n in list(names):
-        for req in plugin_for(cfg, n).requires:
+    for n in names:  # grows while it is walked
+        for req in requirements(cfg, n):
             if req not in names:
                 names.append(req)
     return sorted(dict.fromkeys(names), key=lambda n: (n != "dense", n))
@@ -110,7 +117,7 @@ def done_path(cfg: dict, task: str, method: str) -> Path:
 
 
 def required_models(cfg: dict, task: str, method: str) -> list[str]:
-    return [str(done_path(cfg, task, r)) for r in plugin_for(cfg, method).requires]
+    return [str(done_path(cfg, task, r)) for r in requirements(cfg, method)]
 
 
 def evaluate_inputs(cfg: dict, task: str, method: str) -> list[str]:
