@@ -10,7 +10,10 @@ schema.
 Schema history: 1 = flat timing fields with the dense throughput read from
 another job's record; 2 = `timing` measured side by side with the dense model
 (`harness.measure.timing`), `relative_flops`; 3 = `structure` (encoder
-parameters kept, sparsity, heads / FFN dims / hidden dims per layer).
+parameters kept, sparsity, heads / FFN dims / hidden dims per layer);
+4 = `policy_flops_per_example` (what the policy's own products cost) and,
+per timed batch size, `policy_time_share` (the share of the point's forward
+time spent in the policy's modules).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
 
 
@@ -68,6 +71,7 @@ class ResultRecord:
     baseline_macs_per_example: float
     flops_speedup: float
     relative_flops: float
+    policy_flops_per_example: float  # the part the policy's own products cost (scorers, predictors, exit heads)
     tokens_per_layer: list[float]  # mean real tokens entering each layer's attention
     ffn_tokens_per_layer: list[float]
     exit_layer_mean: float

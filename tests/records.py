@@ -41,7 +41,7 @@ def record(task: str, method: str, op: str, protocol: str, *, metric: str = "acc
         metric=metric, metrics=metrics, validation_metrics=validation_metrics,
         flops_per_example=flops, macs_per_example=flops / 2, baseline_flops_per_example=baseline_flops,
         baseline_macs_per_example=baseline_flops / 2, flops_speedup=baseline_flops / flops,
-        relative_flops=flops / baseline_flops, tokens_per_layer=[30.0, 20.0], ffn_tokens_per_layer=[30.0, 20.0],
+        relative_flops=flops / baseline_flops, policy_flops_per_example=0.0, tokens_per_layer=[30.0, 20.0], ffn_tokens_per_layer=[30.0, 20.0],
         exit_layer_mean=2.0, arch={}, batch_size=batch_size, timing=t,
         structure={"encoder_params": round(1000 * (1 - sparsity)), "dense_encoder_params": 1000,
                    "kept_fraction": 1 - sparsity, "sparsity": sparsity, "hidden": 8, "heads_per_layer": [2, 2],

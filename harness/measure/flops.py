@@ -73,6 +73,12 @@ def trace_macs(trace: Trace, protocol: str) -> np.ndarray:
     )
 
 
+def policy_macs(trace: Trace, protocol: str) -> np.ndarray:
+    """Per-example MACs of the policy's own products (scorers, predictors,
+    exit heads), part of `trace_macs`: what the method pays to decide."""
+    return np.asarray(trace.extra_macs_real if protocol == "none" else trace.extra_macs, dtype=np.float64)
+
+
 def trace_flops(trace: Trace, protocol: str) -> np.ndarray:
     return FLOPS_PER_MAC * trace_macs(trace, protocol)
 

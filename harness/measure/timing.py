@@ -149,6 +149,50 @@ def _seconds(run) -> float:
     return time.perf_counter() - start
 
 
+def policy_time_share(model, enc: Encoded, protocol: str, seq_len: int, batch_size: int, threads: int,
+                      device: str = "cpu", passes: int = 3) -> float | None:
+    """The share of `model`'s forward time spent inside its policy's own
+    modules (predictors, exit heads), over `passes` passes of the same
+    batches after a warm-up: forward hooks time the outermost policy module
+    calls. None when the policy has no modules (score-and-select policies
+    spend their time in tensor ops, which this does not isolate)."""
+    mods = [m for m in model.policy.modules() if m is not model.policy]
+    if not mods:
+        return None
+    batches = [b.to(device) for b in make_batches(enc, protocol, seq_len, batch_size)]
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    inside = {"depth": 0, "start": 0.0, "total": 0.0}
+
+    def enter(*_):
+        if inside["depth"] == 0:
+            sync()
+            inside["start"] = time.perf_counter()
+        inside["depth"] += 1
+
+    def leave(*_):
+        inside["depth"] -= 1
+        if inside["depth"] == 0:
+            sync()
+            inside["total"] += time.perf_counter() - inside["start"]
+
+    run = _runner(model, batches, sync)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    handles = []
+    try:
+        run()  # warm-up, unhooked
+        handles = [h for m in mods for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+        start = time.perf_counter()
+        for _ in range(passes):
+            run()
+        elapsed = time.perf_counter() - start
+    finally:
+        for h in handles:
+            h.remove()
+        torch.set_num_threads(previous)
+    return inside["total"] / elapsed if elapsed > 0 else None
+
+
 def time_side_by_side(
     point, dense, enc: Encoded, protocol: str, seq_len: int, batch_size: int, spec: TimingSpec, device: str = "cpu"
 ) -> PairedTiming:

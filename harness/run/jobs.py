@@ -21,7 +21,7 @@ from harness.data.encoding import token_lengths
 from harness.errors import HarnessError
 from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
-from harness.measure.timing import TimingSpec, steady_allocator, time_side_by_side
+from harness.measure.timing import TimingSpec, policy_time_share, steady_allocator, time_side_by_side
 from harness.run.context import RunContext
 from harness.run.inference import evaluate
 from harness.run.records import build_record
@@ -95,17 +95,20 @@ def timing_spec(cfg: dict) -> TimingSpec:
 
 def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict]:
     """{batch size: timing} of `model` against `dense` on the first
-    `timing.n_examples` eval examples, under `protocol`."""
+    `timing.n_examples` eval examples, under `protocol`, with the share of the
+    point's forward time spent in its policy's modules (`policy_time_share`)."""
     t = ctx.cfg["timing"]
     enc = ctx.encoded("eval")
     sample = enc.subset(range(min(t["n_examples"], len(enc))))
     spec = timing_spec(ctx.cfg)
     sizes = sorted(set(t["batch_sizes"]) | {1, ctx.eval_batch_size})
+    out = {}
     with timing_lock(ctx.cfg):
-        return {
-            bs: time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
-            for bs in sizes
-        }
+        for bs in sizes:
+            out[bs] = time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
+            out[bs]["policy_time_share"] = policy_time_share(model, sample, protocol, ctx.task.seq_len, bs,
+                                                             spec.threads, ctx.device)
+    return out
 
 
 def evaluate_job(cfg: dict, task: str, method: str) -> Path:

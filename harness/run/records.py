@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.data.padding import padded_lengths
-from harness.measure.flops import FLOPS_PER_MAC, dense_macs, relative_flops, trace_macs
+from harness.measure.flops import FLOPS_PER_MAC, dense_macs, policy_macs, relative_flops, trace_macs
 from harness.measure.params import structure_summary
 from harness.model.trace import ArchShape
 from harness.plugin.base import OperatingPoint
@@ -55,6 +55,7 @@ def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray) -> dict:
         "baseline_macs_per_example": base_macs.mean(),
         "flops_speedup": base_macs.mean() / macs.mean(),
         "relative_flops": relative_flops(macs, base_macs),
+        "policy_flops_per_example": FLOPS_PER_MAC * policy_macs(run.trace, run.protocol).mean(),
         "tokens_per_layer": run.trace.n_attn.mean(0),
         "ffn_tokens_per_layer": run.trace.n_ffn.mean(0),
         "exit_layer_mean": run.trace.exit_layer.mean(),

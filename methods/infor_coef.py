@@ -1,0 +1,251 @@
+"""Infor-Coef: CoFi's static pruning plus learned token downsampling under an
+information-bottleneck loss.
+
+Tan, "Infor-Coef: Information Bottleneck-based Dynamic Token Downsampling
+for Compact and Efficient language model" (2023);
+reference code github.com/twwwx/Infor-Coef.
+
+Start: a CoFi model (`methods.cofi`, materialized: heads, FFN dims, hidden
+dims and whole sublayers sliced away) at each sparsity of `sparsities`, the
+paper's "4x" (CoFi-s60, 40% of the parameters) and "16x" (CoFi-s95) models.
+Before each layer that still computes something, a Transkimmer-shaped
+sampler sized to the pruned hidden width (`harness.model.skim.SkimPolicy`)
+decides keep or skim for each non-[CLS] token: Gumbel straight-through
+masks in training (attention renormalised over the kept keys), argmax and
+physical removal at inference, its MACs counted.
+
+Loss (the paper's eq. 18), with p a token's keep probability and h the
+sampler's input:
+  L = CE + gamma_1 * L_entropy + gamma_2 * L_norm,
+  L_entropy = mean over layers and decided tokens of p ln p + (1 - p) ln(1 - p)
+              (the negative entropy -H(z) of the derivation's eq. 13/17),
+  L_norm    = mean over layers and samples of || diag(p) h ||_F over the
+              tokens still present (eq. 15-16, the s = diag(pi) h estimate),
+with the entropy term from the start and the norm term after a warm-up
+(`norm_warmup_epochs`, the reference's 1 of 7 epochs). The norm term is
+what skims: without it the sampler learns to keep every token (Table 3).
+One model per (sparsity, gamma_2); the last checkpoint is kept.
+
+Ablations are variants of this plugin (config `variants`): `loss: skim`
+trains the sampler with Transkimmer's skim loss instead (Fig. 3),
+`entropy_weight: 0` and `norm_weights: [0]` drop one term (Table 3), and
+`static: none` puts the sampler on the dense model (dynamic only, Fig. 4);
+static only is `cofi` itself.
+
+How this departs from the original: `InforCoef.deviations`.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from harness.errors import HarnessError
+from harness.model.policy import EncoderState
+from harness.model.selection import mean_kept_fraction
+from harness.model.skim import SkimPolicy, SkimStep
+from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.plugin.registry import get_method
+from harness.run.finetune import default_loss, total_steps
+
+EPS = 1e-6
+LOSSES = ("ib", "skim")
+STATICS = ("cofi", "none")
+
+
+@dataclass(frozen=True)
+class Settings(MethodSettings):
+    sparsities: tuple[float, ...] = (0.6, 0.95)  # CoFi models to start from (each must be a cofi point)
+    norm_weights: tuple[float, ...] = (4.0e-4, 7.0e-4)  # gamma_2, one model each (the reference: 4e-4 .. 7e-4)
+    entropy_weight: float = 4.0e-4  # gamma_1 (the reference's)
+    loss: str = "ib"  # "ib": entropy + norm terms; "skim": Transkimmer's skim loss (Fig. 3's comparison)
+    skim_weights: tuple[float, ...] = (0.3, 0.5)  # alpha of the skim loss, one model each (loss: skim)
+    static: str = "cofi"  # "cofi": start from CoFi models; "none": from the dense model (dynamic only)
+    epochs: float = 7.0  # the reference's
+    norm_warmup_epochs: float = 1.0  # CE + entropy only, then the norm term joins (the reference's 1)
+    lr: float | None = None  # None: the profile's learning rate
+    predictor_lr: float | None = None  # None: the samplers train with the model at `lr`; else a constant rate
+    temperature: float = 1.0
+    init_keep_bias: float = 5.0  # the samplers start by keeping every token
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.static not in STATICS:
+            raise ValueError(f"static must be one of {', '.join(STATICS)}, got {self.static!r}")
+        weights = self.norm_weights if self.loss == "ib" else self.skim_weights
+        if not weights or any(w < 0 for w in weights):
+            raise ValueError(f"the {self.loss} loss needs a non-empty list of weights >= 0, got {list(weights)}")
+        if self.static == "cofi" and (not self.sparsities or any(not 0 < s < 1 for s in self.sparsities)):
+            raise ValueError(f"sparsities must lie strictly between 0 and 1, got {list(self.sparsities)}")
+        if self.entropy_weight < 0 or self.epochs <= 0 or self.norm_warmup_epochs < 0 or self.temperature <= 0:
+            raise ValueError("entropy_weight and norm_warmup_epochs must be >= 0, epochs and temperature > 0")
+
+
+# ---- the information-bottleneck terms ---------------------------------------------
+def negative_entropy(steps: list[SkimStep]) -> torch.Tensor:
+    """Mean over layers of the mean over decided tokens (real, not yet
+    skimmed, not [CLS]) of p ln p + (1 - p) ln(1 - p): -H(z) of eq. 13."""
+    per_layer = []
+    for st in steps:
+        p = st.keep_prob.clamp(EPS, 1 - EPS)
+        neg_h = p * p.log() + (1 - p) * (1 - p).log()
+        w = (st.alive * st.decides).detach()
+        per_layer.append((neg_h * w).sum() / w.sum().clamp(min=1))
+    return torch.stack(per_layer).mean()
+
+
+def kept_norm(steps: list[SkimStep]) -> torch.Tensor:
+    """Mean over layers and samples of ||diag(p) h||_F over the tokens still
+    present ([CLS], always kept, excluded): the norm of eq. 16's estimate."""
+    per_layer = []
+    for st in steps:
+        w = st.keep_prob * st.alive * st.decides  # [b, n]
+        sq = (w.unsqueeze(-1) * st.hidden).pow(2).sum((1, 2))  # [b]
+        per_layer.append(sq.clamp(min=1e-12).sqrt().mean())
+    return torch.stack(per_layer).mean()
+
+
+class InforCoefPolicy(SkimPolicy):
+    """`SkimPolicy` with Infor-Coef's IB loss (or the skim loss for the
+    ablation). `norm_on` is switched by the training loop after the warm-up."""
+
+    def __init__(self, num_layers: int, hidden: int, layers, loss: str = "ib", weight: float = 0.0,
+                 entropy_weight: float = 0.0, temperature: float = 1.0, keep_bias: float = 5.0, soft: bool = True):
+        super().__init__(num_layers, hidden, temperature, keep_bias, soft, layers)
+        self.loss = loss
+        self.weight = float(weight)  # gamma_2 (ib) or alpha (skim)
+        self.entropy_weight = float(entropy_weight)
+        self.norm_on = True
+
+    def extra_loss(self, state: EncoderState) -> torch.Tensor | None:
+        steps = self.skim_steps(state)
+        if not steps:
+            return None
+        if self.loss == "skim":
+            return self.weight * mean_kept_fraction([(s.mask, s.real) for s in steps]) if self.weight else None
+        total = None
+        if self.entropy_weight:
+            total = self.entropy_weight * negative_entropy(steps)
+        if self.norm_on and self.weight:
+            norm = self.weight * kept_norm(steps)
+            total = norm if total is None else total + norm
+        return total
+
+    def describe(self) -> dict:
+        terms = ({"skim_weight": self.weight} if self.loss == "skim"
+                 else {"norm_weight": self.weight, "entropy_weight": self.entropy_weight})
+        return {"kind": "infor_coef_sampler", "loss": self.loss, **terms, **super().describe()}
+
+
+def computing_layers(model) -> list[int]:
+    """Layers with attention heads or FFN dims left (a CoFi model may have none in some)."""
+    return [i for i, layer in enumerate(model.layers) if layer.num_heads > 0 or layer.ffn_dim > 0]
+
+
+@register_method("infor_coef")
+class InforCoef(MethodPlugin):
+    summary = "Infor-Coef: CoFi-pruned models plus a learned token sampler trained with an information-bottleneck loss"
+    Settings = Settings
+    requires = ("cofi",)
+    deviations = (
+        "inference takes the argmax of the sampler (deterministic); the reference samples Gumbel noise at "
+        "evaluation too",
+        "skimmed tokens are physically removed at inference; the reference masks the attention and removes nothing",
+        "the entropy term averages over every row of the batch; the reference's takes logits[0], the first row only",
+        "the norm term is the Frobenius norm per sample, averaged over the batch (the reference takes it over the "
+        "whole batch tensor, which grows with the batch size), over the tokens still present, [CLS] excluded",
+        "no sampler before a layer CoFi pruned away entirely (it would cost FLOPs and save none)",
+        "starts from this harness's CoFi models (their short pruning budget; see cofi's deviations) and fine-tunes "
+        "with cross-entropy only, as the reference's token-downsampling stage",
+        "optional `predictor_lr`: the samplers train at their own constant learning rate (the default profile's "
+        "short budget needs it; unset, they train with the model as in the reference)",
+        "the last checkpoint is kept; no accuracy-based checkpoint choice",
+    )
+
+    def requirements(self, settings) -> tuple[str, ...]:
+        return ("cofi",) if settings.static == "cofi" else ("dense",)
+
+    def starting_models(self, ctx) -> list[tuple[float | None, dict, object]]:
+        """(sparsity, what the start was, model) for each starting model."""
+        s = ctx.settings
+        if s.static == "none":
+            return [(None, {"start": "dense"}, ctx.load_model(method="dense"))]
+        points = ctx.read_json("points.json", method="cofi")
+        out = []
+        for target in s.sparsities:
+            match = [e for e in points if abs(float(e["target_sparsity"]) - float(target)) < 1e-9]
+            if not match:
+                have = ", ".join(f"{e['target_sparsity']:g}" for e in points)
+                raise HarnessError(
+                    f"{ctx.method} starts from a cofi model at sparsity {target:g}, but cofi trained only {have}",
+                    f"add {target:g} to methods_config.cofi.sparsities, or use one of {have} in the "
+                    f"sparsities of {ctx.method}",
+                )
+            e = match[0]
+            info = {"start": "cofi", "cofi_point": e["name"], "achieved_sparsity": e["achieved_sparsity"]}
+            out.append((float(target), info, ctx.load_model(e["file"], method="cofi")))
+        return out
+
+    def train(self, ctx) -> dict:
+        s = ctx.settings
+        cfg = ctx.train_config(epochs=s.epochs, lr=s.lr)
+        steps = total_steps(cfg, len(ctx.train_split))
+        warm = int(round(steps * min(1.0, s.norm_warmup_epochs / s.epochs)))
+        knob = "norm_weight" if s.loss == "ib" else "skim_weight"
+        weights = s.norm_weights if s.loss == "ib" else s.skim_weights
+        log = {"settings": {**ctx.settings_log, "lr": cfg.lr}, **ctx.train_split_info, "steps": steps,
+               "norm_starts_after_step": warm if s.loss == "ib" else None, "starts": {}, "points": {}}
+        manifest = []
+        for sparsity, info, base in self.starting_models(ctx):
+            base = base.to(ctx.device)
+            start = "dense" if sparsity is None else f"sparsity={sparsity:g}"
+            log["starts"][start] = {**info, "validation": ctx.validation_summary(base)}
+            layers = computing_layers(base)
+            for w in weights:
+                name = (f"{knob.split('_')[0]}={w:g}" if sparsity is None
+                        else f"sparsity={sparsity:g}_{knob.split('_')[0]}={w:g}")
+                t0 = time.time()
+                model = copy.deepcopy(base)
+                with torch.random.fork_rng():  # the samplers' init depends on the seed alone
+                    torch.manual_seed(ctx.seed)
+                    policy = InforCoefPolicy(len(model.layers), model.arch().hidden, layers, s.loss, w,
+                                             s.entropy_weight if s.loss == "ib" else 0.0, s.temperature,
+                                             s.init_keep_bias)
+                model.policy = policy.to(ctx.device)
+                base_loss, seen = default_loss(ctx.task), [0]
+
+                def loss_fn(m, out, batch, policy=policy, base_loss=base_loss, seen=seen):
+                    seen[0] += 1
+                    policy.norm_on = seen[0] > warm
+                    return base_loss(m, out, batch)
+
+                groups = None if s.predictor_lr is None else [
+                    {"params": list(policy.parameters()), "lr": float(s.predictor_lr)}]
+                train_log = ctx.finetune(model, cfg=cfg, loss_fn=loss_fn, checkpoint="last", extra_groups=groups,
+                                         desc=f"{ctx.task.name}/{ctx.method} {name}")
+                model.eval()
+                ctx.save_model(model, f"{name}.pt")
+                knobs = {knob: float(w)} if sparsity is None else {"sparsity": sparsity, knob: float(w)}
+                manifest.append({"name": name, "knobs": knobs, "file": f"{name}.pt", "start": info})
+                log["points"][name] = {**knobs, "steps": train_log["steps"], "validation": ctx.validation_summary(model),
+                                       "seconds": round(time.time() - t0, 2)}
+        ctx.write_json("points.json", manifest)
+        return log
+
+    def operating_points(self, ctx):
+        for entry in ctx.read_json("points.json"):
+            yield OperatingPoint(entry["name"], entry["knobs"], ctx.load_model(entry["file"]).eval(),
+                                 notes=entry["start"])
+
+    def demo_model(self, model):
+        # CoFi's demo model (heads, dims and a whole attention sublayer sliced away) with untrained
+        # samplers of a neutral last bias, which skim about half the tokens at each layer
+        pruned = get_method("cofi").demo_model(model)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            pruned.policy = InforCoefPolicy(len(pruned.layers), pruned.arch().hidden, computing_layers(pruned),
+                                            keep_bias=0.0, soft=False)
+        return pruned

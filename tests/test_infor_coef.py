@@ -1,0 +1,117 @@
+"""Infor-Coef: the information-bottleneck terms on hand-computed cases and
+their gradients, the warm-up switch, the starting model (a CoFi point, or
+dense for the dynamic-only ablation, and what the workflow trains for it),
+deterministic inference, and train/operating_points end to end on `smoke`."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.config import load_config
+from harness.errors import HarnessError
+from harness.model.skim import SkimStep
+from harness.plugin.registry import get_method
+from harness.run.plan import required_models, resolve_methods
+from methods.infor_coef import InforCoefPolicy, computing_layers, kept_norm, negative_entropy
+
+from .conftest import random_batch
+
+
+def _step(p, alive, decides, hidden):
+    p, alive, decides = (torch.tensor(x, dtype=torch.float32) for x in (p, alive, decides))
+    return SkimStep(mask=alive, alive=alive, real=alive, keep_prob=p, hidden=torch.tensor(hidden, dtype=torch.float32),
+                    decides=decides)
+
+
+def test_negative_entropy_by_hand():
+    # decided tokens: positions 1 and 2 of row 0 (position 3 is padding, [CLS] is not decided)
+    st = _step([[1.0, 0.5, 0.9, 0.3]], [[1, 1, 1, 0]], [[0, 1, 1, 0]], [[[1.0]] * 4])
+    h = lambda p: p * math.log(p) + (1 - p) * math.log(1 - p)  # noqa: E731
+    assert float(negative_entropy([st])) == pytest.approx((h(0.5) + h(0.9)) / 2, rel=1e-5)
+
+
+def test_kept_norm_by_hand():
+    # row 0: tokens 1 (p 0.5, |h| 2) and 2 (p 1, |h| 1) -> sqrt(1 + 1); row 1: token 1 (p 0.5, |h| 6) -> 3
+    hidden = [[[9.0, 0.0], [2.0, 0.0], [0.0, 1.0]], [[9.0, 9.0], [0.0, 6.0], [5.0, 5.0]]]
+    st = _step([[1.0, 0.5, 1.0], [1.0, 0.5, 0.7]], [[1, 1, 1], [1, 1, 0]], [[0, 1, 1], [0, 1, 0]], hidden)
+    assert float(kept_norm([st])) == pytest.approx((math.sqrt(2.0) + 3.0) / 2, rel=1e-5)
+
+
+def test_norm_term_pushes_keep_probabilities_down_and_waits_for_the_warmup(tiny_model):
+    torch.manual_seed(0)
+    policy = InforCoefPolicy(len(tiny_model.layers), tiny_model.arch().hidden, range(len(tiny_model.layers)),
+                             "ib", weight=1.0, entropy_weight=0.0, keep_bias=0.0)
+    tiny_model.policy = policy
+    ids, mask = random_batch(3, 30, lengths=[30, 12, 25], seed=2)
+    tiny_model.train()
+    policy.norm_on = False
+    assert policy.extra_loss(tiny_model(ids, mask).state) is None  # no entropy weight, norm not on yet
+    policy.norm_on = True
+    loss = policy.extra_loss(tiny_model(ids, mask).state)
+    assert loss is not None and float(loss) > 0
+    loss.backward()
+    bias = policy.predictors["0"][-1].bias.grad
+    assert bias[1] > 0 > bias[0]  # descending raises skim (index 0) and lowers keep (index 1)
+
+
+def test_skim_loss_variant_and_computing_layers(tiny_model):
+    model = get_method("cofi").demo_model(tiny_model)  # its last attention sublayer is pruned away
+    layers = computing_layers(model)
+    assert layers == [i for i, layer in enumerate(model.layers) if layer.num_heads or layer.ffn_dim]
+    policy = InforCoefPolicy(len(model.layers), model.arch().hidden, layers, "skim", weight=2.0, keep_bias=0.0)
+    model.policy = policy
+    ids, mask = random_batch(2, 20, lengths=[20, 9], seed=1)
+    model.train()
+    loss = policy.extra_loss(model(ids, mask).state)
+    assert 0 < float(loss) <= 2.0 and policy.describe()["skim_weight"] == 2.0
+
+
+def test_inference_is_deterministic(tiny_model):
+    model = get_method("infor_coef").demo_model(tiny_model).eval()
+    ids, mask = random_batch(4, 50, lengths=[50, 20, 35, 9], seed=5)
+    with torch.no_grad():
+        a, b = model(ids, mask), model(ids, mask)
+    assert torch.equal(a.logits, b.logits) and (a.trace.n_ffn == b.trace.n_ffn).all()
+    assert (a.trace.n_ffn[:, -1] < mask.sum(1).numpy()).any(), "the demo samplers must skim something"
+
+
+def test_dynamic_only_starts_from_dense_and_needs_no_cofi(tmp_path):
+    cfg = load_config("smoke", [f"work_dir={tmp_path}/w", "methods=[dyn]", "data_dir=",
+                                "variants={dyn: {method: infor_coef, config: {static: none}}}"])
+    assert resolve_methods(cfg) == ["dense", "dyn"]
+    assert [p.split("/")[-2] for p in required_models(cfg, "mr", "dyn")] == ["dense"]
+    cfg = load_config("smoke", [f"work_dir={tmp_path}/w", "methods=[infor_coef]", "data_dir="])
+    assert resolve_methods(cfg) == ["dense", "cofi", "infor_coef"]
+
+
+def test_a_sparsity_cofi_did_not_train_is_one_clear_error(smoke_context):
+    ctx = smoke_context("infor_coef", ["methods_config.infor_coef={sparsities: [0.7]}"])
+    ctx.write_json("../cofi/points.json", [{"name": "sparsity=0.6", "target_sparsity": 0.6, "file": "x.pt",
+                                            "achieved_sparsity": 0.6}])
+    with pytest.raises(HarnessError) as err:
+        get_method("infor_coef").train(ctx)
+    assert "0.7" in str(err.value) and "methods_config.cofi.sparsities" in err.value.fix
+
+
+def test_infor_coef_train_and_operating_points(smoke_context):
+    over = ["methods_config.cofi={sparsities: [0.6], prune_epochs: 1, finetune_epochs: 0}",
+            "methods_config.infor_coef={sparsities: [0.6], norm_weights: [0.0, 20.0], epochs: 2, "
+            "norm_warmup_epochs: 0.5, predictor_lr: 0.05}"]
+    cofi_ctx = smoke_context("cofi", over)
+    get_method("cofi").train(cofi_ctx)
+    ctx = smoke_context("infor_coef", over)
+    plugin = get_method("infor_coef")
+    log = plugin.train(ctx)
+    assert 0 < log["norm_starts_after_step"] < log["steps"]
+    pts = list(plugin.operating_points(ctx))
+    assert [p.name for p in pts] == ["sparsity=0.6_norm=0", "sparsity=0.6_norm=20"]
+    cofi_arch = cofi_ctx.load_model("sparsity=0.6.pt").arch()
+    for p in pts:
+        assert p.knobs["sparsity"] == 0.6 and p.model.arch() == cofi_arch  # the CoFi structure is kept
+        assert not p.model.training and p.model.policy.describe()["kind"] == "infor_coef_sampler"
+    none, strong = (log["points"][p.name]["validation"] for p in pts)
+    # the norm term makes the samplers skim far more than cross-entropy and the entropy term alone
+    assert strong["tokens_per_layer"][-1] < none["tokens_per_layer"][-1]
+    assert strong["relative_flops"] < none["relative_flops"]
