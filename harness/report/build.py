@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report.experiments import KINDS, figure_stems, planned, run_experiments
+from harness.report.experiments import KINDS, figure_stems, planned, run_experiments, wanted_methods
 from harness.report.figures import length_histograms, tradeoff_curves
 from harness.report.load import load_length_records, load_records, write_summary_frame
 from harness.report.tables import baseline_table, length_table, write_table
@@ -67,7 +67,7 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
     written += run_experiments(df, cfg.get("experiments"), methods, results_dir, figures_dir,
                                cfg["eval"]["protocols"])
     building = planned(cfg.get("experiments"), methods)
-    skipped = [f"{name}: the profile runs none of {spec.get('methods')}"
+    skipped = [f"{name}: the profile runs none of {wanted_methods(spec)}"
                for name, spec in (cfg.get("experiments") or {}).items() if name not in building]
     written.append(atomic_write_text(Path(results_dir) / "tables" / "skipped_experiments.txt",
                                      "".join(f"{line}\n" for line in skipped)))

@@ -13,7 +13,12 @@ Fig. 6), robustness (LTP Table 3), trajectories (LTP Fig. A.2),
 selection_cost (LTP Fig. A.1), bucket_speedup (Magic Pyramid Fig. 1),
 knob_table (Magic Pyramid Table 3), ratio_table (the seed slides' CoFi
 validation), sparsity_curve (CoFi's metric vs sparsity and vs speedup, one
-figure per protocol).
+figure per protocol), grouped_points (Infor-Coef Tables 2 and 3: rows declared
+in the config, each a method, a knob filter, a padding and a reference row),
+padding_claim (every token-dropping method's speedup under the three
+protocols and their ratios), policy_cost (the share of FLOPs and wall time a
+policy's own products take), method_tradeoff (Infor-Coef Figs. 2-4: metric vs
+speedup or remaining FLOPs under one protocol).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ import pandas as pd
 
 from harness.report import paper_figures as paper_plots
 from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
+from harness.report.grouped_tables import (grouped_points_table, padding_claim_table, policy_cost_table,
+                                           tradeoff_points)
 from harness.report.paper_tables import selected_points_table, wallclock_table
 from harness.report.load import per_example
 from harness.report.rules import DENSE, fastest_within
@@ -159,6 +166,10 @@ KINDS: dict[str, Kind] = {
     "ratio_table": Kind(lambda df, m, s, r: ratio_table(df, m, s)),
     "sparsity_curve": Kind(lambda df, m, s, r: sparsity_curve(df, m, s), paper_plots.sparsity_curve_figure,
                            per_protocol=True),
+    "grouped_points": Kind(lambda df, m, s, r: grouped_points_table(df, m, s)),
+    "padding_claim": Kind(lambda df, m, s, r: padding_claim_table(df, m, s)),
+    "policy_cost": Kind(lambda df, m, s, r: policy_cost_table(df, m, s)),
+    "method_tradeoff": Kind(lambda df, m, s, r: tradeoff_points(df, m, s), paper_plots.tradeoff_figure),
 }
 
 
@@ -169,9 +180,15 @@ def figure_stems(name: str, kind: Kind, protocols) -> list[str]:
     return [f"{name}_{p}" for p in protocols] if kind.per_protocol else [name]
 
 
+def wanted_methods(spec: dict) -> list[str]:
+    """The methods an experiment names: its `methods`, else the methods of its
+    `rows` (grouped_points), else all."""
+    return spec.get("methods") or list(dict.fromkeys(r["method"] for r in spec.get("rows", []))) or ["all"]
+
+
 def configured_methods(spec: dict, methods: list[str]) -> list[str]:
     """The methods of `methods` (those a profile runs) that an experiment reads."""
-    return _pick(spec.get("methods", ["all"]), methods)
+    return _pick(wanted_methods(spec), methods)
 
 
 def planned(experiments: dict, methods: list[str]) -> dict[str, dict]:

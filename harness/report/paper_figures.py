@@ -9,6 +9,9 @@
 * `wallclock_figure`    - measured throughput speedup vs FLOPs speedup.
 * `sparsity_curve_figure` - CoFi's main figure: metric vs sparsity and metric
                           vs speedup (FLOPs and wall-clock), dense as a line.
+* `tradeoff_figure`     - Infor-Coef Figs. 2-4: metric vs FLOPs speedup (or
+                          remaining FLOPs) per method under one protocol, dense
+                          as a line, an optional shaded speedup range.
 """
 from __future__ import annotations
 
@@ -159,6 +162,31 @@ def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
             left.set_xlabel("sparsity (encoder parameters removed)")
             right.set_xlabel("speedup over dense (×)")
             right.legend(fontsize=7)
+        fig.tight_layout()
+        return _save(fig, figures_dir, stem)
+
+
+def tradeoff_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    """One panel per task: each method's points (sorted along x) joined by a line."""
+    x = "relative_flops" if table.attrs.get("x") == "relative_flops" else "flops_speedup"
+    shade = table.attrs.get("shade")
+    tasks = list(dict.fromkeys(table["task"]))
+    with rc_context(STYLE):
+        fig, axes = _new_figure(len(tasks), (5.2, 4.0), max_cols=2)
+        for ax, task in zip(axes, tasks):
+            sub = table[table["task"] == task]
+            dense = sub[sub["method"] == "dense"]
+            for method, pts in sub[sub["method"] != "dense"].groupby("method", sort=False):
+                pts = pts.sort_values(x)
+                ax.plot(pts[x], pts["value"], "o-", label=method)
+            if len(dense):
+                ax.axhline(float(dense["value"].iloc[0]), color="black", lw=0.8, ls=":", label="dense")
+            if shade:
+                ax.axvspan(float(shade[0]), float(shade[1]), color="grey", alpha=0.12, label=f"{shade[0]}-{shade[1]}x")
+            ax.set_xlabel("remaining FLOPs (fraction of dense)" if x == "relative_flops" else "FLOPs speedup (× dense)")
+            ax.set_ylabel(f"{sub['metric'].iloc[0]} (x100)")
+            ax.set_title(f"{task}, {sub['protocol'].iloc[0]} padding")
+            ax.legend(fontsize=7)
         fig.tight_layout()
         return _save(fig, figures_dir, stem)
 
