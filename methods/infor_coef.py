@@ -20,7 +20,8 @@ sampler's input:
   L_entropy = mean over layers and decided tokens of p ln p + (1 - p) ln(1 - p)
               (the negative entropy -H(z) of the derivation's eq. 13/17),
   L_norm    = mean over layers and samples of || diag(p) h ||_F over the
-              tokens still present (eq. 15-16, the s = diag(pi) h estimate),
+              tokens still present (the reference's unsquared form of eq. 16's
+              1/2 ||s||^2 for the estimate s = diag(pi) h of eq. 15),
 with the entropy term from the start and the norm term after a warm-up
 (`norm_warmup_epochs`, the reference's 1 of 7 epochs). The norm term is
 what skims: without it the sampler learns to keep every token (Table 3).
@@ -82,6 +83,9 @@ class Settings(MethodSettings):
             raise ValueError(f"sparsities must lie strictly between 0 and 1, got {list(self.sparsities)}")
         if self.entropy_weight < 0 or self.epochs <= 0 or self.norm_warmup_epochs < 0 or self.temperature <= 0:
             raise ValueError("entropy_weight and norm_warmup_epochs must be >= 0, epochs and temperature > 0")
+        if self.loss == "ib" and any(self.norm_weights) and self.norm_warmup_epochs >= self.epochs:
+            raise ValueError(f"norm_warmup_epochs ({self.norm_warmup_epochs:g}) must be below epochs "
+                             f"({self.epochs:g}), or the norm term never starts")
 
 
 # ---- the information-bottleneck terms ---------------------------------------------
@@ -157,6 +161,9 @@ class InforCoef(MethodPlugin):
         "the entropy term averages over every row of the batch; the reference's takes logits[0], the first row only",
         "the norm term is the Frobenius norm per sample, averaged over the batch (the reference takes it over the "
         "whole batch tensor, which grows with the batch size), over the tokens still present, [CLS] excluded",
+        "the norm term is ||diag(p) h||_F unsquared (as the reference; the paper's eq. 16-17 has 1/2 ||s||^2_F); "
+        "p multiplies the straight-through mask of the tokens still present, and h is not detached (as the "
+        "paper), so the encoder may also lower the term by shrinking its hidden states",
         "no sampler before a layer CoFi pruned away entirely (it would cost FLOPs and save none)",
         "starts from this harness's CoFi models (their short pruning budget; see cofi's deviations) and fine-tunes "
         "with cross-entropy only, as the reference's token-downsampling stage",
@@ -167,6 +174,19 @@ class InforCoef(MethodPlugin):
 
     def requirements(self, settings) -> tuple[str, ...]:
         return ("cofi",) if settings.static == "cofi" else ("dense",)
+
+    def check(self, name: str, settings, settings_of) -> None:
+        if settings.static != "cofi":
+            return
+        trained = [float(t) for t in settings_of("cofi").sparsities]
+        missing = [t for t in settings.sparsities if not any(abs(float(t) - c) < 1e-9 for c in trained)]
+        if missing:
+            have = ", ".join(f"{c:g}" for c in trained)
+            raise HarnessError(
+                f"{name} starts from cofi models at sparsity {', '.join(f'{t:g}' for t in missing)}, "
+                f"but cofi trains only {have}",
+                f"add them to methods_config.cofi.sparsities, or use some of {have} in the sparsities of {name}",
+            )
 
     def starting_models(self, ctx) -> list[tuple[float | None, dict, object]]:
         """(sparsity, what the start was, model) for each starting model."""

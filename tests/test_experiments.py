@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.errors import HarnessError
+
 from harness.report.experiments import planned, run_experiments
 from harness.report.load import load_records
 from harness.storage import record_path, write_json
@@ -170,8 +172,9 @@ def test_infor_coef_experiments(tmp_path):
                     sparsity=0.6 if method.startswith(("cofi", "infor")) else 0.0)
             path = record_path(root, "mr", method, op, p)
             rec = read_json(path)
-            if method == "infor_coef":
-                rec["policy_flops_per_example"] = 0.25 * rec["flops_per_example"]
+            if method in ("infor_coef", "transkimmer"):
+                share = 0.25 if method == "infor_coef" else 0.05
+                rec["policy_flops_per_example"] = share * rec["flops_per_example"]
                 rec["timing"]["by_batch_size"]["1"]["policy_time_share"] = 0.3
             write_json(path, rec)
     df = load_records(root)
@@ -208,10 +211,15 @@ def test_infor_coef_experiments(tmp_path):
     cost = pd.read_csv(root / "tables" / "cost.csv").set_index(["method", "operating_point"])
     assert cost.loc[("infor_coef", "light"), "policy_flops_share"] == pytest.approx(0.25)
     assert cost.loc[("infor_coef", "light"), "policy_time_bs1"] == pytest.approx(0.3)
-    assert cost.loc[("transkimmer", "alpha=0.1"), "policy_flops_share"] == 0.0
+    assert cost.loc[("transkimmer", "alpha=0.1"), "policy_flops_share"] == pytest.approx(0.05)
+    assert np.isnan(cost.loc[("transkimmer", "alpha=0.1"), "policy_time_bs32"])  # not measured: NaN, not 0
     fig3 = pd.read_csv(root / "tables" / "fig3.csv")
     assert set(fig3.operating_point) == {"dense", "strong", "a"} and set(fig3.protocol) == {"batch"}
     fig4 = pd.read_csv(root / "tables" / "fig4.csv")
     assert fig4[fig4.operating_point == "strong"]["relative_flops"].iloc[0] == pytest.approx(0.22)  # batch
     for stem in ("fig3", "fig4"):
         assert str(figures / f"{stem}.png") in written
+    # a reference that names no earlier row is a config error, not a silent fallback to dense
+    bad = {"t": {"kind": "grouped_points", "rows": [{"label": "X", "method": "infor_coef", "reference": "CoFi-s06"}]}}
+    with pytest.raises(HarnessError, match="CoFi-s06"):
+        run_experiments(df, bad, methods, root, figures, ("sequence", "batch", "none"))

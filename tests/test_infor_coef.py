@@ -86,7 +86,15 @@ def test_dynamic_only_starts_from_dense_and_needs_no_cofi(tmp_path):
     assert resolve_methods(cfg) == ["dense", "cofi", "infor_coef"]
 
 
-def test_a_sparsity_cofi_did_not_train_is_one_clear_error(smoke_context):
+def test_a_sparsity_cofi_does_not_train_is_one_clear_error(smoke_context, tmp_path):
+    # when the config is checked, before anything runs
+    cfg = load_config("smoke", [f"work_dir={tmp_path}/w", "data_dir=", "methods=[ic]",
+                                "variants={ic: {method: infor_coef, config: {sparsities: [0.7]}}}"])
+    with pytest.raises(HarnessError) as err:
+        resolve_methods(cfg)
+    assert "ic starts from cofi models at sparsity 0.7" in str(err.value)
+    assert "methods_config.cofi.sparsities" in err.value.fix
+    # and at train time, when the cofi models on disk came from another config
     ctx = smoke_context("infor_coef", ["methods_config.infor_coef={sparsities: [0.7]}"])
     ctx.write_json("../cofi/points.json", [{"name": "sparsity=0.6", "target_sparsity": 0.6, "file": "x.pt",
                                             "achieved_sparsity": 0.6}])
@@ -103,8 +111,20 @@ def test_infor_coef_train_and_operating_points(smoke_context):
     get_method("cofi").train(cofi_ctx)
     ctx = smoke_context("infor_coef", over)
     plugin = get_method("infor_coef")
-    log = plugin.train(ctx)
-    assert 0 < log["norm_starts_after_step"] < log["steps"]
+    seen, extra_loss = [], InforCoefPolicy.extra_loss
+
+    def spy(policy, state):
+        if policy.skim_steps(state):  # a training step
+            seen.append(policy.norm_on)
+        return extra_loss(policy, state)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(InforCoefPolicy, "extra_loss", spy)
+        log = plugin.train(ctx)
+    warm, steps = log["norm_starts_after_step"], log["steps"]
+    assert 0 < warm < steps
+    # per model: the norm term is off for exactly the warm-up steps, then on
+    assert seen == ([False] * warm + [True] * (steps - warm)) * 2
     pts = list(plugin.operating_points(ctx))
     assert [p.name for p in pts] == ["sparsity=0.6_norm=0", "sparsity=0.6_norm=20"]
     cofi_arch = cofi_ctx.load_model("sparsity=0.6.pt").arch()

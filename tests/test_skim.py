@@ -17,12 +17,14 @@ def _argmax_onehot(logits, tau=1.0, hard=True):  # noqa: ARG001
     return F.one_hot(logits.argmax(-1), 2).to(logits.dtype)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_soft_masks_compute_what_removal_computes(tiny_model, monkeypatch, seed):
+@pytest.mark.parametrize("seed,first_only", [(0, False), (1, False), (0, True)])
+def test_soft_masks_compute_what_removal_computes(tiny_model, monkeypatch, seed, first_only):
     """With the Gumbel sample replaced by the argmax, the training path (masks,
     nothing removed) gives the logits of the inference path (tokens removed)."""
     torch.manual_seed(seed)
-    tiny_model.policy = SkimPolicy(len(tiny_model.layers), tiny_model.arch().hidden, keep_bias=0.0)
+    # first_only: a predictor before the first layer alone; later layers must still leave skimmed tokens out
+    tiny_model.policy = SkimPolicy(len(tiny_model.layers), tiny_model.arch().hidden, keep_bias=0.0,
+                                   layers=[0] if first_only else None)
     ids, mask = random_batch(3, 40, lengths=[40, 17, 29], seed=seed)
     with torch.no_grad():
         tiny_model.eval()
@@ -32,11 +34,12 @@ def test_soft_masks_compute_what_removal_computes(tiny_model, monkeypatch, seed)
             tiny_model.train()
             soft = tiny_model(ids, mask)
     kept = removed.trace.n_attn
-    assert (kept[:, -1] < kept[:, 0]).all(), "the demo predictors must skim something"
+    assert (kept[:, -1] < mask.sum(1).numpy()).all(), "the demo predictors must skim something"
     assert (soft.trace.n_attn == mask.sum(1, keepdim=True).numpy()).all()  # nothing removed in training
     assert torch.allclose(soft.logits, removed.logits, atol=1e-5), (soft.logits - removed.logits).abs().max()
     # the training masks count the tokens the inference path kept at each layer
     steps = soft.state.scratch["skim_steps"]
+    assert len(steps) == (1 if first_only else len(tiny_model.layers))
     for layer, step in enumerate(steps):
         m, real = step.mask, step.real
         assert m.sum(1).tolist() == kept[:, layer].tolist()

@@ -78,3 +78,22 @@ def test_threads_are_restored(tiny_model, threads):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_policy_time_share_times_the_policy_modules(tiny_model):
+    """The share is the time inside the policy's modules over the forward time:
+    between 0 and 1 for a policy with modules, None for one without."""
+    import numpy as np
+
+    from harness.data.encoding import Encoded
+    from harness.measure.timing import policy_time_share
+    from harness.model.skim import SkimPolicy
+
+    rs = np.random.RandomState(0)
+    ids = [[101] + list(rs.randint(5, 90, int(n))) for n in rs.randint(5, 40, 8)]
+    enc = Encoded(ids, [[0] * len(x) for x in ids], np.zeros(8, dtype=np.int64))
+    assert policy_time_share(tiny_model, enc, "batch", 64, 4, threads=1) is None  # the dense policy has none
+    tiny_model.policy = SkimPolicy(len(tiny_model.layers), tiny_model.arch().hidden, soft=False)
+    share = policy_time_share(tiny_model, enc, "batch", 64, 4, threads=1)
+    assert share is not None and 0.0 < share < 1.0
+    assert not tiny_model.policy.predictors["0"]._forward_hooks  # the hooks are removed

@@ -100,10 +100,14 @@ class SkimPolicy(Policy):
         return logits[..., KEEP] - logits[..., 1 - KEEP]
 
     def before_layer(self, layer: int, state: EncoderState) -> None:
+        soft = self._soft_active()
         if str(layer) not in self.predictors:
+            if soft and "skim_mask" in state.scratch:  # tokens skimmed earlier stay out of this layer too
+                state.key_weight = state.scratch["skim_mask"]
+                state.scratch["skim_input"] = state.hidden
             return
         first = torch.arange(state.mask.shape[1], device=state.mask.device).unsqueeze(0) == 0
-        if self._soft_active():
+        if soft:
             logits = self.predictors[str(layer)](state.hidden)
             sample = F.gumbel_softmax(logits, tau=self.temperature, hard=True)[..., KEEP]
             sample = torch.where(first, torch.ones_like(sample), sample)

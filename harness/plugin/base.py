@@ -57,6 +57,12 @@ class MethodPlugin:
         overrides it, so the workflow trains only what the job reads."""
         return tuple(self.requires)
 
+    def check(self, name: str, settings, settings_of) -> None:
+        """Raise `HarnessError` for a config this method cannot run, before
+        anything runs: `name` is the method or variant, `settings_of(method)`
+        gives another method's settings under the same config (e.g. whether
+        the CoFi sparsities Infor-Coef starts from are trained). Default: none."""
+
     def train(self, ctx: "RunContext") -> dict:
         """Train and save into ctx.model_dir(); returns a JSON-able training log."""
         raise NotImplementedError

@@ -24,6 +24,7 @@ import math
 
 import pandas as pd
 
+from harness.errors import HarnessError
 from harness.record import PROTOCOLS
 from harness.report.rules import DENSE, dense_row, same_point
 from harness.report.tables import metric_x100
@@ -44,7 +45,9 @@ PADDING_NOTE = (
 POLICY_NOTE = (
     "policy_flops_share = FLOPs of the policy's own products (scorers, predictors, exit heads) / the point's FLOPs, "
     "under protocol {protocol}; policy_time_bs<b> = share of the point's forward time inside the policy's "
-    "modules at batch b (forward hooks; empty for policies without modules, whose selection runs as tensor ops)."
+    "modules at batch b (forward hooks timing the outermost policy-module calls; empty for policies without modules, "
+    "whose selection runs as tensor ops; token gathers and masks outside the modules are not counted, and on a GPU "
+    "each hook synchronizes, which inflates the share)."
 )
 
 
@@ -85,6 +88,14 @@ def _speedups(df, rec) -> dict:
 
 def grouped_points_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataFrame:
     tol = float(spec.get("tolerance", 0.01))
+    earlier = {DENSE}
+    for r in spec.get("rows", []):
+        if r.get("reference", DENSE) not in earlier:
+            raise HarnessError(
+                f"grouped_points row {r['label']!r} names reference {r['reference']!r}, which is no earlier row",
+                f"use the label of a row above it (one of: {', '.join(sorted(earlier))})",
+            )
+        earlier.add(r["label"])
     rows = []
     none = df[df.protocol == "none"]
     for task in sorted(none["task"].unique()):

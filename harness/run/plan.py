@@ -55,11 +55,15 @@ def method_values(cfg: dict, name: str) -> dict:
     return out
 
 
+def settings_for(cfg: dict, name: str):
+    """The typed settings of a method or variant under this config."""
+    where = f"variants.{name}.config" if name in cfg.get("variants", {}) else f"methods_config.{name}"
+    return parse_settings(plugin_for(cfg, name).Settings, method_values(cfg, name), where)
+
+
 def requirements(cfg: dict, name: str) -> tuple[str, ...]:
     """The methods a method or variant starts from, under its settings."""
-    plugin = plugin_for(cfg, name)
-    where = f"variants.{name}.config" if name in cfg.get("variants", {}) else f"methods_config.{name}"
-    return plugin.requirements(parse_settings(plugin.Settings, method_values(cfg, name), where))
+    return plugin_for(cfg, name).requirements(settings_for(cfg, name))
 
 
 def check_settings(cfg: dict) -> None:
@@ -95,6 +99,8 @@ def resolve_methods(cfg: dict) -> list[str]:
         for req in requirements(cfg, n):
             if req not in names:
                 names.append(req)
+    for n in names:  # what a plugin checks across methods (e.g. that the models it starts from are trained)
+        plugin_for(cfg, n).check(n, settings_for(cfg, n), lambda m: settings_for(cfg, m))
     return sorted(dict.fromkeys(names), key=lambda n: (n != "dense", n))
 
 
