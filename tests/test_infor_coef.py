@@ -1,7 +1,8 @@
 """Infor-Coef: the information-bottleneck terms on hand-computed cases and
 their gradients, the warm-up switch, the starting model (a CoFi point, or
 dense for the dynamic-only ablation, and what the workflow trains for it),
-deterministic inference, and train/operating_points end to end on `smoke`."""
+and train/operating_points end to end on `smoke` (deterministic inference is
+tested for every method in test_methods.py)."""
 from __future__ import annotations
 
 import math
@@ -66,15 +67,6 @@ def test_skim_loss_variant_and_computing_layers(tiny_model):
     model.train()
     loss = policy.extra_loss(model(ids, mask).state)
     assert 0 < float(loss) <= 2.0 and policy.describe()["skim_weight"] == 2.0
-
-
-def test_inference_is_deterministic(tiny_model):
-    model = get_method("infor_coef").demo_model(tiny_model).eval()
-    ids, mask = random_batch(4, 50, lengths=[50, 20, 35, 9], seed=5)
-    with torch.no_grad():
-        a, b = model(ids, mask), model(ids, mask)
-    assert torch.equal(a.logits, b.logits) and (a.trace.n_ffn == b.trace.n_ffn).all()
-    assert (a.trace.n_ffn[:, -1] < mask.sum(1).numpy()).any(), "the demo samplers must skim something"
 
 
 def test_dynamic_only_starts_from_dense_and_needs_no_cofi(tmp_path):

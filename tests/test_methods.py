@@ -29,6 +29,19 @@ def test_flops_match_flop_counter(name, lengths, tiny_model):
 
 
 @pytest.mark.parametrize("name", method_names())
+def test_inference_is_deterministic(name, tiny_model):
+    """The same model on the same batch twice: identical logits and traces
+    (the skimmers take the argmax where their references sample)."""
+    model = get_method(name).demo_model(tiny_model).eval()
+    ids, mask = random_batch(4, 50, lengths=[50, 20, 35, 9], seed=5)
+    with torch.no_grad():
+        a, b = model(ids, mask), model(ids, mask)
+    assert torch.equal(a.logits, b.logits)
+    assert (a.trace.n_attn == b.trace.n_attn).all() and (a.trace.n_ffn == b.trace.n_ffn).all()
+    assert (a.trace.exit_layer == b.trace.exit_layer).all()
+
+
+@pytest.mark.parametrize("name", method_names())
 def test_padding_does_not_change_results(name, tiny_model):
     """Each example runs the same alone as in a padded batch: same tokens per
     layer, same exit, same logits. Selection must never depend on padding."""
