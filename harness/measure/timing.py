@@ -4,9 +4,9 @@ A speedup is only meaningful against the dense model timed in the same
 process, on the same batches, under the same load. `time_side_by_side` builds
 the batches once (tokenized and padded before any timing), warms both models
 up, then runs rounds: in each round the dense model and the point each run
-over every batch once (`torch.utils.benchmark.Timer.timeit`, an explicit
-thread count), in alternating order (dense first in even rounds, the point
-first in odd ones), so slow drifts of the machine hit both alike. The
+over every batch (`passes` times, an explicit thread count, timed by
+`time.perf_counter`), in alternating order (dense first in even rounds, the
+point first in odd ones), so slow drifts of the machine hit both alike. The
 speedup of a round is dense time / point time; the reported speedup is the
 median over rounds with a distribution-free confidence interval for that
 median (binomial order statistics). Rounds continue, between `min_rounds`
@@ -24,6 +24,13 @@ what ran before: on MiniLM at batch 32 the dense model's pass time shifted by
 up to 30% between measurements within one process, and the speedups of one
 point measured in two processes disagreed by up to 15%, far outside their
 intervals. Evaluate jobs call it before they load a model.
+
+Why not `torch.utils.benchmark.Timer.timeit` per round (as until commit
+c19bd0b): it runs two untimed warm-up passes before every timed
+one, so two thirds of each round went unmeasured (measured on MR: the same
+speedups within their intervals in 1.7-4.1x less time). Both models are warmed up once before the rounds;
+`round_warmups` restores untimed passes before each timed block (2 = what
+`Timer.timeit` did) for comparisons.
 """
 from __future__ import annotations
 
@@ -36,7 +43,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.stats import binom
-from torch.utils import benchmark
 
 from harness.data.encoding import Encoded
 from harness.data.padding import make_batches
@@ -68,6 +74,7 @@ class TimingSpec:
     max_seconds: float = 20.0
     target: float = 0.05  # stop when the interval's half-width <= target x median
     min_time: float = 0.01  # seconds per timed half-round: short statements are repeated to reach it
+    round_warmups: int = 0  # untimed passes before each timed half-round (torch's Timer.timeit runs 2)
 
 
 def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -94,6 +101,7 @@ class PairedTiming:
     number: int  # forward passes over all batches per timed half-round
     point_s: list[float]  # per round: seconds for all n_examples
     dense_s: list[float]
+    warmups: int = 0  # untimed passes before each timed half-round
 
     @property
     def rounds(self) -> int:
@@ -120,6 +128,7 @@ class PairedTiming:
             "threads": self.threads,
             "rounds": self.rounds,
             "passes_per_round": self.number,
+            "warmup_passes_per_round": self.warmups,
             "point_examples_per_s": self.n_examples / point,
             "dense_examples_per_s": self.n_examples / dense,
             "point_latency_ms": 1000.0 * point / self.n_examples,
@@ -202,7 +211,6 @@ def time_side_by_side(
     batches = [b.to(device) for b in make_batches(enc, protocol, seq_len, batch_size)]
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     runs = {"point": _runner(point, batches, sync), "dense": _runner(dense, batches, sync)}
-    timers = {k: benchmark.Timer(stmt="run()", globals={"run": f}, num_threads=spec.threads) for k, f in runs.items()}
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     try:
@@ -215,7 +223,12 @@ def time_side_by_side(
         while True:
             order = ("dense", "point") if len(times["point"]) % 2 == 0 else ("point", "dense")
             for name in order:
-                times[name].append(timers[name].timeit(number).median)
+                for _ in range(spec.round_warmups):
+                    runs[name]()
+                start = time.perf_counter()
+                for _ in range(number):
+                    runs[name]()
+                times[name].append((time.perf_counter() - start) / number)
             rounds = len(times["point"])
             if rounds >= spec.max_rounds:
                 break
@@ -228,4 +241,4 @@ def time_side_by_side(
                     break
     finally:
         torch.set_num_threads(previous)
-    return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"])
+    return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"], spec.round_warmups)

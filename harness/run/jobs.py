@@ -89,8 +89,8 @@ def timing_lock(cfg: dict):
 
 def timing_spec(cfg: dict) -> TimingSpec:
     t = cfg["timing"]
-    return TimingSpec(threads=t["threads"], **{k: t[k] for k in ("min_rounds", "max_rounds", "max_seconds", "target")
-                                               if k in t})
+    keys = ("min_rounds", "max_rounds", "max_seconds", "target", "round_warmups")
+    return TimingSpec(threads=t["threads"], **{k: t[k] for k in keys if k in t})
 
 
 def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict]:
