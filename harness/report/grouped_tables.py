@@ -26,7 +26,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.record import PROTOCOLS
-from harness.report.rules import DENSE, dense_row, same_point
+from harness.report.rules import DENSE, dense_row, fastest_of, fastest_within, same_point
 from harness.report.tables import metric_x100
 
 GROUPED_NOTE = (
@@ -69,15 +69,6 @@ def _matches(row, wanted: dict) -> bool:
     return True
 
 
-def _choose(points: pd.DataFrame, reference: float, tolerance: float):
-    if points.empty:
-        return None, False
-    ok = points[points["val_primary_value"] >= reference - tolerance]
-    if len(ok):
-        return ok.sort_values(["flops_per_example", "val_primary_value"], ascending=[True, False]).iloc[0], True
-    return points.sort_values("val_primary_value", ascending=False).iloc[0], False
-
-
 def _speedups(df, rec) -> dict:
     out = {}
     for p in PROTOCOLS:
@@ -116,7 +107,7 @@ def grouped_points_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd
                 ref_label, ref_val = DENSE, base["val_primary_value"]
             else:
                 ref_val = chosen_val[ref_label]
-            chosen, met = _choose(points, ref_val, tol)
+            chosen, met = fastest_of(points, ref_val, tol)
             if chosen is None:
                 continue
             chosen_val.setdefault(entry["label"], chosen["val_primary_value"])
@@ -152,7 +143,7 @@ def padding_claim_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.
             continue
         for m in methods:
             points = none[(none.task == task) & (none.method == m)]
-            chosen, met = _choose(points, base["val_primary_value"], tol)
+            chosen, met = fastest_within(df, task, m, tol, "none")
             if chosen is None:
                 continue
             s = _speedups(df, chosen)

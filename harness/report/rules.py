@@ -35,9 +35,18 @@ def fastest_within(
     """(chosen row, whether it met the tolerance) under `protocol`."""
     points = _points(df, task, method, protocol)
     base = dense_row(df, task, protocol)
-    if points.empty or base is None:
+    if base is None:
         return None, False
-    ok = points[points["val_primary_value"] >= base["val_primary_value"] - tolerance]
+    return fastest_of(points, base["val_primary_value"], tolerance)
+
+
+def fastest_of(points: pd.DataFrame, reference: float, tolerance: float = 0.01) -> tuple[pd.Series | None, bool]:
+    """The rule of `fastest_within` on given points against a given reference
+    validation metric (e.g. the model a method starts from): the fewest-FLOPs
+    point within `tolerance` of it, else the most accurate one, flagged."""
+    if points.empty:
+        return None, False
+    ok = points[points["val_primary_value"] >= reference - tolerance]
     if len(ok):
         return ok.sort_values(["flops_per_example", "val_primary_value"], ascending=[True, False]).iloc[0], True
     return points.sort_values("val_primary_value", ascending=False).iloc[0], False
