@@ -34,7 +34,7 @@ def _keys(examples: list[Example]) -> list[tuple]:
 
 def test_registry_has_expected_tasks() -> None:
     assert set(task_names()) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli",
-                                 "rte", "wnli", "ag_news", "yelp_polarity", "mr"}
+                                 "rte", "wnli", "ag_news", "yelp_polarity", "mr", "squad", "squad_v2"}
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -47,7 +47,10 @@ def test_every_task_is_consistent(name: str) -> None:
     assert task.primary_metric in task.metrics
     assert 16 <= task.seq_len <= 512
     assert task.hist_bins == (20 if name in ("rte", "mrpc", "stsb") else 50)
-    if task.is_regression:
+    if task.is_span:
+        assert task.family == "squad" and task.num_labels == 2 and task.seq_len == 384
+        assert {"f1", "exact_match"} <= set(task.metrics) and task.version in ("1.1", "2.0")
+    elif task.is_regression:
         assert task.num_labels == 1 and set(task.metrics) == {"pearson", "spearman"}
     else:
         assert task.num_labels >= 2

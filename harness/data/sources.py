@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 
 from harness.data.formats import CSV_DIRS, GLUE_LAYOUTS, MR_FILE, MR_PACKAGE, read_local
-from harness.data.splits import Example, TaskData, carve, hold_out
+from harness.data.splits import EVAL_FRACTION, Example, TaskData, carve, hold_out
+from harness.data.squad import Answer, QAExample, carve_by_article, hold_out_by_article, read_squad
 from harness.data.tasks import TaskSpec, get_task
 from harness.errors import HarnessError
 
@@ -25,6 +26,14 @@ _HUB: dict[str, tuple[str, str | None, str]] = {
     "ag_news": ("fancyzhx/ag_news", None, "test"),
     "yelp_polarity": ("fancyzhx/yelp_polarity", None, "test"),
     "mr": ("cornell-movie-review-data/rotten_tomatoes", None, "test"),
+    "squad": ("rajpurkar/squad", None, "validation"),
+    "squad_v2": ("rajpurkar/squad_v2", None, "validation"),
+}
+
+# span task -> (candidate sub-directories of data_dir, train file, dev file), the official names
+SQUAD_FILES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "squad": (("squad_v1.1", "squad"), "train-v1.1.json", "dev-v1.1.json"),
+    "squad_v2": (("squad_v2.0", "squad_v2"), "train-v2.0.json", "dev-v2.0.json"),
 }
 
 # --------------------------------------------------------------------------- location
@@ -89,6 +98,9 @@ def _find_local(task: TaskSpec, data_dir: str | None) -> tuple[_Local | None, li
         layout = GLUE_LAYOUTS[task.name]
         dirs = [os.path.join(root, "glue", layout.dir), os.path.join(root, layout.dir)]
         return _find_files(dirs, "train.tsv", layout.eval_file, looked), looked
+    if task.family == "squad":
+        subdirs, train_name, dev_name = SQUAD_FILES[task.name]
+        return _find_files([os.path.join(root, sub) for sub in subdirs], train_name, dev_name, looked), looked
     subdirs, _ = CSV_DIRS[task.family]
     dirs = [os.path.join(root, sub) for sub in subdirs]
     return _find_files(dirs, "train.csv", "test.csv", looked), looked
@@ -139,6 +151,9 @@ def _not_found(task: TaskSpec, looked: list[str],
         if task.family == "glue":
             layout = GLUE_LAYOUTS[task.name]
             shape = f"glue/{layout.dir}/train.tsv and glue/{layout.dir}/{layout.eval_file}"
+        elif task.family == "squad":
+            subdirs, train_name, dev_name = SQUAD_FILES[task.name]
+            shape = f"{subdirs[0]}/{train_name} and/or {subdirs[0]}/{dev_name}"
         else:
             shape = f"{CSV_DIRS[task.family][0][0]}/train.csv and test.csv"
         fix = (f"point data_dir in the config (or --config data_dir=...) at a folder "
@@ -168,6 +183,10 @@ def _load_hub(task: TaskSpec, looked: list[str], seed: int,
         return [Example(a, b, cast(y)) for a, b, y in zip(cols[0], second, labels)]
 
     source = f"hub:{repo}" + (f"/{config}" if config else "")
+    if task.is_span:
+        train, evals = _hub_squad(dsd["train"]), _hub_squad(dsd[eval_split])
+        tr, va, ev, note = hold_out_by_article(train, evals, seed, fraction, f"official {eval_split} split")
+        return TaskData(task, tr, va, ev, source, note)
     evals = convert(eval_split)
     if "validation" in dsd and eval_split != "validation":
         # The dataset ships its own validation split (rotten_tomatoes): use it as is.
@@ -178,6 +197,27 @@ def _load_hub(task: TaskSpec, looked: list[str], seed: int,
     train, val, evals, note = hold_out(convert("train"), evals, seed, fraction,
                                         f"official {eval_split} split")
     return TaskData(task, train, val, evals, source, note)
+
+
+def _hub_squad(ds) -> list[QAExample]:
+    """The hub's SQuAD columns (answers as {"text": [...], "answer_start": [...]}) as QAExamples."""
+    return [QAExample(row["id"], row["title"], row["context"], row["question"],
+                      tuple(Answer(t, int(s)) for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])))
+            for row in ds]
+
+
+def _load_local_squad(task: TaskSpec, local: _Local, seed: int, fraction: float) -> TaskData:
+    """Official SQuAD JSON: train + dev (validation held out of train by
+    article), or dev only (all three carved by article)."""
+    read = lambda path: read_squad(path, task.version)  # noqa: E731
+    if local.train and local.eval:
+        parts = hold_out_by_article(read(local.train), read(local.eval), seed, fraction,
+                                    f"official {os.path.basename(local.eval)}")
+    else:
+        only = local.eval or local.train
+        assert only is not None
+        parts = carve_by_article(read(only), seed, EVAL_FRACTION, fraction, os.path.basename(only))
+    return TaskData(task, *parts[:3], local.source, parts[3])
 
 
 def load_task(name: str, data_dir: str | None, seed: int = 0,
@@ -192,6 +232,8 @@ def load_task(name: str, data_dir: str | None, seed: int = 0,
         if not allow_hub:
             raise _not_found(task, looked, None)
         return _load_hub(task, looked, seed, validation_fraction)
+    if task.is_span:
+        return _load_local_squad(task, local, seed, validation_fraction)
     if local.train and local.eval:
         train, val, evals, note = hold_out(
             read_local(task, local.train), read_local(task, local.eval), seed,

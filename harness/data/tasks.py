@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 
-FAMILIES = ("glue", "ag_news", "yelp_polarity", "mr")
+FAMILIES = ("glue", "ag_news", "yelp_polarity", "mr", "squad")
+HEADS = ("classify", "span")
 
 
 @dataclass(frozen=True)
@@ -19,17 +20,23 @@ class TaskSpec:
     """Static description of one task."""
 
     name: str
-    family: str  # 'glue' | 'ag_news' | 'yelp_polarity' | 'mr'
+    family: str  # 'glue' | 'ag_news' | 'yelp_polarity' | 'mr' | 'squad'
     text_fields: tuple[str, ...]  # 1 name (single sentence) or 2 (sentence pair)
-    num_labels: int  # 1 = regression
+    num_labels: int  # 1 = regression; span tasks: 2 (start and end logits per token)
     metrics: tuple[str, ...]
     primary_metric: str
     seq_len: int  # fixed length for the 'sequence' padding protocol
     hist_bins: int  # bins for per-sample histograms (20 for small eval sets)
+    head: str = "classify"  # 'classify' (pooler + classifier on [CLS]) | 'span' (start/end logits per token)
+    version: str | None = None  # SQuAD version of a span task
+
+    @property
+    def is_span(self) -> bool:
+        return self.head == "span"
 
     @property
     def is_regression(self) -> bool:
-        return self.num_labels == 1
+        return self.num_labels == 1 and not self.is_span
 
     @property
     def is_pair(self) -> bool:
@@ -43,6 +50,13 @@ def _spec(name: str, family: str, text_fields: tuple[str, ...], num_labels: int,
                     num_labels=num_labels, metrics=metrics,
                     primary_metric=primary or metrics[0], seq_len=seq_len,
                     hist_bins=hist_bins)
+
+
+def _squad(name: str, version: str, metrics: tuple[str, ...]) -> TaskSpec:
+    # 384-token windows (question + context), the usual SQuAD setting; see harness.data.windows
+    return TaskSpec(name=name, family="squad", text_fields=("question", "context"), num_labels=2,
+                    metrics=metrics, primary_metric="f1", seq_len=384, hist_bins=50, head="span",
+                    version=version)
 
 
 _ACC = ("accuracy",)
@@ -69,6 +83,9 @@ _ALL = (
     _spec("yelp_polarity", "yelp_polarity", ("text",), 2, _ACC, 512),
     # mr 64: snippets p50 26, p99 55, max 78; 99.95% fit in 64.
     _spec("mr", "mr", ("text",), 2, _ACC, 64),
+    _squad("squad", "1.1", ("f1", "exact_match")),
+    _squad("squad_v2", "2.0", ("f1", "exact_match", "has_answer_f1", "has_answer_exact_match",
+                               "no_answer_f1", "no_answer_exact_match")),
 )
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _ALL}

@@ -2,7 +2,8 @@
 
 Methods are compared on quality as well as speed, so all of them must be
 scored by the same code: accuracy and F1 (positive class 1) as fractions in
-[0, 1], Matthews correlation for CoLA, Pearson/Spearman for STS-B.
+[0, 1], Matthews correlation for CoLA, Pearson/Spearman for STS-B, SQuAD's exact
+match and token F1 (`squad_metrics`) for span tasks.
 """
 from __future__ import annotations
 
@@ -33,11 +34,21 @@ _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "spearman": lambda p, y: _correlation(spearmanr, p, y),
 }
 
-METRIC_NAMES: tuple[str, ...] = tuple(_METRICS)
+# span tasks (SQuAD): harness.measure.squad_metrics
+SPAN_METRIC_NAMES: tuple[str, ...] = ("f1", "exact_match", "has_answer_f1", "has_answer_exact_match",
+                                      "no_answer_f1", "no_answer_exact_match")
+METRIC_NAMES: tuple[str, ...] = tuple(dict.fromkeys((*_METRICS, *SPAN_METRIC_NAMES)))
 
 
 def compute_metrics(task: TaskSpec, predictions, labels) -> dict[str, float]:
-    """Every metric of `task`: class ids (classification) or floats (regression)."""
+    """Every metric of `task`: class ids (classification), floats (regression),
+    or answer texts against each question's gold answers (span tasks)."""
+    if task.is_span:
+        from harness.measure.squad_metrics import squad_metrics
+
+        gold = [[a.text if hasattr(a, "text") else str(a) for a in answers] for answers in labels]
+        scores = squad_metrics([str(p) for p in predictions], gold, task.version)
+        return {name: scores[name] for name in task.metrics}
     preds = np.asarray(predictions)
     gold = np.asarray(labels)
     if preds.shape != gold.shape or preds.ndim != 1:
