@@ -144,3 +144,58 @@ def test_dense_eager_matches_fvcore(tiny_model):
     with torch.no_grad():
         ours = trace_macs(tiny_model(ids, mask).trace, "none")[0]
     assert by_op["matmul"] > 0 and fv_macs == pytest.approx(ours, rel=1e-3)
+
+
+class Drop(DropAndExit):
+    """DropAndExit without the exit: a token pruner a span head can follow."""
+
+    def after_layer(self, layer, state):
+        return None
+
+
+@pytest.fixture
+def tiny_span_model():
+    from harness.model.encoder import BertClassifier, init_weights
+
+    from .conftest import tiny_shape
+
+    torch.manual_seed(0)
+    m = BertClassifier(tiny_shape(), num_labels=2, head="span")
+    init_weights(m)
+    return m.eval()
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_span_head_counts_every_position_it_reads(tiny_span_model, restore):
+    lengths = [40, 9, 31]
+    ids, mask = random_batch(3, 40, lengths=lengths)
+    out = _agree(tiny_span_model, ids, mask, "batch")  # dense: the head on all 40 positions of each row
+    assert out.logits.shape == (3, 40, 2)
+    assert out.trace.head_tokens.tolist() == lengths and out.trace.head_width.tolist() == [40] * 3
+    dense = trace_macs(out.trace, "none")
+    assert dense == pytest.approx(dense_macs(np.array(lengths), out.trace.arch))
+    tiny_span_model.policy, tiny_span_model.restore_dropped = Drop(32, 2), restore
+    out = _agree(tiny_span_model, ids, mask, "batch")
+    t = out.trace
+    assert (t.n_ffn[:, -1] < t.n_attn[:, 0]).all()  # tokens were dropped
+    real = t.head_tokens.tolist()
+    if restore:  # every real token has a state again (dropped ones their last), and only those
+        assert real == lengths
+        assert (out.logits[..., 0] > -1e3).sum(1).tolist() == lengths
+    else:  # only the tokens that survived can be answers
+        assert real == t.n_ffn[:, -1].tolist()
+        assert (out.logits[..., 0] > -1e3).sum(1).tolist() == real
+
+
+def test_span_head_drop_and_restore_writes_back_last_states(tiny_span_model):
+    from harness.model.encoder import restore_tokens
+
+    tiny_span_model.policy = Drop(32, 2)
+    ids, mask = random_batch(1, 16)
+    with torch.no_grad():
+        state = tiny_span_model.encode(ids, mask, restore=True)
+        hidden, valid = restore_tokens(state, 16, with_valid=True)
+    assert valid.all() and len(state.dropped) == 3  # one drop per layer
+    for rows, pos, states in state.dropped:  # each dropped token keeps the state it had when dropped
+        assert torch.equal(hidden[rows, pos], states)
+    assert torch.equal(hidden[0, state.positions[0]], state.hidden[0])

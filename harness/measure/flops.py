@@ -1,7 +1,7 @@
 """Analytic FLOPs from traces (FLOPs = 2 x multiply-accumulates).
 
 Counted: every matrix product that runs - Q/K/V/O projections, QK^T, AV, the
-FFN, the pooler, the classifier, and whatever a policy reports as extra MACs
+FFN, the pooler, the classifier (a span head's on every position it reads), and whatever a policy reports as extra MACs
 (exit heads, predictors). Not counted: softmax, LayerNorm, GELU, embeddings.
 This is the convention of `torch.utils.flop_counter.FlopCounterMode`, which
 the tests use to cross-check this module on real runs.
@@ -39,8 +39,11 @@ def layer_macs(n_attn: np.ndarray, n_ffn: np.ndarray, arch: ArchShape, layer: in
     return attn + ffn
 
 
-def head_macs(arch: ArchShape) -> float:
-    """Pooler + classifier MACs for one example."""
+def head_macs(arch: ArchShape, tokens=1.0):
+    """Final-head MACs for one example: pooler + classifier on [CLS], or a
+    span head's start/end classifier on each of `tokens` positions."""
+    if arch.head == "span":
+        return np.asarray(tokens, dtype=np.float64) * float(arch.classifier_in * arch.num_labels)
     return float(arch.pooler[0] * arch.pooler[1] + arch.classifier_in * arch.num_labels)
 
 
@@ -50,14 +53,16 @@ def scoring_macs(heads, tokens):
     return heads * tokens * tokens
 
 
-def count_macs(n_attn: np.ndarray, n_ffn: np.ndarray, arch: ArchShape, final_head=True, extra=0.0) -> np.ndarray:
+def count_macs(n_attn: np.ndarray, n_ffn: np.ndarray, arch: ArchShape, final_head=True, extra=0.0,
+               head_tokens=1.0) -> np.ndarray:
     """Per-example MACs from token counts entering each layer's attention and
-    FFN ([N, L] each), whether the final pooler + classifier ran ([N] or a
-    bool) and policy MACs (`extra`, [N] or a number)."""
+    FFN ([N, L] each), whether the final head ran ([N] or a bool), policy
+    MACs (`extra`, [N] or a number) and the positions a span head ran on
+    (`head_tokens`, [N] or a number; a [CLS] head ignores it)."""
     total = np.zeros(n_attn.shape[0], dtype=np.float64)
     for layer in range(arch.num_layers):
         total += layer_macs(n_attn[:, layer], n_ffn[:, layer], arch, layer)
-    total += np.asarray(final_head, dtype=np.float64) * head_macs(arch)
+    total += np.asarray(final_head, dtype=np.float64) * head_macs(arch, head_tokens)
     return total + extra
 
 
@@ -70,6 +75,7 @@ def trace_macs(trace: Trace, protocol: str) -> np.ndarray:
         trace.arch,
         trace.final_head,
         trace.extra_macs_real if real else trace.extra_macs,
+        trace.head_tokens if real else trace.head_width,
     )
 
 
@@ -87,7 +93,7 @@ def dense_macs(lengths: np.ndarray, arch: ArchShape) -> np.ndarray:
     """MACs of the unpruned model on rows of the given (padded) lengths."""
     lengths = np.asarray(lengths, dtype=np.float64)
     counts = np.repeat(lengths[:, None], arch.num_layers, 1)
-    return count_macs(counts, counts, arch)
+    return count_macs(counts, counts, arch, head_tokens=lengths)
 
 
 def relative_flops(flops, baseline_flops) -> float:

@@ -32,10 +32,11 @@ class Backbone:
     weights: dict[str, torch.Tensor] | None = field(repr=False, default=None)
     tokenizer: object = field(repr=False, default=None)
 
-    def new_classifier(self, num_labels: int, seed: int) -> BertClassifier:
-        """A fresh task model: backbone weights (or BERT init) + a new head."""
+    def new_classifier(self, num_labels: int, seed: int, head: str = "classify") -> BertClassifier:
+        """A fresh task model: backbone weights (or BERT init) + a new head
+        (`head`: "classify" on [CLS], or "span" for extractive QA)."""
         torch.manual_seed(seed)
-        model = BertClassifier(self.shape, num_labels)
+        model = BertClassifier(self.shape, num_labels, head=head)
         init_weights(model)
         if self.weights is not None:
             missing = load_hf_bert_weights(model, self.weights)

@@ -171,19 +171,35 @@ class EncoderOutput:
 
 
 class BertClassifier(nn.Module):
-    """BERT encoder + pooler + task head, run under an optional `Policy`."""
+    """BERT encoder + task head, run under an optional `Policy`.
 
-    def __init__(self, shape: BertShape, num_labels: int, policy: Policy | None = None):
+    `head="classify"`: pooler + classifier on [CLS] ([B, C] logits).
+    `head="span"` (extractive QA): a start/end classifier on every token
+    ([B, n, 2] logits, BERT's SQuAD head, no pooler). Token pruners then need
+    a state at every position: with `restore_dropped` (the default) each
+    dropped token's last state is written back (LAT's Drop-and-Restore) and
+    the head reads every real token; without it, positions whose token was
+    dropped get no logit (`SPAN_MASKED`) and cannot be an answer."""
+
+    def __init__(self, shape: BertShape, num_labels: int, policy: Policy | None = None, head: str = "classify"):
         super().__init__()
+        if head not in ("classify", "span"):
+            raise ValueError(f"unknown head {head!r}")
         self.shape = shape
         self.num_labels = num_labels
+        self.head_kind = head
+        self.restore_dropped = True
         self.embeddings = Embeddings(shape)
         self.layers = nn.ModuleList(Layer(shape) for _ in range(shape.num_hidden_layers))
-        self.pooler = nn.Linear(shape.hidden_size, shape.hidden_size)
+        self.pooler = nn.Linear(shape.hidden_size, shape.hidden_size) if head == "classify" else None
         self.dropout = nn.Dropout(shape.hidden_dropout_prob)
         self.classifier = nn.Linear(shape.hidden_size, num_labels)
         self.policy = policy if policy is not None else Policy()
         self.embedding_hidden_gate: torch.Tensor | None = None
+
+    @property
+    def is_span(self) -> bool:
+        return getattr(self, "head_kind", "classify") == "span"
 
     # ---- structure --------------------------------------------------------
     def arch(self) -> ArchShape:
@@ -194,8 +210,9 @@ class BertClassifier(nn.Module):
             heads=tuple(layer.num_heads for layer in self.layers),
             ffn=tuple(layer.ffn_dim for layer in self.layers),
             num_labels=self.num_labels,
-            pooler=(self.pooler.in_features, self.pooler.out_features),
+            pooler=(self.pooler.in_features, self.pooler.out_features) if self.pooler is not None else (0, 0),
             classifier_in=self.classifier.in_features,
+            head="span" if self.is_span else "classify",
         )
 
     # ---- forward ----------------------------------------------------------
@@ -255,6 +272,18 @@ class BertClassifier(nn.Module):
         pooled = torch.tanh(self.pooler(hidden[:, 0]))
         return self.classifier(self.dropout(pooled))
 
+    def span_head(self, state: EncoderState, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start/end logits [B, length, 2] at every original position, and the
+        positions [B, length] that have a state (the rest get `SPAN_MASKED`)."""
+        if state.exit_logits is not None:
+            raise ValueError("a span head cannot serve rows that exited early")
+        if state.moved or state.hidden.shape[1] != length:
+            hidden, valid = restore_tokens(state, length, with_valid=True)
+        else:
+            hidden, valid = state.hidden, state.mask
+        logits = self.classifier(self.dropout(hidden))
+        return logits.masked_fill(~valid.unsqueeze(-1), SPAN_MASKED), valid
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -263,7 +292,14 @@ class BertClassifier(nn.Module):
         restore: bool = False,
         trace: bool = True,
     ) -> EncoderOutput:
-        b = input_ids.shape[0]
+        b, n = input_ids.shape
+        if self.is_span:
+            state = self.encode(input_ids, attention_mask, token_type_ids, restore=restore or self.restore_dropped,
+                                trace=trace)
+            logits, valid = self.span_head(state, n)
+            state.recorder.ran_head(state.rows, valid.sum(1), n)
+            return EncoderOutput(logits=logits, trace=state.recorder.to_trace(self.arch()) if trace else None,
+                                 hidden=None, state=state)
         state = self.encode(input_ids, attention_mask, token_type_ids, restore=restore, trace=trace)
         logits = state.exit_logits
         if state.hidden.shape[0]:
@@ -271,26 +307,34 @@ class BertClassifier(nn.Module):
             state.recorder.ran_head(state.rows)
             base = logits if logits is not None else final.new_zeros(b, final.shape[-1])
             logits = base.index_copy(0, state.rows, final)
-        hidden = restore_tokens(state, input_ids.shape[1]) if restore else state.hidden
+        hidden = restore_tokens(state, n) if restore else state.hidden
         return EncoderOutput(logits=logits, trace=state.recorder.to_trace(self.arch()) if trace else None, hidden=hidden,
                              state=state)
 
 
-def restore_tokens(state: EncoderState, length: int) -> torch.Tensor:
+# the logit of a position without a state (padding, or a token dropped without restore): never an answer
+SPAN_MASKED = -1e4
+
+
+def restore_tokens(state: EncoderState, length: int, with_valid: bool = False):
     """Drop-and-Restore: final hidden states at every original position.
 
     Rows that exited early are not restored (they have no final states).
     Kept tokens take their last-layer states, dropped tokens the state they
-    had when dropped.
+    had when dropped (when `state.restore` stored them). With `with_valid`,
+    also the [B, length] positions that got a state.
     """
     d = state.hidden.shape[-1]
     batch = int(state.recorder.batch)
     out = state.hidden.new_zeros(batch, length, d)
+    valid = torch.zeros(batch, length, dtype=torch.bool, device=state.hidden.device)
     for rows, pos, hid in state.dropped:
-        out[rows, pos] = hid
+        out = out.index_put((rows, pos), hid)
+        valid[rows, pos] = True
     r, c = state.mask.nonzero(as_tuple=True)
-    out[state.rows[r], state.positions[r, c]] = state.hidden[r, c]
-    return out
+    out = out.index_put((state.rows[r], state.positions[r, c]), state.hidden[r, c])
+    valid[state.rows[r], state.positions[r, c]] = True
+    return (out, valid) if with_valid else out
 
 
 # ---- weights ---------------------------------------------------------------

@@ -53,6 +53,7 @@ class EncoderState:
     num_layers: int = 0
     attn_probs: torch.Tensor | None = None  # [b, H, n, n] when requested
     restore: bool = False
+    moved: bool = False  # tokens were selected (positions are no longer 0..n-1 in every row)
     dropped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     exit_logits: torch.Tensor | None = None  # [B0, C] logits of rows that exited early
     scratch: dict[str, Any] = field(default_factory=dict)  # per-forward policy state
@@ -82,6 +83,7 @@ def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
     for Drop-and-Restore when `state.restore` is set.
     """
     keep = keep & state.mask
+    state.moved = True
     counts = keep.sum(1)
     width = int(counts.max().item()) if counts.numel() else 0
     # stable sort puts kept tokens first, in original order

@@ -90,7 +90,10 @@ def prune_hidden(model: BertClassifier, keep: Sequence[int]) -> None:
         layer.ffn_out = _slice_linear(layer.ffn_out, idx, None)
         layer.ffn_norm = _slice_norm(layer.ffn_norm, idx)
         layer.hidden_gate = None
-    model.pooler = _slice_linear(model.pooler, None, idx)
+    if model.pooler is not None:
+        model.pooler = _slice_linear(model.pooler, None, idx)
+    else:  # a span head reads the hidden states directly
+        model.classifier = _slice_linear(model.classifier, None, idx)
     model.embedding_hidden_gate = None
 
 

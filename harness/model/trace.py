@@ -31,6 +31,7 @@ class ArchShape:
     num_labels: int
     pooler: tuple[int, int]  # (in, out) dims of the pooler dense layer, (0, 0) if none
     classifier_in: int
+    head: str = "classify"  # 'classify' (once per example, on [CLS]) | 'span' (on every token)
 
     @property
     def num_layers(self) -> int:
@@ -45,6 +46,7 @@ class ArchShape:
             "num_labels": self.num_labels,
             "pooler": list(self.pooler),
             "classifier_in": self.classifier_in,
+            "head": self.head,
         }
 
 
@@ -61,6 +63,8 @@ class Trace:
     final_head: np.ndarray  # [N] bool, the model's own pooler+classifier ran
     extra_macs: np.ndarray  # [N] policy MACs (exit heads, predictors, ...) as run (physical width)
     extra_macs_real: np.ndarray  # [N] the same at the example's real token counts (protocol `none`)
+    head_tokens: np.ndarray  # [N] real tokens the final head ran on (1 for a [CLS] head)
+    head_width: np.ndarray  # [N] positions it ran on as computed (the padded width for a span head)
 
     @property
     def n(self) -> int:
@@ -85,6 +89,8 @@ class Trace:
             cat("final_head"),
             cat("extra_macs"),
             cat("extra_macs_real"),
+            cat("head_tokens"),
+            cat("head_width"),
         )
 
     def take(self, index: np.ndarray) -> "Trace":
@@ -99,6 +105,8 @@ class Trace:
             self.final_head[index],
             self.extra_macs[index],
             self.extra_macs_real[index],
+            self.head_tokens[index],
+            self.head_width[index],
         )
 
 
@@ -116,6 +124,8 @@ class TraceRecorder:
         self.final_head = torch.zeros(batch, dtype=torch.bool, device=device)
         self.extra_macs = torch.zeros(batch, dtype=torch.float64, device=device)
         self.extra_macs_real = torch.zeros(batch, dtype=torch.float64, device=device)
+        self.head_tokens = torch.ones(batch, dtype=torch.long, device=device)
+        self.head_width = torch.ones(batch, dtype=torch.long, device=device)
 
     def attention(self, layer: int, rows: torch.Tensor, mask: torch.Tensor) -> None:
         self.n_attn[rows, layer] = mask.sum(1)
@@ -128,8 +138,13 @@ class TraceRecorder:
     def exited(self, rows: torch.Tensor, layers_run: int) -> None:
         self.exit_layer[rows] = layers_run
 
-    def ran_head(self, rows: torch.Tensor) -> None:
+    def ran_head(self, rows: torch.Tensor, tokens: torch.Tensor | None = None, width: int | None = None) -> None:
+        """The final head ran on `rows`: once each (a [CLS] head), or (a span
+        head) on `tokens` real positions per row within `width` computed ones."""
         self.final_head[rows] = True
+        if tokens is not None:
+            self.head_tokens[rows] = tokens.to(self.head_tokens.device, torch.long)
+            self.head_width[rows] = int(width)
 
     def add_extra_macs(self, rows: torch.Tensor, macs, mask: torch.Tensor | None = None) -> None:
         """Policies call this for compute they add (exit heads, predictors, scorers).
@@ -159,6 +174,8 @@ class TraceRecorder:
             host(self.final_head),
             host(self.extra_macs),
             host(self.extra_macs_real),
+            host(self.head_tokens),
+            host(self.head_width),
         )
 
 
@@ -178,7 +195,7 @@ class NullRecorder:
     def exited(self, rows, layers_run) -> None:
         pass
 
-    def ran_head(self, rows) -> None:
+    def ran_head(self, rows, tokens=None, width=None) -> None:
         pass
 
     def add_extra_macs(self, rows, macs, mask=None) -> None:

@@ -183,7 +183,7 @@ class RunContext:
 
     # ---- models --------------------------------------------------------------
     def new_model(self, policy: Policy | None = None):
-        model = self.backbone.new_classifier(self.task.num_labels, self.seed)
+        model = self.backbone.new_classifier(self.task.num_labels, self.seed, self.task.head)
         if policy is not None:
             model.policy = policy
         return model.to(self.device)
