@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
@@ -46,7 +45,7 @@ from harness.measure.params import attention_params, ffn_params, structure_summa
 from harness.model.policy import EncoderState, Policy
 from harness.model.structure import Gates, clear_gates, materialize
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.run.finetune import task_loss, total_steps
+from harness.run.finetune import distillation_loss, task_loss, total_steps
 
 STRETCH = (-0.1, 1.1)
 BETA = 2.0 / 3.0
@@ -217,7 +216,6 @@ class Distiller(nn.Module):
     def __init__(self, teacher, hidden: int, s: Settings, task):
         super().__init__()
         self.task = task
-        self.regression = task.is_regression
         self.teacher = [teacher.eval()]  # a list: not a submodule, not trained or saved
         self.map = nn.Linear(hidden, teacher.arch().hidden)
         with torch.no_grad():
@@ -238,12 +236,7 @@ class Distiller(nn.Module):
         teacher = self.teacher[0]
         with torch.no_grad():
             t_out = teacher(*batch.inputs, trace=False)
-        T = self.s.distill_temperature
-        if self.regression:  # one output: match it (a softmax over one logit carries nothing)
-            kl = F.mse_loss(out.logits, t_out.logits)
-        else:
-            kl = F.kl_div(F.log_softmax(out.logits / T, -1), F.softmax(t_out.logits / T, -1),
-                          reduction="batchmean") * T * T
+        kl = distillation_loss(self.task, out.logits, t_out.logits, self.s.distill_temperature)
         real = batch.attention_mask.bool()
         s_layers = out.state.scratch.get("layer_outputs", [])
         t_layers = t_out.state.scratch["layer_outputs"]

@@ -266,6 +266,11 @@ class FastBERT(MethodPlugin):
     summary = "FastBERT early exit: self-distilled student classifiers, exit when normalised entropy < speed"
     Settings = Settings
     requires = ("dense",)
+    cannot_serve = {
+        "span": "early exit has no exit rule for span outputs in FastBERT's paper (its students classify [CLS] and "
+                "exit on the entropy of a class distribution); the harness does not invent one, so span tasks "
+                "(SQuAD) are not run",
+    }
     deviations = (
         "stage 1 is the harness's dense fine-tune (reused, not repeated)",
         "the student's self-attention computes the [CLS] query only (the only output it reads): "

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness.measure.flops import count_macs, dense_macs, scoring_macs
 from harness.measure.metrics import primary
@@ -41,7 +40,7 @@ from harness.model.policy import EncoderState, Policy, select_tokens
 from harness.model.selection import attention_received, topk_keep
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
 from harness.plugin.search import ParetoSearch, spread_points
-from harness.run.finetune import task_loss
+from harness.run.finetune import distillation_loss, task_loss
 from harness.run.inference import evaluate
 
 Gene = tuple[int, ...]
@@ -237,12 +236,6 @@ class LATPolicy(Policy):
 
 
 # ---- training ------------------------------------------------------------------
-def distill_loss(regression: bool, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    if regression:
-        return F.mse_loss(student[:, 0], teacher[:, 0])
-    return F.kl_div(F.log_softmax(student, -1), F.softmax(teacher, -1), reduction="batchmean")
-
-
 def sandwich_loss_fn(task, num_layers: int, resolution: int, ratio: float, num_sandwich: int, rng):
     """Full model on the task loss; smallest + random sub-models distilled from it."""
     smallest = constant_drop_gene(num_layers, resolution, ratio)
@@ -256,7 +249,7 @@ def sandwich_loss_fn(task, num_layers: int, resolution: int, ratio: float, num_s
         try:
             for gene in genes:
                 policy.set_gene(gene)
-                losses.append(distill_loss(task.is_regression, model(*batch.inputs).logits, teacher))
+                losses.append(distillation_loss(task, model(*batch.inputs).logits, teacher))
         finally:
             policy.set_gene(saved)
         return torch.stack(losses).sum() / len(losses)

@@ -64,6 +64,10 @@ class MagicPyramid(MethodPlugin):
     summary = "Magic Pyramid: LTP token pruning plus FastBERT exits on the pruned model (knobs lambda, tau)"
     Settings = Settings
     requires = ("ltp",)
+    cannot_serve = {
+        "span": "its FastBERT exits classify [CLS] and exit on a class distribution's entropy; Magic Pyramid's "
+                "paper gives no exit rule for span outputs, so span tasks (SQuAD) are not run",
+    }
     deviations = (
         "starts from the ltp plugin's hard-stage models (fine-tune, LTP soft, LTP hard are its stages)",
         "exit heads read the hidden states of the tokens kept after that layer's pruning ([CLS] always kept)",

@@ -77,3 +77,50 @@ def test_plugin_metadata(name):
     assert plugin.name == name and plugin.summary
     for req in plugin.requires:
         get_method(req)
+
+
+SPAN_METHODS = [n for n in method_names() if "span" not in get_method(n).cannot_serve]
+
+
+@pytest.fixture
+def tiny_span_model():
+    from harness.model.encoder import BertClassifier, init_weights
+
+    from .conftest import tiny_shape
+
+    torch.manual_seed(0)
+    m = BertClassifier(tiny_shape(), num_labels=2, head="span")
+    init_weights(m)
+    return m.eval()
+
+
+@pytest.mark.parametrize("name", SPAN_METHODS)
+@pytest.mark.parametrize("restore", [True, False])
+def test_span_head_under_every_span_method(name, restore, tiny_span_model):
+    """A span head after each method's inference path: FLOPs == FlopCounterMode,
+    logits at every position; with Drop-and-Restore every real token can be the
+    answer, without it only the tokens the method kept."""
+    model = get_method(name).demo_model(tiny_span_model).eval()
+    model.restore_dropped = restore
+    lengths = [57, 12, 33, 40]
+    ids, mask = random_batch(4, 57, lengths=lengths, seed=3)
+    with torch.no_grad():
+        measured = count_flops(lambda: model(ids, mask))
+        out = model(ids, mask)
+    assert out.logits.shape == (4, 57, 2)
+    analytic = trace_flops(out.trace, "batch").sum()
+    assert abs(analytic - measured) / measured < 1e-3, (name, analytic, measured)
+    answerable = (out.logits[..., 0] > -1e3).sum(1).tolist()
+    assert answerable == out.trace.head_tokens.tolist()
+    if restore:
+        assert answerable == lengths
+    else:  # the tokens still there after the last layer
+        assert answerable == out.trace.n_ffn[:, -1].tolist()
+
+
+@pytest.mark.parametrize("name", [n for n in method_names() if n not in SPAN_METHODS])
+def test_methods_that_cannot_serve_spans_say_why(name):
+    from harness.data.tasks import get_task
+
+    reason = get_method(name).exclusion(get_task("squad"))
+    assert reason and len(reason) > 40 and get_method(name).exclusion(get_task("mr")) is None

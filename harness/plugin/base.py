@@ -49,6 +49,14 @@ class MethodPlugin:
     # original method and code; stored in every record and printed by
     # `python -m harness list --deviations`
     deviations: ClassVar[tuple[str, ...]] = ()
+    # task heads this method cannot serve, with the reason ({"span": "..."}): the
+    # workflow then trains and evaluates nothing for such a task and writes the reason
+    # into the job's done.json and results manifest instead of failing
+    cannot_serve: ClassVar[dict[str, str]] = {}
+
+    def exclusion(self, task) -> str | None:
+        """Why this method does not run on `task` (a TaskSpec), or None."""
+        return self.cannot_serve.get(task.head)
 
     def requirements(self, settings) -> tuple[str, ...]:
         """The methods a job with these `settings` starts from (default:

@@ -13,8 +13,10 @@ Strings that look like numbers are read as numbers where the field asks for
 one (`snakemake --config` passes nested values as strings).
 
 `MethodSettings` holds what every method accepts: `train_max_length`, the
-length filter of the training split (LTP's robustness setting, Table 3); the
-value `eval_median` stands for the eval split's median token length.
+length filter of the training split (LTP's robustness setting, Table 3; the
+value `eval_median` stands for the eval split's median token length), and
+`restore_dropped`, whether a span head sees the tokens a method dropped
+(applied to every operating point when it is evaluated).
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ class MethodSettings:
     """Settings every method accepts (plugins subclass this)."""
 
     train_max_length: Length | None = None  # drop longer training examples (None = keep all)
+    # span tasks: write each dropped token's last state back for the span head (LAT's
+    # Drop-and-Restore); false = a dropped token has no logit and cannot be the answer
+    restore_dropped: bool = True
 
 
 class _Invalid(Exception):

@@ -19,6 +19,9 @@ padding_claim (every token-dropping method's speedup under the three
 protocols and their ratios), policy_cost (the share of FLOPs and wall time a
 policy's own products take), method_tradeoff (Infor-Coef Figs. 2-4: metric vs
 speedup or remaining FLOPs under one protocol).
+
+Every kind also takes `tasks` (only those tasks' records) and `metric` (a
+metric read in place of each task's primary one): see `scoped`.
 """
 from __future__ import annotations
 
@@ -153,7 +156,8 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "selected_points": Kind(lambda df, m, s, r: selected_points_table(df, m, s.get("tolerance", 0.01))),
+    "selected_points": Kind(lambda df, m, s, r: selected_points_table(df, m, s.get("tolerance", 0.01),
+                                                                      extra_metrics=s.get("metrics", ()))),
     "wallclock": Kind(lambda df, m, s, r: wallclock_table(df, m, s.get("target", 2.0)), paper_plots.wallclock_figure),
     "robustness": Kind(lambda df, m, s, r: robustness(df, m), paper_plots.robustness_figure),
     "trajectories": Kind(lambda df, m, s, r: trajectories(df, m, s.get("n_examples", 20), s.get("tolerance", 0.01)),
@@ -198,13 +202,32 @@ def planned(experiments: dict, methods: list[str]) -> dict[str, dict]:
             if not KINDS[spec["kind"]].needs_methods or configured_methods(spec, methods)}
 
 
+def scoped(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """The records an experiment reads: only its `tasks` (when given), and with
+    `metric` given, that metric in place of each task's primary one (records
+    without it are left out), so every kind can plot e.g. SQuAD v2.0's HasAns F1."""
+    if spec.get("tasks"):
+        df = df[df["task"].isin(spec["tasks"])]
+    name = spec.get("metric")
+    if name:
+        column = f"metric_{name}"
+        if column not in df.columns:
+            return df.iloc[0:0]
+        df = df[df[column].notna()].copy()
+        df["metric"], df["primary_value"] = name, df[column]
+        df["val_primary_value"] = df[f"val_{name}"] if f"val_{name}" in df.columns else np.nan
+    return df
+
+
 def run_experiments(df: pd.DataFrame, experiments: dict, methods: list[str], results_dir,
                     figures_dir, protocols=("sequence", "batch", "none")) -> list[str]:
     """Build every planned experiment (see `planned`); an experiment without
     data (no records yet, nothing at the asked knob values, no timed protocol)
     still writes its files, saying why they are empty. Returns the paths."""
     written = []
+    every = df
     for name, spec in planned(experiments, methods).items():
+        df = scoped(every, spec)
         kind = KINDS[spec["kind"]]
         configured = configured_methods(spec, methods)
         present = _pick(configured, df["method"])

@@ -33,8 +33,10 @@ WALLCLOCK_NOTE = (
 
 
 def selected_points_table(
-    df: pd.DataFrame, methods: list[str], tolerance: float = 0.01, protocols=PROTOCOLS
+    df: pd.DataFrame, methods: list[str], tolerance: float = 0.01, protocols=PROTOCOLS, extra_metrics=()
 ) -> pd.DataFrame:
+    """See the module doc; `extra_metrics` (e.g. SQuAD's exact_match) adds
+    the dense and the chosen point's eval value of each (x100) as columns."""
     rows = []
     for task in sorted(df["task"].unique()):
         base = dense_row(df, task, "none")
@@ -53,6 +55,9 @@ def selected_points_table(
                 "operating_point": chosen["operating_point"],
                 "met": met,
             }
+            for name in extra_metrics:
+                row[f"dense_{name}"] = metric_x100(name, base.get(f"metric_{name}", math.nan))
+                row[name] = metric_x100(name, chosen.get(f"metric_{name}", math.nan))
             for p in protocols:
                 rec = same_point(df, chosen, p)
                 d = dense_row(df, task, p)
@@ -63,6 +68,7 @@ def selected_points_table(
     out = pd.DataFrame(rows)
     out.attrs["note"] = SELECT_NOTE.format(tol=tolerance)
     out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", **{c: ".3f" for c in out.columns if "gflops" in c},
+                             **{c: ".2f" for n in extra_metrics for c in (n, f"dense_{n}")},
                              **{c: ".2f" for c in out.columns if c.startswith("speedup")}}
     return out
 

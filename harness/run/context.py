@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness.data.encoding import Encoded, encode_examples
+from harness.data.windows import Windows, encode_windows
 from harness.data.sources import load_task
 from harness.data.splits import TaskData, cap
 from harness.data.tasks import TaskSpec, get_task
@@ -60,14 +61,18 @@ class RunContext:
     @cached_property
     def data(self) -> TaskData:
         """The splits with the config's caps applied (seeded subsamples)."""
-        t, raw = self.cfg["train"], self.full_data
-        capped = {s: cap(getattr(raw, s), t.get(_CAP_KEYS[s]), self.seed + i) for i, s in enumerate(SPLITS)}
+        raw, caps = self.full_data, self.caps
+        capped = {s: cap(getattr(raw, s), caps[s], self.seed + i) for i, s in enumerate(SPLITS)}
         return dataclasses.replace(raw, **capped)
 
     @property
     def caps(self) -> dict:
+        """Examples kept per split (None = all): `train.max_*_examples`, or this
+        task's entry of `train.task_caps` (e.g. fewer SQuAD questions, whose
+        windows cost several times an MR snippet)."""
         t = self.cfg["train"]
-        return {s: t.get(_CAP_KEYS[s]) for s in SPLITS}
+        own = (t.get("task_caps") or {}).get(self.task.name, {})
+        return {s: own.get(_CAP_KEYS[s], t.get(_CAP_KEYS[s])) for s in SPLITS}
 
     @cached_property
     def backbone(self) -> Backbone:
@@ -88,10 +93,19 @@ class RunContext:
         if split not in SPLITS:
             raise HarnessError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
         if split not in self._encoded:
-            self._encoded[split] = encode_examples(
-                self.tokenizer, getattr(self.data, split), self.task.seq_len, self.task.is_regression
-            )
+            examples = getattr(self.data, split)
+            if self.task.is_span:  # one row per 384-token window of a question (harness.data.windows)
+                self._encoded[split] = encode_windows(self.tokenizer, examples, self.task.seq_len)
+            else:
+                self._encoded[split] = encode_examples(self.tokenizer, examples, self.task.seq_len,
+                                                       self.task.is_regression)
         return self._encoded[split]
+
+    def n_examples(self, split: str) -> int:
+        """Examples of a split as reported: questions for a span task (whose
+        encoded rows are windows), else rows."""
+        enc = self.encoded(split)
+        return enc.n_questions if isinstance(enc, Windows) else len(enc)
 
     def eval_median_length(self) -> int:
         """Median token length of the eval split (after truncation)."""

@@ -81,9 +81,28 @@ def total_steps(cfg: TrainConfig, n_examples: int) -> int:
 
 
 def task_loss(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (classification), MSE (regression), or for span tasks the
+    mean of the cross-entropies of the start and the end token over positions."""
+    if task.is_span:
+        labels = labels.long()
+        return (F.cross_entropy(logits[..., 0], labels[:, 0]) + F.cross_entropy(logits[..., 1], labels[:, 1])) / 2
     if task.is_regression:
         return F.mse_loss(logits[:, 0], labels.float())
     return F.cross_entropy(logits, labels.long())
+
+
+def distillation_loss(task: TaskSpec, student: torch.Tensor, teacher: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Student logits against a teacher's: MSE for regression (a softmax over
+    one output carries nothing), otherwise KL(teacher || student) of the
+    softened distributions times T^2; over classes, or for span tasks over
+    positions, for the start and the end distribution alike."""
+    if task.is_regression:
+        return F.mse_loss(student[:, 0], teacher[:, 0])
+    T = float(temperature)
+    if task.is_span:  # [B, n, 2] -> [2B, n]: start and end distributions over positions
+        student, teacher = student.transpose(1, 2).flatten(0, 1), teacher.transpose(1, 2).flatten(0, 1)
+    return F.kl_div(F.log_softmax(student / T, -1), F.softmax(teacher / T, -1), reduction="batchmean") * T * T
 
 
 def default_loss(task: TaskSpec) -> LossFn:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from harness.data.encoding import token_lengths
+from harness.data.windows import Windows
 from harness.errors import HarnessError
 from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
@@ -61,6 +62,10 @@ def train_job(cfg: dict, task: str, method: str) -> Path:
     ctx = RunContext(cfg, task, method)
     seed_everything(ctx.seed)
     start = time.time()
+    excluded = ctx.plugin.exclusion(ctx.task)
+    if excluded:
+        return write_json(ctx.model_dir() / "done.json", {"task": task, "method": method, "excluded": excluded,
+                                                          "provenance": provenance(cfg)})
     log = ctx.plugin.train(ctx) or {}
     done = {
         "task": task,
@@ -96,16 +101,28 @@ def timing_spec(cfg: dict) -> TimingSpec:
 def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict]:
     """{batch size: timing} of `model` against `dense` on the first
     `timing.n_examples` eval examples, under `protocol`, with the share of the
-    point's forward time spent in its policy's modules (`policy_time_share`)."""
+    point's forward time spent in its policy's modules (`policy_time_share`).
+    For a span task: every window of the first questions whose windows fit in
+    `timing.n_examples`, and the time per question besides the time per window."""
     t = ctx.cfg["timing"]
     enc = ctx.encoded("eval")
-    sample = enc.subset(range(min(t["n_examples"], len(enc))))
+    questions = None
+    if isinstance(enc, Windows):  # whole questions: every window of the first ones, at most n_examples windows
+        fits = np.nonzero(np.bincount(enc.question, minlength=enc.n_questions).cumsum() <= t["n_examples"])[0]
+        questions = max(1, len(fits))
+        sample = enc.subset(np.nonzero(enc.question < questions)[0])
+    else:
+        sample = enc.subset(range(min(t["n_examples"], len(enc))))
     spec = timing_spec(ctx.cfg)
     sizes = sorted(set(t["batch_sizes"]) | {1, ctx.eval_batch_size})
     out = {}
     with timing_lock(ctx.cfg):
         for bs in sizes:
             out[bs] = time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
+            if questions is not None:  # a question's time is the sum over its windows
+                out[bs]["questions"] = questions
+                for who in ("point", "dense"):
+                    out[bs][f"{who}_ms_per_question"] = out[bs][f"{who}_latency_ms"] * len(sample) / questions
             out[bs]["policy_time_share"] = policy_time_share(model, sample, protocol, ctx.task.seq_len, bs,
                                                              spec.threads, ctx.device)
     return out
@@ -115,12 +132,17 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
     steady = steady_allocator()  # before any model is loaded: timings must not depend on what ran before
     ctx = RunContext(cfg, task, method)
     seed_everything(ctx.seed)
+    excluded = ctx.plugin.exclusion(ctx.task)
+    if excluded:  # the method cannot serve this task: say why, in the results, instead of failing
+        return write_json(manifest_path(cfg["results_dir"], task, method),
+                          {"task": task, "method": method, "records": [], "summary": [], "excluded": excluded})
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
     timed = cfg["timing"].get("protocols", cfg["eval"]["protocols"])
     prov = provenance(cfg, cfg["timing"]["threads"])
     records = []
     for op in ctx.plugin.operating_points(ctx):
         model = op.model.to(ctx.device).eval()
+        model.restore_dropped = ctx.settings.restore_dropped  # span heads: Drop-and-Restore or not
         val = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
         for protocol in cfg["eval"]["protocols"]:
             run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)

@@ -13,7 +13,7 @@ from harness.errors import HarnessError
 from harness.plugin.registry import get_method, method_names
 from harness.plugin.settings import parse_settings
 from harness.storage import lengths_path, manifest_path
-from harness.data.tasks import get_task, task_names
+from harness.data.tasks import task_names
 
 
 def resolve_tasks(cfg: dict) -> list[str]:
@@ -21,16 +21,14 @@ def resolve_tasks(cfg: dict) -> list[str]:
     known = task_names()
     for name in cfg["tasks"]:
         if name == "auto":
-            # span tasks (SQuAD) are not run by the encoder's jobs yet: issue 11 is in progress
-            out += [t for t in known if available_locally(t, cfg.get("data_dir")) and not get_task(t).is_span]
-        elif name in known and get_task(name).is_span:
-            raise HarnessError(f"task {name!r} (extractive QA) cannot run yet: its data, windows and metrics exist "
-                               "but the span head is not wired into training and evaluation",
-                               "remove it from tasks until the harness's SQuAD support lands")
+            out += [t for t in known if available_locally(t, cfg.get("data_dir"))]
         elif name in known:
             out.append(name)
         else:
             raise HarnessError(f"unknown task {name!r} in the config", f"use one of: {', '.join(known)} or 'auto'")
+    for name in cfg["train"].get("task_caps") or {}:
+        if name not in known:
+            raise HarnessError(f"train.task_caps names {name!r}, which is not a task", f"use one of: {', '.join(known)}")
     for name in cfg.get("optional_tasks", []):
         if name not in known:
             raise HarnessError(f"unknown optional task {name!r} in the config", f"use one of: {', '.join(known)}")

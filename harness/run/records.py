@@ -36,8 +36,8 @@ def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
         "protocol": protocol,
         "backbone": ctx.cfg["backbone"]["name"],
         "seed": ctx.seed,
-        "n_eval": len(ctx.encoded("eval")),
-        "n_validation": len(ctx.encoded("validation")),
+        "n_eval": ctx.n_examples("eval"),
+        "n_validation": ctx.n_examples("validation"),
         "n_train": len(ctx.data.train),
         "caps": ctx.caps,
         "data_source": ctx.data.source,
@@ -82,12 +82,32 @@ def wall_clock(timings: dict[int, dict] | None, eval_batch_size: int) -> dict:
     }
 
 
+def per_question(values: np.ndarray, question: np.ndarray | None, n_questions: int) -> np.ndarray:
+    """Per-window values summed per question ([W] or [W, k]); unchanged when
+    `question` is None (one row per example)."""
+    values = np.asarray(values)
+    if question is None:
+        return values
+    out = np.zeros((n_questions, *values.shape[1:]), dtype=np.result_type(values.dtype, np.int64))
+    np.add.at(out, question, values)
+    return out
+
+
 def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: EvalRun, dense_arch: ArchShape,
                  timings: dict[int, dict] | None, provenance: dict) -> ResultRecord:
+    """One record; for a span task every per-example figure is per question
+    (FLOPs and tokens summed over its windows, its gold answer texts and the
+    predicted text), while token-per-layer means are per window."""
     enc = ctx.encoded("eval")
-    macs = trace_macs(run.trace, run.protocol)
+    q, nq = run.question, ctx.n_examples("eval")
     widths = padded_lengths(enc.lengths, run.protocol, ctx.task.seq_len, ctx.eval_batch_size)
-    base_macs = dense_macs(widths, dense_arch)
+    macs = per_question(trace_macs(run.trace, run.protocol), q, nq)
+    base_macs = per_question(dense_macs(widths, dense_arch), q, nq)
+    labels = [[a.text for a in ex.answers] for ex in enc.examples] if q is not None else enc.labels
+    exits = run.trace.exit_layer
+    if q is not None:  # the deepest layer any of its windows reached
+        exits = np.zeros(nq, dtype=np.int64)
+        np.maximum.at(exits, q, run.trace.exit_layer)
     return ResultRecord(
         **identity(ctx, op, run.protocol),
         metric=ctx.task.primary_metric,
@@ -101,13 +121,13 @@ def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: 
         policy=op.model.policy.describe(),
         notes=op.notes,
         per_example=PerExample(
-            length=enc.lengths,
-            label=enc.labels,
+            length=per_question(enc.lengths, q, nq),
+            label=labels,
             prediction=run.predictions,
             flops=FLOPS_PER_MAC * macs,
             baseline_flops=FLOPS_PER_MAC * base_macs,
-            exit_layer=run.trace.exit_layer,
-            tokens_per_layer=run.trace.n_attn if run.protocol == "none" else None,
+            exit_layer=exits,
+            tokens_per_layer=per_question(run.trace.n_attn, q, nq) if run.protocol == "none" else None,
         ),
         provenance=provenance,
     )
