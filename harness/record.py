@@ -80,8 +80,8 @@ class ResultRecord:
     # wall clock, measured side by side with the dense model (None: protocol not timed)
     batch_size: int  # the eval batch size
     timing: dict | None  # threads, n_examples, by_batch_size: {bs: harness.measure.timing.PairedTiming.to_dict()}
-    latency_ms_median: float | None  # batch 1, per example
-    throughput_examples_per_s: float | None  # at the eval batch size
+    latency_ms_median: float | None  # batch 1, per example (span tasks: per question, the sum over its windows)
+    throughput_examples_per_s: float | None  # at the eval batch size (span tasks: questions per second)
     wallclock_speedup: float | None  # at the eval batch size (median over rounds)
     # fidelity
     deviations: list[str]

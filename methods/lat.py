@@ -125,7 +125,7 @@ def gene_macs(gene: Gene | None, resolution: int, lengths, arch, min_length: int
     for layer in range(arch.num_layers):
         if gene[layer] < (resolution if layer == 0 else gene[layer - 1]):  # this layer scores and drops
             scoring += scoring_macs(arch.heads[layer], n_attn[:, layer].astype(np.float64))
-    return count_macs(n_attn, k, arch, True, scoring)
+    return count_macs(n_attn, k, arch, True, scoring, head_tokens=n)  # a span head reads every position
 
 
 def mutate_gene(gene: Gene, rng, resolution: int, prob: float) -> Gene:
@@ -279,7 +279,8 @@ class LAT(MethodPlugin):
         "Sandwich distillation uses KL(full || sub-model) (the original code computes the reverse "
         "direction) and MSE for regression (the original's KL on one logit is zero); LayerDrop is not used.",
         "Parents of each iteration are the non-dominated genes at its start.",
-        "Drop-and-Restore is not used: the tasks are sequence classification from [CLS].",
+        "Drop-and-Restore serves span tasks only (SQuAD: the span head reads every position; a dropped token gets "
+        "back the output of the last layer that computed it whole); [CLS] classification does not need it",
         "train_max_length (robustness variants) filters the LengthDrop stage only; the dense model it starts "
         "from is the shared one.",
     )

@@ -3,6 +3,7 @@ the windows and the span post-processing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def test_squad_metrics_means_and_v2_breakdown() -> None:
     assert got["exact_match"] == 0.5 and got["f1"] == 0.5
     assert got["has_answer_exact_match"] == 0.5 and got["has_answer_f1"] == 0.5
     assert got["no_answer_exact_match"] == 0.5 and got["no_answer_f1"] == 0.5
-    # a gold that normalises to nothing is dropped under v2.0: the question counts as unanswerable
-    assert squad_metrics([""], [["the"]], "2.0")["no_answer_exact_match"] == 1.0
+    # a gold that normalises to nothing is dropped under v2.0 and scored against "", but the question
+    # stays in HasAns (the official script groups by the raw answers); an empty group has no value
+    got = squad_metrics([""], [["the"]], "2.0")
+    assert got["has_answer_exact_match"] == 1.0 and math.isnan(got["no_answer_f1"])
     with pytest.raises(HarnessError):
         squad_metrics(["a"], [["a"], ["b"]], "1.1")
 
@@ -276,3 +279,19 @@ def test_best_span_over_windows_with_limits(tokenizer) -> None:
     # at most 30 tokens: a 3-token limit keeps "beta gamma delta", a 2-token one does not
     short = best_answers(win, list(start), list(end), "1.1", max_answer_tokens=2)
     assert short[1].text == "beta"
+
+
+def test_tokens_without_a_state_are_never_answers(tokenizer) -> None:
+    """Without Drop-and-Restore a dropped token's logits are SPAN_MASKED: even
+    when no context token kept a state, no span is cut from dropped ones."""
+    from harness.model.encoder import SPAN_MASKED
+
+    win = encode_windows(tokenizer, [_qa("alpha beta gamma", "Which?", "beta")])
+    n = len(win.input_ids[0])
+    ctx = [i for i, o in enumerate(win.offsets[0]) if o is not None]
+    start, end = np.full(n, SPAN_MASKED), np.full(n, SPAN_MASKED)
+    start[0] = end[0] = 1.0  # only [CLS] (never dropped) has a state
+    got = best_answers(win, [start], [end], "1.1")
+    assert got[0].text == "" and got[0].window == -1
+    start[ctx[1]] = end[ctx[1]] = 0.5  # "beta" kept its state
+    assert best_answers(win, [start], [end], "1.1")[0].text == "beta"

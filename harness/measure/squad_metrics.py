@@ -13,6 +13,7 @@ metric (the official scripts print 100x).
 """
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -69,17 +70,19 @@ def question_scores(prediction: str, answers: Sequence[str], version: str) -> tu
 
 def squad_metrics(predictions: Sequence[str], answers: Sequence[Sequence[str]], version: str) -> dict[str, float]:
     """Mean exact match and F1 over questions; for v2.0 also over the answerable
-    (HasAns) and unanswerable (NoAns) questions (0.0 where a group is empty)."""
+    (HasAns: the question has gold answers, as the official script decides)
+    and unanswerable (NoAns) questions; a group without questions has no value
+    (NaN, as the official script leaves its keys out)."""
     if len(predictions) != len(answers):
         raise HarnessError(f"{len(predictions)} SQuAD predictions for {len(answers)} questions",
                            "pass one predicted answer text per question")
     if not predictions:
         raise HarnessError("no SQuAD predictions to score", "evaluate on a non-empty evaluation split")
     scored = [question_scores(p, a, version) for p, a in zip(predictions, answers)]
-    mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
+    mean = lambda xs: float(sum(xs) / len(xs)) if xs else math.nan  # noqa: E731
     out = {"exact_match": mean([em for em, _ in scored]), "f1": mean([f1 for _, f1 in scored])}
     if version == "2.0":
-        has = [bool(gold_texts(a, version) != [""]) for a in answers]
+        has = [bool(a) for a in answers]
         for name, want in (("has_answer", True), ("no_answer", False)):
             group = [s for s, h in zip(scored, has) if h == want]
             out[f"{name}_exact_match"] = mean([em for em, _ in group])

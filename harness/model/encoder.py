@@ -248,10 +248,12 @@ class BertClassifier(nn.Module):
             state.layer = i
             policy.before_layer(i, state)
             state.recorder.attention(i, state.rows, state.mask)
+            state.layer_input = state.hidden if state.restore else None
             state.hidden, state.attn_probs = layer.attention(
                 state.hidden, state.mask, policy.needs_attention_probs(i), state.key_weight
             )
             policy.after_attention(i, state)
+            state.layer_input = None
             state.recorder.ffn(i, state.rows, state.mask)
             state.hidden = layer.ffn(state.hidden)
             state.attn_probs = None
@@ -281,7 +283,7 @@ class BertClassifier(nn.Module):
             hidden, valid = restore_tokens(state, length, with_valid=True)
         else:
             hidden, valid = state.hidden, state.mask
-        logits = self.classifier(self.dropout(hidden))
+        logits = self.classifier(hidden)  # no dropout on the QA head, as in BERT's SQuAD code
         return logits.masked_fill(~valid.unsqueeze(-1), SPAN_MASKED), valid
 
     def forward(
@@ -321,7 +323,8 @@ def restore_tokens(state: EncoderState, length: int, with_valid: bool = False):
 
     Rows that exited early are not restored (they have no final states).
     Kept tokens take their last-layer states, dropped tokens the state they
-    had when dropped (when `state.restore` stored them). With `with_valid`,
+    had when dropped (when `state.restore` stored them: the output of the last
+    layer that computed them whole, see `select_tokens`). With `with_valid`,
     also the [B, length] positions that got a state.
     """
     d = state.hidden.shape[-1]

@@ -53,6 +53,9 @@ class EncoderState:
     num_layers: int = 0
     attn_probs: torch.Tensor | None = None  # [b, H, n, n] when requested
     restore: bool = False
+    # the layer's input while its attention sublayer runs: a token dropped after attention
+    # is restored with this state (what the previous layer output), as LAT's Drop-and-Restore does
+    layer_input: torch.Tensor | None = None
     moved: bool = False  # tokens were selected (positions are no longer 0..n-1 in every row)
     dropped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     exit_logits: torch.Tensor | None = None  # [B0, C] logits of rows that exited early
@@ -80,7 +83,9 @@ def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
     Rows are re-packed to the largest kept count in the batch (the rest is
     padding). Returns the gather index [b, n_new] so a policy can gather any
     per-token tensor of its own the same way. Dropped real tokens are stored
-    for Drop-and-Restore when `state.restore` is set.
+    for Drop-and-Restore when `state.restore` is set: the state they had entering
+    the current layer when dropped after its attention sublayer (LAT keeps the
+    previous layer's output, not a half-computed layer), else their current state.
     """
     keep = keep & state.mask
     state.moved = True
@@ -93,9 +98,12 @@ def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
         gone = state.mask & ~keep
         if bool(gone.any()):
             r, c = gone.nonzero(as_tuple=True)
-            state.dropped.append((state.rows[r], state.positions[r, c], state.hidden[r, c]))
+            source = state.layer_input if state.layer_input is not None else state.hidden
+            state.dropped.append((state.rows[r], state.positions[r, c], source[r, c]))
     d = state.hidden.shape[-1]
     state.hidden = torch.gather(state.hidden, 1, index.unsqueeze(-1).expand(-1, -1, d))
+    if state.layer_input is not None:
+        state.layer_input = torch.gather(state.layer_input, 1, index.unsqueeze(-1).expand(-1, -1, d))
     state.positions = torch.gather(state.positions, 1, index)
     state.mask = torch.arange(width, device=keep.device).unsqueeze(0) < counts.unsqueeze(1)
     return index

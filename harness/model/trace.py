@@ -46,7 +46,7 @@ class ArchShape:
             "num_labels": self.num_labels,
             "pooler": list(self.pooler),
             "classifier_in": self.classifier_in,
-            "head": self.head,
+            **({"head": self.head} if self.head != "classify" else {}),
         }
 
 

@@ -45,9 +45,11 @@ def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
     }
 
 
-def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray) -> dict:
-    """Analytic cost of `run` (per-example `macs`) against the dense model on
-    the same examples at the widths its protocol computes them at."""
+def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray, policy: np.ndarray | None = None) -> dict:
+    """Analytic cost of `run` (per-example `macs`, of which `policy` are the
+    policy's own) against the dense model on the same examples at the widths
+    its protocol computes them at."""
+    policy = policy_macs(run.trace, run.protocol) if policy is None else policy
     return {
         "flops_per_example": FLOPS_PER_MAC * macs.mean(),
         "macs_per_example": macs.mean(),
@@ -55,7 +57,7 @@ def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray) -> dict:
         "baseline_macs_per_example": base_macs.mean(),
         "flops_speedup": base_macs.mean() / macs.mean(),
         "relative_flops": relative_flops(macs, base_macs),
-        "policy_flops_per_example": FLOPS_PER_MAC * policy_macs(run.trace, run.protocol).mean(),
+        "policy_flops_per_example": FLOPS_PER_MAC * policy.mean(),
         "tokens_per_layer": run.trace.n_attn.mean(0),
         "ffn_tokens_per_layer": run.trace.n_ffn.mean(0),
         "exit_layer_mean": run.trace.exit_layer.mean(),
@@ -69,6 +71,14 @@ def wall_clock(timings: dict[int, dict] | None, eval_batch_size: int) -> dict:
         return {"timing": None, "latency_ms_median": None, "throughput_examples_per_s": None,
                 "wallclock_speedup": None}
     one, main, first = timings.get(1), timings.get(eval_batch_size), next(iter(timings.values()))
+    if "point_ms_per_question" in first:  # a span task: latency and throughput per question, not per window
+        return {
+            "timing": {"threads": first["threads"], "n_examples": first["n_examples"], "questions": first["questions"],
+                       "design": TIMING_DESIGN, "by_batch_size": {str(b): t for b, t in sorted(timings.items())}},
+            "latency_ms_median": one["point_ms_per_question"] if one else None,
+            "throughput_examples_per_s": 1000.0 / main["point_ms_per_question"] if main else None,
+            "wallclock_speedup": main["speedup"] if main else None,
+        }
     return {
         "timing": {
             "threads": first["threads"],
@@ -113,7 +123,7 @@ def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: 
         metric=ctx.task.primary_metric,
         metrics=run.metrics,
         validation_metrics=validation.metrics,
-        **cost(run, macs, base_macs),
+        **cost(run, macs, base_macs, per_question(policy_macs(run.trace, run.protocol), q, nq)),
         structure=structure_summary(run.trace.arch, dense_arch),
         batch_size=ctx.eval_batch_size,
         **wall_clock(timings, ctx.eval_batch_size),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.windows import Windows
+from harness.model.encoder import SPAN_MASKED
 
 N_BEST = 20
 MAX_ANSWER_TOKENS = 30
@@ -32,17 +33,20 @@ class SpanAnswer:
 
 
 def _window_best(start: np.ndarray, end: np.ndarray, offsets, n_best: int, max_tokens: int):
-    """(score, first, last) of the best valid span of one window, or None."""
+    """(score, first, last) of the best valid span of one window, or None.
+    A position without a state (its token dropped and not restored: logit
+    `SPAN_MASKED`) is never part of a span."""
     n = len(offsets)
     start, end = start[:n], end[:n]
+    usable = np.array([o is not None for o in offsets]) & (start > SPAN_MASKED / 2) & (end > SPAN_MASKED / 2)
     top_s = np.argsort(-start, kind="stable")[:n_best]
     top_e = np.argsort(-end, kind="stable")[:n_best]
     best = None
     for s in top_s:
-        if offsets[s] is None:
+        if not usable[s]:
             continue
         for e in top_e:
-            if offsets[e] is None or e < s or e - s + 1 > max_tokens:
+            if not usable[e] or e < s or e - s + 1 > max_tokens:
                 continue
             score = float(start[s] + end[e])
             if best is None or score > best[0]:
