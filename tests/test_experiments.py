@@ -190,7 +190,8 @@ def test_infor_coef_experiments(tmp_path):
         "cost": {"kind": "policy_cost", "methods": ["infor_coef", "transkimmer"], "protocol": "batch"},
         "fig3": {"kind": "method_tradeoff", "methods": ["infor_coef", "infor_coef_skim"], "protocol": "batch",
                  "knobs": {"infor_coef": {"norm_weight": 0.01}}, "shade": [2, 4]},
-        "fig4": {"kind": "method_tradeoff", "methods": ["cofi", "infor_coef"], "x": "relative_flops"},
+        "fig4": {"kind": "method_tradeoff", "methods": ["cofi", "infor_coef"], "x": "relative_flops",
+                 "series": {"infor_coef": "norm_weight"}},
     }
     methods = sorted({m for m, _ in rel})
     assert set(planned(experiments, methods)) == set(experiments)
@@ -217,6 +218,8 @@ def test_infor_coef_experiments(tmp_path):
     assert set(fig3.operating_point) == {"dense", "strong", "a"} and set(fig3.protocol) == {"batch"}
     fig4 = pd.read_csv(root / "tables" / "fig4.csv")
     assert fig4[fig4.operating_point == "strong"]["relative_flops"].iloc[0] == pytest.approx(0.22)  # batch
+    # one line per value of the series knob; methods without one are one line each
+    assert set(fig4.series) == {"dense", "cofi", "infor_coef (norm_weight=0.003)", "infor_coef (norm_weight=0.01)"}
     for stem in ("fig3", "fig4"):
         assert str(figures / f"{stem}.png") in written
     # a reference that names no earlier row is a config error, not a silent fallback to dense

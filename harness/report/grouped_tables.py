@@ -192,8 +192,10 @@ def policy_cost_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.Da
 def tradeoff_points(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataFrame:
     """Points for an accuracy-vs-cost figure: every point of `methods` (those
     matching `knobs.<method>` where given) under `protocol`, with x = FLOPs
-    speedup or relative FLOPs (`x: speedup | relative_flops`), and dense."""
-    protocol, filters = spec.get("protocol", "batch"), spec.get("knobs") or {}
+    speedup or relative FLOPs (`x: speedup | relative_flops`), and dense.
+    `series: {method: knob}` draws one line per value of that knob (e.g.
+    Infor-Coef's two CoFi sparsity families) instead of one per method."""
+    protocol, filters, series = spec.get("protocol", "batch"), spec.get("knobs") or {}, spec.get("series") or {}
     sub = df[df.protocol == protocol]
     rows = []
     for task in sorted(sub["task"].unique()):
@@ -201,7 +203,10 @@ def tradeoff_points(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.Data
             for _, r in sub[(sub.task == task) & (sub.method == m)].iterrows():
                 if not _matches(r, filters.get(m)):
                     continue
-                rows.append({"task": task, "method": m, "operating_point": r["operating_point"], "protocol": protocol,
+                split = series.get(m)
+                line = f"{m} ({split}={_knobs(r).get(split)})" if split else m
+                rows.append({"task": task, "method": m, "series": line, "operating_point": r["operating_point"],
+                             "protocol": protocol,
                              "metric": r["metric"], "value": metric_x100(r["metric"], r["primary_value"]),
                              "flops_speedup": r["flops_speedup"], "relative_flops": 1.0 / r["flops_speedup"],
                              "params_kept": (r.get("structure") or {}).get("kept_fraction", math.nan)})

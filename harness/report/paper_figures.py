@@ -148,7 +148,8 @@ def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
             sub = table[table["task"] == task]
             dense = sub[sub["method"] == "dense"]
             left, right = axes[2 * i], axes[2 * i + 1]
-            for method, pts in sub[sub["method"] != "dense"].groupby("method", sort=False):
+            key = "series" if "series" in sub.columns else "method"
+            for method, pts in sub[sub["method"] != "dense"].groupby(key, sort=False):
                 pts = pts.sort_values("sparsity")
                 left.plot(pts["sparsity"], pts["value"], "o-", label=method)
                 right.plot(pts["flops_speedup"], pts["value"], "o-", label=f"{method} (FLOPs)")
@@ -167,7 +168,8 @@ def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
 
 
 def tradeoff_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
-    """One panel per task: each method's points (sorted along x) joined by a line."""
+    """One panel per task: each series' points (sorted along x) joined by a
+    line (a series is a method, or a method at one value of a knob)."""
     x = "relative_flops" if table.attrs.get("x") == "relative_flops" else "flops_speedup"
     shade = table.attrs.get("shade")
     tasks = list(dict.fromkeys(table["task"]))
@@ -176,7 +178,8 @@ def tradeoff_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: s
         for ax, task in zip(axes, tasks):
             sub = table[table["task"] == task]
             dense = sub[sub["method"] == "dense"]
-            for method, pts in sub[sub["method"] != "dense"].groupby("method", sort=False):
+            key = "series" if "series" in sub.columns else "method"
+            for method, pts in sub[sub["method"] != "dense"].groupby(key, sort=False):
                 pts = pts.sort_values(x)
                 ax.plot(pts[x], pts["value"], "o-", label=method)
             if len(dense):
