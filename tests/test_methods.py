@@ -82,18 +82,6 @@ def test_plugin_metadata(name):
 SPAN_METHODS = [n for n in method_names() if "span" not in get_method(n).cannot_serve]
 
 
-@pytest.fixture
-def tiny_span_model():
-    from harness.model.encoder import BertClassifier, init_weights
-
-    from .conftest import tiny_shape
-
-    torch.manual_seed(0)
-    m = BertClassifier(tiny_shape(), num_labels=2, head="span")
-    init_weights(m)
-    return m.eval()
-
-
 @pytest.mark.parametrize("name", SPAN_METHODS)
 @pytest.mark.parametrize("restore", [True, False])
 def test_span_head_under_every_span_method(name, restore, tiny_span_model):
