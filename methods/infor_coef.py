@@ -37,8 +37,6 @@ How this departs from the original: `InforCoef.deviations`.
 """
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 
 import torch
@@ -227,31 +225,21 @@ class InforCoef(MethodPlugin):
             for w in weights:
                 name = (f"{knob.split('_')[0]}={w:g}" if sparsity is None
                         else f"sparsity={sparsity:g}_{knob.split('_')[0]}={w:g}")
-                t0 = time.time()
-                model = copy.deepcopy(base)
-                with torch.random.fork_rng():  # the samplers' init depends on the seed alone
-                    torch.manual_seed(ctx.seed)
-                    policy = InforCoefPolicy(len(model.layers), model.arch().hidden, layers, s.loss, w,
-                                             s.entropy_weight if s.loss == "ib" else 0.0, s.temperature,
-                                             s.init_keep_bias)
-                model.policy = policy.to(ctx.device)
                 base_loss, seen = default_loss(ctx.task), [0]
 
-                def loss_fn(m, out, batch, policy=policy, base_loss=base_loss, seen=seen):
+                def loss_fn(m, out, batch, base_loss=base_loss, seen=seen):
                     seen[0] += 1
-                    policy.norm_on = seen[0] > warm
+                    m.policy.norm_on = seen[0] > warm  # the norm term after the warm-up
                     return base_loss(m, out, batch)
 
-                groups = None if s.predictor_lr is None else [
-                    {"params": list(policy.parameters()), "lr": float(s.predictor_lr)}]
-                train_log = ctx.finetune(model, cfg=cfg, loss_fn=loss_fn, checkpoint="last", extra_groups=groups,
-                                         desc=f"{ctx.task.name}/{ctx.method} {name}")
-                model.eval()
-                ctx.save_model(model, f"{name}.pt")
+                _, point_log = ctx.train_policy_point(
+                    base, lambda w=w, layers=layers: InforCoefPolicy(
+                        len(base.layers), base.arch().hidden, layers, s.loss, w,
+                        s.entropy_weight if s.loss == "ib" else 0.0, s.temperature, s.init_keep_bias),
+                    name, cfg, s.predictor_lr, loss_fn)
                 knobs = {knob: float(w)} if sparsity is None else {"sparsity": sparsity, knob: float(w)}
                 manifest.append({"name": name, "knobs": knobs, "file": f"{name}.pt", "start": info})
-                log["points"][name] = {**knobs, "steps": train_log["steps"], "validation": ctx.validation_summary(model),
-                                       "seconds": round(time.time() - t0, 2)}
+                log["points"][name] = {**knobs, **point_log}
         ctx.write_json("points.json", manifest)
         return log
 

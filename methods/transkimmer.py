@@ -16,8 +16,6 @@ How this departs from the original: `Transkimmer.deviations`.
 """
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 
 import torch
@@ -92,22 +90,11 @@ class Transkimmer(MethodPlugin):
         manifest = []
         for alpha in s.alphas:
             name = f"alpha={alpha:g}"
-            t0 = time.time()
-            model = copy.deepcopy(dense)
-            with torch.random.fork_rng():  # the predictors' init depends on the seed alone
-                torch.manual_seed(ctx.seed)
-                policy = TranskimmerPolicy(len(dense.layers), hidden, alpha, s.temperature, s.init_keep_bias)
-            model.policy = policy.to(ctx.device)
-            groups = None if s.predictor_lr is None else [
-                {"params": list(model.policy.parameters()), "lr": float(s.predictor_lr)}]
-            train_log = ctx.finetune(model, cfg=cfg, checkpoint="last",
-                                     extra_groups=groups, desc=f"{ctx.task.name}/{ctx.method} {name}")
-            model.eval()
-            ctx.save_model(model, f"{name}.pt")
+            _, point_log = ctx.train_policy_point(
+                dense, lambda: TranskimmerPolicy(len(dense.layers), hidden, alpha, s.temperature, s.init_keep_bias),
+                name, cfg, s.predictor_lr)
             manifest.append({"name": name, "alpha": alpha, "file": f"{name}.pt"})
-            log["points"][name] = {"alpha": alpha, "steps": train_log["steps"],
-                                   "validation": ctx.validation_summary(model),
-                                   "seconds": round(time.time() - t0, 2)}
+            log["points"][name] = {"alpha": alpha, **point_log}
         ctx.write_json("points.json", manifest)
         return log
 

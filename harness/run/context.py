@@ -8,7 +8,9 @@ only through this object.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -225,6 +227,27 @@ class RunContext:
             desc=kw.pop("desc", f"{self.task.name}/{self.method}"),
             **kw,
         )
+
+    def train_policy_point(self, base, make_policy, name: str, cfg: TrainConfig, policy_lr: float | None = None,
+                           loss_fn=None) -> tuple[object, dict]:
+        """A copy of `base` under the policy `make_policy()` builds (its initial
+        weights drawn from the seed alone, whatever ran before), fine-tuned
+        with the policy's parameters at their own constant `policy_lr` (None:
+        the schedule's), keeping the last weights; saved as `<name>.pt`.
+        Returns the model and its log (steps, validation summary, seconds)."""
+        t0 = time.time()
+        model = copy.deepcopy(base)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            policy = make_policy()
+        model.policy = policy.to(self.device)
+        groups = None if policy_lr is None else [{"params": list(model.policy.parameters()), "lr": float(policy_lr)}]
+        log = self.finetune(model, cfg=cfg, loss_fn=loss_fn, checkpoint="last", extra_groups=groups,
+                            desc=f"{self.task.name}/{self.method} {name}")
+        model.eval()
+        self.save_model(model, f"{name}.pt")
+        return model, {"steps": log["steps"], "validation": self.validation_summary(model),
+                       "seconds": round(time.time() - t0, 2)}
 
     def model_dir(self, method: str | None = None) -> Path:
         return self.work_dir / "models" / self.task.name / (method or self.method)
