@@ -295,3 +295,47 @@ def test_tokens_without_a_state_are_never_answers(tokenizer) -> None:
     assert got[0].text == "" and got[0].window == -1
     start[ctx[1]] = end[ctx[1]] = 0.5  # "beta" kept its state
     assert best_answers(win, [start], [end], "1.1")[0].text == "beta"
+
+
+def test_v2_evaluation_scores_questions_from_windows(tokenizer, tmp_path: Path) -> None:
+    """A v2.0 split through the span head and `evaluate`: one answer per
+    question from its windows, every v2.0 metric, the same answers under every
+    padding protocol (the dense model), a trace row per window."""
+    import torch
+
+    from harness.model.encoder import BertClassifier, init_weights
+    from harness.run.inference import evaluate
+
+    from .conftest import tiny_shape
+    from .squad_files import write_squad_dir
+
+    write_squad_dir(tmp_path, "2.0", articles=3, long_every=2)
+    examples = read_squad(str(tmp_path / "squad_v2.0" / "dev-v2.0.json"), "2.0")[:10]
+    win = encode_windows(tokenizer, examples)
+    assert len(win) > len(examples)  # some questions span several windows
+    torch.manual_seed(0)
+    model = BertClassifier(tiny_shape(vocab_size=len(tokenizer)), 2, head="span")
+    init_weights(model)
+    task = get_task("squad_v2")
+    runs = {p: evaluate(model, task, win, p, 4) for p in ("sequence", "batch", "none")}
+    run = runs["none"]
+    assert set(run.metrics) == set(task.metrics) and len(run.predictions) == 10
+    assert run.trace.n == len(win) and list(run.question) == list(win.question)
+    assert run.metrics == squad_metrics(list(run.predictions), [[a.text for a in e.answers] for e in examples], "2.0")
+    for p in ("sequence", "batch"):
+        assert list(runs[p].predictions) == list(run.predictions)
+
+
+def test_experiments_read_another_metric_and_some_tasks() -> None:
+    import pandas as pd
+
+    from harness.report.experiments import scoped
+
+    df = pd.DataFrame({"task": ["squad_v2", "squad_v2", "mr"], "metric": ["f1"] * 2 + ["accuracy"],
+                       "primary_value": [0.5, 0.6, 0.8], "val_primary_value": [0.5, 0.6, 0.8],
+                       "metric_has_answer_f1": [0.3, 0.4, float("nan")], "val_has_answer_f1": [0.2, 0.1, float("nan")]})
+    got = scoped(df, {"metric": "has_answer_f1"})
+    assert list(got["task"]) == ["squad_v2"] * 2 and list(got["primary_value"]) == [0.3, 0.4]
+    assert set(got["metric"]) == {"has_answer_f1"} and list(got["val_primary_value"]) == [0.2, 0.1]
+    assert list(scoped(df, {"tasks": ["mr"]})["task"]) == ["mr"]
+    assert scoped(df, {"metric": "no_answer_f1"}).empty
