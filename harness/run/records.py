@@ -71,23 +71,18 @@ def wall_clock(timings: dict[int, dict] | None, eval_batch_size: int) -> dict:
         return {"timing": None, "latency_ms_median": None, "throughput_examples_per_s": None,
                 "wallclock_speedup": None}
     one, main, first = timings.get(1), timings.get(eval_batch_size), next(iter(timings.values()))
-    if "point_ms_per_question" in first:  # a span task: latency and throughput per question, not per window
-        return {
-            "timing": {"threads": first["threads"], "n_examples": first["n_examples"], "questions": first["questions"],
-                       "design": TIMING_DESIGN, "by_batch_size": {str(b): t for b, t in sorted(timings.items())}},
-            "latency_ms_median": one["point_ms_per_question"] if one else None,
-            "throughput_examples_per_s": 1000.0 / main["point_ms_per_question"] if main else None,
-            "wallclock_speedup": main["speedup"] if main else None,
-        }
+    timing = {"threads": first["threads"], "n_examples": first["n_examples"], "design": TIMING_DESIGN,
+              "by_batch_size": {str(b): t for b, t in sorted(timings.items())}}
+    # a span task: latency and throughput per question (the sum over its windows), not per window
+    span = "point_ms_per_question" in first
+    if span:
+        timing["questions"] = first["questions"]
+    latency = (lambda t: t["point_ms_per_question"]) if span else (lambda t: t["point_latency_ms"])
     return {
-        "timing": {
-            "threads": first["threads"],
-            "n_examples": first["n_examples"],
-            "design": TIMING_DESIGN,
-            "by_batch_size": {str(b): t for b, t in sorted(timings.items())},
-        },
-        "latency_ms_median": one["point_latency_ms"] if one else None,
-        "throughput_examples_per_s": main["point_examples_per_s"] if main else None,
+        "timing": timing,
+        "latency_ms_median": latency(one) if one else None,
+        "throughput_examples_per_s": 1000.0 / latency(main) if span and main else
+        (main["point_examples_per_s"] if main else None),
         "wallclock_speedup": main["speedup"] if main else None,
     }
 
