@@ -6,6 +6,7 @@ predictions do not depend on the protocol.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +26,13 @@ class Encoded:
         return len(self.input_ids)
 
     def subset(self, index) -> "Encoded":
+        """Rows `index`, as the same type (a subclass keeps its own fields)."""
         index = list(index)
-        return Encoded(
-            [self.input_ids[i] for i in index],
-            [self.token_type_ids[i] for i in index],
-            self.labels[index],
+        return dataclasses.replace(
+            self,
+            input_ids=[self.input_ids[i] for i in index],
+            token_type_ids=[self.token_type_ids[i] for i in index],
+            labels=self.labels[index],
         )
 
 

@@ -19,6 +19,7 @@ are gathered by `question` in `harness.run.spans`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,15 +46,10 @@ class Windows(Encoded):
         return len(self.examples)
 
     def subset(self, index) -> "Windows":
+        """Windows `index`; the questions they belong to stay as they are."""
         index = list(index)
-        return Windows(
-            [self.input_ids[i] for i in index],
-            [self.token_type_ids[i] for i in index],
-            self.labels[index],
-            self.question[index],
-            [self.offsets[i] for i in index],
-            self.examples,
-        )
+        return dataclasses.replace(super().subset(index), question=self.question[index],
+                                   offsets=[self.offsets[i] for i in index])
 
 
 def _fast(tokenizer):
