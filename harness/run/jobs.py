@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import random
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,8 +82,10 @@ def train_job(cfg: dict, task: str, method: str) -> Path:
 
 @contextmanager
 def timing_lock(cfg: dict):
-    """Timing jobs never overlap, even without the workflow's resource limit."""
-    path = Path(cfg["work_dir"]) / "timing.lock"
+    """Timing jobs on one machine never overlap, even without the workflow's
+    resource limit. The lock is per host: on a cluster's shared file system,
+    timing jobs on different nodes do not disturb one another and must not queue."""
+    path = Path(cfg["work_dir"]) / "locks" / f"timing.{socket.gethostname()}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
