@@ -108,3 +108,14 @@ def smoke_context(tmp_path, _smoke_dense_dir):
         return ctx
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The whole smoke workflow, run locally once per test session (tests/test_workflow.py
+    checks it; tests/test_slurm.py compares the SLURM run's records with it)."""
+    from .workflow_run import snakemake
+
+    out = tmp_path_factory.mktemp("smoke")
+    snakemake(out)
+    return out

@@ -16,7 +16,7 @@ from harness.plugin.registry import get_method, method_names
 from harness.record import check_record
 
 from .squad_files import tiny_squad, write_squad_dir
-from .test_workflow import snakemake
+from .workflow_run import snakemake
 
 TASKS = ("squad",)
 

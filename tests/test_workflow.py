@@ -16,28 +16,11 @@ import pytest
 from harness.plugin.registry import method_names
 from harness.record import check_record
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def snakemake(out: Path, *extra: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    cmd = [
-        "snakemake", *extra, "--profile", "profiles/smoke", "--nolock", "--cores", "2",
-        "--config", f"results_dir={out}/results", f"figures_dir={out}/figures", f"work_dir={out}/work", *config,
-    ]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return p
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    snakemake(out)
-    return out
+from .workflow_run import ROOT, records, snakemake
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "results" / "records").rglob("*.json"))]
+    return records(out)
 
 
 def test_every_method_and_protocol_has_records(smoke):
