@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .slurm_cluster import LocalSlurm, install, unavailable_reason
-from .workflow_run import ROOT, records, snakemake
+from .workflow_run import ROOT, command, records, snakemake
 
 # A method with no dependency, one that others start from and one that starts from it:
 # the DAG's waits are exercised, in a few minutes
@@ -50,9 +50,7 @@ def _slurm_args(out: Path, retries: int) -> list[str]:
 
 
 def _popen(out: Path, cluster: LocalSlurm, retries: int) -> subprocess.Popen:
-    cmd = ["snakemake", "--profile", "profiles/slurm", "--nolock", *_slurm_args(out, retries), "--config",
-           "profile=smoke", f"results_dir={out}/results", f"figures_dir={out}/figures", f"work_dir={out}/work",
-           *CONFIG]
+    cmd = command(out, *_slurm_args(out, retries), config=("profile=smoke", *CONFIG), profile="profiles/slurm")
     log = open(out / f"snakemake_retries{retries}.log", "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=cluster.env, stdout=log, stderr=subprocess.STDOUT, text=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +18,8 @@ from harness.record import check_record
 from .workflow_run import ROOT, records, snakemake
 
 
-def _records(out: Path) -> list[dict]:
-    return records(out)
-
-
-def test_every_method_and_protocol_has_records(smoke):
-    recs = _records(smoke)
+def test_every_method_and_protocol_hasrecords(smoke):
+    recs = records(smoke)
     tasks = {r["task"] for r in recs}
     assert "mr" in tasks
     for task in tasks:
@@ -39,7 +34,7 @@ def test_every_method_and_protocol_has_records(smoke):
 
 
 def test_dense_protocols_change_flops_not_predictions(smoke):
-    recs = [r for r in _records(smoke) if r["method"] == "dense"]
+    recs = [r for r in records(smoke) if r["method"] == "dense"]
     for task in {r["task"] for r in recs}:
         by = {r["protocol"]: r for r in recs if r["task"] == task}
         assert by["sequence"]["per_example"]["prediction"] == pytest.approx(by["none"]["per_example"]["prediction"], abs=1e-4)
@@ -55,7 +50,7 @@ def test_speedups_are_measured_side_by_side(smoke):
     """Every timed record holds both models' timings, round by round; the
     speedup is their median ratio with an interval around it. The dense model
     against itself is measured too (an A/A check of the measurement), not set to 1."""
-    timed = [r for r in _records(smoke) if r["timing"]]
+    timed = [r for r in records(smoke) if r["timing"]]
     assert timed and {r["protocol"] for r in timed} == {"sequence", "batch", "none"}
     for r in timed:
         for bs, t in r["timing"]["by_batch_size"].items():

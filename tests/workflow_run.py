@@ -8,14 +8,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def snakemake(out: Path, *extra: str, config: tuple[str, ...] = (), profile: str = "profiles/smoke",
-              env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """`snakemake --profile <profile>` with results, figures and work under `out`; asserts success."""
-    cmd = [
-        "snakemake", *extra, "--profile", profile, "--nolock", "--cores", "2",
-        "--config", f"results_dir={out}/results", f"figures_dir={out}/figures", f"work_dir={out}/work", *config,
-    ]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+def command(out: Path, *extra: str, config: tuple[str, ...] = (), profile: str = "profiles/smoke") -> list[str]:
+    """`snakemake --profile <profile> <extra>` with results, figures and work under `out`."""
+    return ["snakemake", *extra, "--profile", profile, "--nolock", "--config", f"results_dir={out}/results",
+            f"figures_dir={out}/figures", f"work_dir={out}/work", *config]
+
+
+def snakemake(out: Path, *extra: str, config: tuple[str, ...] = (),
+              profile: str = "profiles/smoke") -> subprocess.CompletedProcess:
+    """`command` run locally on 2 cores; asserts success."""
+    p = subprocess.run(command(out, *extra, "--cores", "2", config=config, profile=profile), cwd=ROOT,
+                       capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
