@@ -1,4 +1,4 @@
-"""The harness workflow: lengths -> train -> evaluate -> report (tables and figures).
+"""The harness workflow: lengths -> train (or train_point + gather_points) -> evaluate -> report.
 
 `snakemake --cores N` runs the `default` profile, `snakemake --profile profiles/<name>`
 another one (smoke, offline, paper); `--config key=value` overrides either. Tasks and
@@ -45,6 +45,7 @@ include: "rules/report.smk"
 localrules:
     all,
     figures,
+    gather_points,  # reads the point jobs' JSON files: seconds, no data, no model
 
 
 rule all:

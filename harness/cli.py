@@ -1,4 +1,4 @@
-"""Command line: `python -m harness [list|train|evaluate|lengths|report|check-config]`.
+"""Command line: `python -m harness [list|plan|check-config|train|gather|evaluate|lengths|selection-cost|report|compare]`.
 
 Every user-facing failure is a `HarnessError`: one message naming the problem
 and the fix, exit status 2, no traceback.
@@ -60,9 +60,18 @@ def cmd_plan(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from harness.run.jobs import train_job
+    from harness.run.jobs import train_job, train_point_job
 
-    print(train_job(_config(args), args.task, args.method))
+    if args.point is not None:
+        print(train_point_job(_config(args), args.task, args.method, args.point))
+    else:
+        print(train_job(_config(args), args.task, args.method))
+
+
+def cmd_gather(args) -> None:
+    from harness.run.jobs import gather_points_job
+
+    print(gather_points_job(_config(args), args.task, args.method))
 
 
 def cmd_evaluate(args) -> None:
@@ -130,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     lister.add_argument("--deviations", action="store_true", help="how each method departs from its original")
     add("plan", cmd_plan, "the tasks and methods a profile would run (JSON)")
     add("check-config", cmd_check, "validate a profile")
-    add("train", cmd_train, "train one method on one task", task=True, method=True)
+    trainer = add("train", cmd_train, "train one method on one task (every point, or --point)", task=True, method=True)
+    trainer.add_argument("--point", help="only this one of the points the method trains independently")
+    add("gather", cmd_gather, "join a method's trained points into its points manifest and done.json",
+        task=True, method=True)
     add("evaluate", cmd_evaluate, "evaluate, count FLOPs, time, write records", task=True, method=True)
     add("lengths", cmd_lengths, "write a task's token-length record", task=True)
     add("selection-cost", cmd_selection_cost, "benchmark top-k vs threshold token selection (LTP Fig. A.1)")

@@ -1,5 +1,11 @@
 # Train each method on each task (after the methods it starts from), then evaluate
 # its operating points: metrics, FLOPs and wall-clock timed side by side with dense.
+# A method whose points train independently (one model per lambda, per sparsity: its
+# plugin's `train_points`) trains as one `train_point` job per point, side by side
+# where cores or a cluster allow, each from the seed alone, joined by `gather_points`;
+# the others (one model, or points that build on one another) train in one `train` job.
+
+POINTWISE = plan.pointwise_methods(CFG, TASKS, METHODS)
 
 
 rule train:
@@ -7,6 +13,8 @@ rule train:
         lambda w: plan.required_models(CFG, w.task, w.method),
     output:
         f"{WORK}/models/{{task}}/{{method}}/done.json",
+    wildcard_constraints:
+        method=plan.any_of(set(METHODS) - set(POINTWISE)),
     threads: workflow.cores
     resources:
         gpu=CFG.get("resources", {}).get("gpu", 0),
@@ -17,6 +25,43 @@ rule train:
         config=CONFIG_FILE,
     shell:
         "OMP_NUM_THREADS={threads} python -m harness train --resolved-config {params.config}"
+        " --task {wildcards.task} --method {wildcards.method} 2> {log}"
+
+
+rule train_point:
+    input:
+        lambda w: plan.required_models(CFG, w.task, w.method),
+    output:
+        f"{WORK}/models/{{task}}/{{method}}/points/{{point}}.json",
+    wildcard_constraints:
+        method=plan.any_of(POINTWISE),
+        point="[A-Za-z0-9_.=+-]+",
+    threads: workflow.cores
+    resources:
+        gpu=CFG.get("resources", {}).get("gpu", 0),
+        mem_mb=CFG.get("resources", {}).get("mem_mb", 4000),
+    log:
+        f"{WORK}/logs/train_{{task}}_{{method}}_{{point}}.log",
+    params:
+        config=CONFIG_FILE,
+    shell:
+        "OMP_NUM_THREADS={threads} python -m harness train --resolved-config {params.config}"
+        " --task {wildcards.task} --method {wildcards.method} --point '{wildcards.point}' 2> {log}"
+
+
+rule gather_points:
+    input:
+        lambda w: plan.point_files(CFG, w.task, w.method),
+    output:
+        f"{WORK}/models/{{task}}/{{method}}/done.json",
+    wildcard_constraints:
+        method=plan.any_of(POINTWISE),
+    log:
+        f"{WORK}/logs/gather_{{task}}_{{method}}.log",
+    params:
+        config=CONFIG_FILE,
+    shell:
+        "python -m harness gather --resolved-config {params.config}"
         " --task {wildcards.task} --method {wildcards.method} 2> {log}"
 
 

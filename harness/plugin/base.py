@@ -71,8 +71,30 @@ class MethodPlugin:
         gives another method's settings under the same config (e.g. whether
         the CoFi sparsities Infor-Coef starts from are trained). Default: none."""
 
+    def train_points(self, settings, task) -> dict[str, object]:
+        """The points this method trains independently of one another (one
+        model per lambda, per sparsity), for `settings` on `task` (a TaskSpec):
+        {name: knob}, `name` file-name safe and known before any data loads,
+        `knob` whatever `train_point` needs. The workflow then runs one job per
+        point (side by side on a cluster), each from the seed alone, and
+        joins their results (`harness.run.points`). Default: none; `train`
+        trains everything in one job (e.g. one model searched afterwards)."""
+        return {}
+
+    def train_point(self, ctx: "RunContext", name: str, knob) -> tuple[list[dict], dict]:
+        """Train one point of `train_points` and save its model(s) into
+        ctx.model_dir(); returns its entries of the points manifest
+        (`points.json`, which `operating_points` reads) and its JSON-able log."""
+        raise NotImplementedError
+
     def train(self, ctx: "RunContext") -> dict:
-        """Train and save into ctx.model_dir(); returns a JSON-able training log."""
+        """Train and save into ctx.model_dir(); returns a JSON-able training log.
+        Default, for a method with `train_points`: every point in this process,
+        each from the seed, as the workflow's point jobs train them."""
+        if self.train_points(ctx.settings, ctx.task):
+            from harness.run.points import train_all_points
+
+            return train_all_points(ctx)
         raise NotImplementedError
 
     def operating_points(self, ctx: "RunContext") -> Iterable[OperatingPoint]:

@@ -9,14 +9,12 @@ and writes one record per (point, protocol) only once all are computed.
 from __future__ import annotations
 
 import fcntl
-import random
 import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from harness.data.encoding import token_lengths
 from harness.data.windows import Windows
@@ -26,6 +24,7 @@ from harness.measure.provenance import provenance
 from harness.measure.timing import TimingSpec, policy_time_share, steady_allocator, time_side_by_side
 from harness.run.context import RunContext
 from harness.run.inference import evaluate
+from harness.run.points import gather_job, point_job, seed_everything
 from harness.run.records import build_record
 from harness.storage import lengths_path, manifest_path, record_path, write_json
 
@@ -49,16 +48,6 @@ def lengths_job(cfg: dict, task: str) -> Path:
     return write_json(lengths_path(cfg["results_dir"], task), record)
 
 
-def seed_everything(seed: int) -> None:
-    """Python, NumPy and torch generators from the config seed: a job then
-    creates and trains everything (e.g. exit heads made before the fine-tuning
-    loop seeds itself) the same way in every process; torch otherwise starts
-    each process from a random seed."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train_job(cfg: dict, task: str, method: str) -> Path:
     ctx = RunContext(cfg, task, method)
     seed_everything(ctx.seed)
@@ -78,6 +67,29 @@ def train_job(cfg: dict, task: str, method: str) -> Path:
         "provenance": provenance(cfg),
     }
     return write_json(ctx.model_dir() / "done.json", done)
+
+
+def train_point_job(cfg: dict, task: str, method: str, point: str) -> Path:
+    """One of the points a method trains independently (`harness.run.points`)."""
+    ctx = RunContext(cfg, task, method)
+    return point_job(ctx, point)
+
+
+def gather_points_job(cfg: dict, task: str, method: str) -> Path:
+    """A pointwise method's `done.json` from its point jobs' results (or, where
+    the method cannot serve the task, the reason)."""
+    from harness.run.plan import done_path, point_names
+
+    ctx = RunContext(cfg, task, method)
+    excluded = ctx.plugin.exclusion(ctx.task)
+    if excluded:
+        return write_json(ctx.model_dir() / "done.json", {"task": task, "method": method, "excluded": excluded,
+                                                          "provenance": provenance(cfg)})
+    names = point_names(cfg, task, method)
+    if not names:
+        raise HarnessError(f"{method} trains in one job on {task}, not point by point",
+                           f"run `python -m harness train --task {task} --method {method}`")
+    return gather_job(cfg, task, method, names, done_path(cfg, task, method).parent)
 
 
 @contextmanager

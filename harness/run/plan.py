@@ -6,6 +6,7 @@ Shared by the Snakefile and the CLI so `python -m harness` lists exactly what
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from harness.data.sources import available_locally
@@ -13,7 +14,7 @@ from harness.errors import HarnessError
 from harness.plugin.registry import get_method, method_names
 from harness.plugin.settings import parse_settings
 from harness.storage import lengths_path, manifest_path
-from harness.data.tasks import task_names
+from harness.data.tasks import get_task, task_names
 
 
 def resolve_tasks(cfg: dict) -> list[str]:
@@ -123,6 +124,33 @@ def write_resolved_config(cfg: dict) -> str:
 
 def done_path(cfg: dict, task: str, method: str) -> Path:
     return Path(cfg["work_dir"]) / "models" / task / method / "done.json"
+
+
+def point_names(cfg: dict, task: str, method: str) -> list[str]:
+    """The points a method trains as separate jobs on a task (its plugin's
+    `train_points`; none where the method cannot serve the task)."""
+    plugin, spec = plugin_for(cfg, method), get_task(task)
+    if plugin.exclusion(spec):
+        return []
+    return list(plugin.train_points(settings_for(cfg, method), spec))
+
+
+def pointwise_methods(cfg: dict, tasks: list[str], methods: list[str]) -> list[str]:
+    """The methods trained point by point (a `train_point` job per point and a
+    `gather_points` step) on some task; the others train in one `train` job."""
+    return [m for m in methods if any(point_names(cfg, t, m) for t in tasks)]
+
+
+def any_of(names) -> str:
+    """A wildcard constraint matching exactly these names (nothing when empty)."""
+    names = sorted(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def point_files(cfg: dict, task: str, method: str) -> list[str]:
+    from harness.run.points import point_file
+
+    return [str(point_file(done_path(cfg, task, method).parent, n)) for n in point_names(cfg, task, method)]
 
 
 def required_models(cfg: dict, task: str, method: str) -> list[str]:
