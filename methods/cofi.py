@@ -341,34 +341,34 @@ class CoFi(MethodPlugin):
         "pooler's input is sliced)",
     )
 
-    def train(self, ctx) -> dict:
-        s = ctx.settings
-        bad = [t for t in s.sparsities if not 0.0 < float(t) < 1.0]
-        if bad or not s.sparsities:
-            raise HarnessError(f"cofi sparsities must lie strictly between 0 and 1 (got {list(s.sparsities)})",
+    def check(self, name: str, settings, settings_of) -> None:
+        bad = [t for t in settings.sparsities if not 0.0 < float(t) < 1.0]
+        if bad or not settings.sparsities:
+            raise HarnessError(f"cofi sparsities must lie strictly between 0 and 1 (got {list(settings.sparsities)})",
                                "set methods_config.cofi.sparsities to targets such as [0.5, 0.9]")
+
+    def train_points(self, settings, task) -> dict:
+        return {f"sparsity={t:g}": float(t) for t in settings.sparsities}
+
+    def train_point(self, ctx, name: str, target: float) -> tuple[list[dict], dict]:
+        s = ctx.settings
+        self.check(ctx.method, s, None)
         lr = float(s.lr if s.lr is not None else ctx.cfg["train"]["lr"])
         dense = ctx.load_model(method="dense").to(ctx.device)
-        manifest, log = [], {"settings": ctx.settings_log, "points": {}, **ctx.train_split_info}
-        for target in s.sparsities:
-            name = f"sparsity={target:g}"
-            t0 = time.time()
-            student, masks, distiller, prune_log = prune(ctx, dense, float(target), s, lr, name)
-            prune_log["masked_validation"] = ctx.validation_summary(student.eval())["score"]
-            model, keep = materialized(student.eval(), masks)
-            distiller.keep_inputs(keep)
-            structure = structure_summary(model.arch(), dense.arch())
-            summary = {"target_sparsity": float(target), "expected_sparsity": prune_log["expected_sparsity"],
-                       "achieved_sparsity": structure["sparsity"], **structure}
-            tuned = finetune_pruned(ctx, model, distiller, s, lr, name) if s.finetune_epochs > 0 else None
-            model.policy = PrunedStructure(summary)
-            clear_gates(model)
-            ctx.save_model(model.eval(), f"{name}.pt")
-            manifest.append({"name": name, "target_sparsity": float(target), "file": f"{name}.pt", **summary})
-            log["points"][name] = {**summary, "prune": prune_log, "finetune": tuned,
-                                   "seconds": round(time.time() - t0, 2)}
-        ctx.write_json("points.json", manifest)
-        return log
+        t0 = time.time()
+        student, masks, distiller, prune_log = prune(ctx, dense, target, s, lr, name)
+        prune_log["masked_validation"] = ctx.validation_summary(student.eval())["score"]
+        model, keep = materialized(student.eval(), masks)
+        distiller.keep_inputs(keep)
+        structure = structure_summary(model.arch(), dense.arch())
+        summary = {"target_sparsity": target, "expected_sparsity": prune_log["expected_sparsity"],
+                   "achieved_sparsity": structure["sparsity"], **structure}
+        tuned = finetune_pruned(ctx, model, distiller, s, lr, name) if s.finetune_epochs > 0 else None
+        model.policy = PrunedStructure(summary)
+        clear_gates(model)
+        ctx.save_model(model.eval(), f"{name}.pt")
+        return ([{"name": name, "target_sparsity": target, "file": f"{name}.pt", **summary}],
+                {**summary, "prune": prune_log, "finetune": tuned, "seconds": round(time.time() - t0, 2)})
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):

@@ -186,62 +186,57 @@ class InforCoef(MethodPlugin):
                 f"add them to methods_config.cofi.sparsities, or use some of {have} in the sparsities of {name}",
             )
 
-    def starting_models(self, ctx) -> list[tuple[float | None, dict, object]]:
-        """(sparsity, what the start was, model) for each starting model."""
-        s = ctx.settings
-        if s.static == "none":
-            return [(None, {"start": "dense"}, ctx.load_model(method="dense"))]
+    def starting_model(self, ctx, sparsity: float | None) -> tuple[dict, object]:
+        """(what the start was, model) for a point from `sparsity` (None: dense)."""
+        if sparsity is None:
+            return {"start": "dense"}, ctx.load_model(method="dense")
         points = ctx.read_json("points.json", method="cofi")
-        out = []
-        for target in s.sparsities:
-            match = [e for e in points if abs(float(e["target_sparsity"]) - float(target)) < 1e-9]
-            if not match:
-                have = ", ".join(f"{e['target_sparsity']:g}" for e in points)
-                raise HarnessError(
-                    f"{ctx.method} starts from a cofi model at sparsity {target:g}, but cofi trained only {have}",
-                    f"add {target:g} to methods_config.cofi.sparsities, or use one of {have} in the "
-                    f"sparsities of {ctx.method}",
-                )
-            e = match[0]
-            info = {"start": "cofi", "cofi_point": e["name"], "achieved_sparsity": e["achieved_sparsity"]}
-            out.append((float(target), info, ctx.load_model(e["file"], method="cofi")))
-        return out
+        match = [e for e in points if abs(float(e["target_sparsity"]) - sparsity) < 1e-9]
+        if not match:
+            have = ", ".join(f"{e['target_sparsity']:g}" for e in points)
+            raise HarnessError(
+                f"{ctx.method} starts from a cofi model at sparsity {sparsity:g}, but cofi trained only {have}",
+                f"add {sparsity:g} to methods_config.cofi.sparsities, or use one of {have} in the "
+                f"sparsities of {ctx.method}",
+            )
+        e = match[0]
+        info = {"start": "cofi", "cofi_point": e["name"], "achieved_sparsity": e["achieved_sparsity"]}
+        return info, ctx.load_model(e["file"], method="cofi")
 
-    def train(self, ctx) -> dict:
+    def train_points(self, settings, task) -> dict:
+        """One model per (starting sparsity, weight)."""
+        knob = "norm" if settings.loss == "ib" else "skim"
+        weights = settings.norm_weights if settings.loss == "ib" else settings.skim_weights
+        starts = [None] if settings.static == "none" else [float(t) for t in settings.sparsities]
+        return {(f"{knob}={w:g}" if sp is None else f"sparsity={sp:g}_{knob}={w:g}"): (sp, float(w))
+                for sp in starts for w in weights}
+
+    def train_point(self, ctx, name: str, knob) -> tuple[list[dict], dict]:
+        sparsity, w = knob
         s = ctx.settings
         cfg = ctx.train_config(epochs=s.epochs, lr=s.lr)
         steps = total_steps(cfg, len(ctx.train_split))
         warm = int(round(steps * min(1.0, s.norm_warmup_epochs / s.epochs)))
-        knob = "norm_weight" if s.loss == "ib" else "skim_weight"
-        weights = s.norm_weights if s.loss == "ib" else s.skim_weights
-        log = {"settings": {**ctx.settings_log, "lr": cfg.lr}, **ctx.train_split_info, "steps": steps,
-               "norm_starts_after_step": warm if s.loss == "ib" else None, "starts": {}, "points": {}}
-        manifest = []
-        for sparsity, info, base in self.starting_models(ctx):
-            base = base.to(ctx.device)
-            start = "dense" if sparsity is None else f"sparsity={sparsity:g}"
-            log["starts"][start] = {**info, "validation": ctx.validation_summary(base)}
-            layers = computing_layers(base)
-            for w in weights:
-                name = (f"{knob.split('_')[0]}={w:g}" if sparsity is None
-                        else f"sparsity={sparsity:g}_{knob.split('_')[0]}={w:g}")
-                base_loss, seen = default_loss(ctx.task), [0]
+        info, base = self.starting_model(ctx, sparsity)
+        base = base.to(ctx.device)
+        layers = computing_layers(base)
+        base_loss, seen = default_loss(ctx.task), [0]
 
-                def loss_fn(m, out, batch, base_loss=base_loss, seen=seen):
-                    seen[0] += 1
-                    m.policy.norm_on = seen[0] > warm  # the norm term after the warm-up
-                    return base_loss(m, out, batch)
+        def loss_fn(m, out, batch):
+            seen[0] += 1
+            m.policy.norm_on = seen[0] > warm  # the norm term after the warm-up
+            return base_loss(m, out, batch)
 
-                _, point_log = ctx.train_policy_point(
-                    base, lambda w=w, layers=layers: InforCoefPolicy(
-                        len(base.layers), base.arch().hidden, layers, s.loss, w,
-                        s.entropy_weight if s.loss == "ib" else 0.0, s.temperature, s.init_keep_bias),
-                    name, cfg, s.predictor_lr, loss_fn)
-                knobs = {knob: float(w)} if sparsity is None else {"sparsity": sparsity, knob: float(w)}
-                manifest.append({"name": name, "knobs": knobs, "file": f"{name}.pt", "start": info})
-                log["points"][name] = {**knobs, **point_log}
-        ctx.write_json("points.json", manifest)
-        return log
+        _, point_log = ctx.train_policy_point(
+            base, lambda: InforCoefPolicy(
+                len(base.layers), base.arch().hidden, layers, s.loss, w,
+                s.entropy_weight if s.loss == "ib" else 0.0, s.temperature, s.init_keep_bias),
+            name, cfg, s.predictor_lr, loss_fn)
+        key = "norm_weight" if s.loss == "ib" else "skim_weight"
+        knobs = {key: w} if sparsity is None else {"sparsity": sparsity, key: w}
+        return [{"name": name, "knobs": knobs, "file": f"{name}.pt", "start": info}], {
+            **knobs, "start": info, "lr": cfg.lr, "steps": steps,
+            "norm_starts_after_step": warm if s.loss == "ib" else None, **point_log}
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):

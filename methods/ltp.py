@@ -200,13 +200,10 @@ def with_lengths_resolved(ctx, s, pairs):
 
 
 def prepare(ctx, pairs):
-    """The start of ltp / ltp_manual training: settings with the length-relative
-    values `pairs` resolved, the fine-tuned dense model, and the log."""
+    """The start of an ltp / ltp_manual point: settings with the length-relative
+    values `pairs` resolved, and the fine-tuned dense model."""
     s = with_lengths_resolved(ctx, ctx.settings, pairs)
-    dense = ctx.load_model(method="dense").to(ctx.device)
-    log = {"settings": dataclasses.asdict(s), **ctx.train_split_info,
-           "dense_validation": ctx.validation_summary(dense), "points": {}}
-    return s, dense, log
+    return s, ctx.load_model(method="dense").to(ctx.device)
 
 
 def hard_stage(ctx, model, s, name: str, start: dict) -> dict:
@@ -253,40 +250,39 @@ class LTP(MethodPlugin):
         "shared one",
     )
 
-    def train(self, ctx) -> dict:
-        s, dense, log = prepare(ctx, [("theta_final", "theta_final_rel"), ("threshold_lr", "threshold_lr_rel")])
-        manifest = []
-        for lam in s.lambdas:
-            name = f"lambda={format_knob(lam)}"
-            t0 = time.time()
-            model = copy.deepcopy(dense)
-            model.policy = LTPPolicy(len(dense.layers), s.theta_final, s.temperature, lam=lam, soft=True,
-                                     lr_scale=s.threshold_lr / s.soft_lr, learnable=True,
-                                     cumulative=s.soft_cumulative).to(ctx.device)
-            init = [float(x) for x in model.policy.thresholds.detach().cpu()]
-            soft_log = ctx.finetune(model, cfg=ctx.train_config(epochs=s.soft_epochs, lr=s.soft_lr),
-                                    checkpoint="last", desc=f"{ctx.task.name}/ltp soft {name}")
-            model.policy.freeze()
-            model.eval()
-            soft_val = ctx.validation_summary(model)
-            t_soft = time.time() - t0
-            hard = hard_stage(ctx, model, s, name, soft_val) if s.hard_epochs > 0 else None
-            ctx.save_model(model.eval(), f"{name}.pt")
-            manifest.append({"name": name, "lambda": lam, "theta_final": s.theta_final,
-                             "temperature": s.temperature, "file": f"{name}.pt"})
-            log["points"][name] = {
-                "lambda": lam,
-                "thresholds_init": init,
-                "thresholds_learned": [float(x) for x in model.policy.thresholds.cpu()],
-                "soft_steps": soft_log["steps"],
-                "soft_validation": soft_val,
-                "hard": hard,
-                "validation": hard["kept_validation"] if hard else soft_val,
-                "seconds_soft": round(t_soft, 2),
-                "seconds_total": round(time.time() - t0, 2),
-            }
-        ctx.write_json("points.json", manifest)
-        return log
+    def train_points(self, settings, task) -> dict:
+        return {f"lambda={format_knob(lam)}": lam for lam in settings.lambdas}
+
+    def train_point(self, ctx, name: str, lam) -> tuple[list[dict], dict]:
+        s, dense = prepare(ctx, [("theta_final", "theta_final_rel"), ("threshold_lr", "threshold_lr_rel")])
+        t0 = time.time()
+        model = copy.deepcopy(dense)
+        model.policy = LTPPolicy(len(dense.layers), s.theta_final, s.temperature, lam=lam, soft=True,
+                                 lr_scale=s.threshold_lr / s.soft_lr, learnable=True,
+                                 cumulative=s.soft_cumulative).to(ctx.device)
+        init = [float(x) for x in model.policy.thresholds.detach().cpu()]
+        soft_log = ctx.finetune(model, cfg=ctx.train_config(epochs=s.soft_epochs, lr=s.soft_lr),
+                                checkpoint="last", desc=f"{ctx.task.name}/ltp soft {name}")
+        model.policy.freeze()
+        model.eval()
+        soft_val = ctx.validation_summary(model)
+        t_soft = time.time() - t0
+        hard = hard_stage(ctx, model, s, name, soft_val) if s.hard_epochs > 0 else None
+        ctx.save_model(model.eval(), f"{name}.pt")
+        entry = {"name": name, "lambda": lam, "theta_final": s.theta_final, "temperature": s.temperature,
+                 "file": f"{name}.pt"}
+        return [entry], {
+            "lambda": lam,
+            "resolved_settings": dataclasses.asdict(s),
+            "thresholds_init": init,
+            "thresholds_learned": [float(x) for x in model.policy.thresholds.cpu()],
+            "soft_steps": soft_log["steps"],
+            "soft_validation": soft_val,
+            "hard": hard,
+            "validation": hard["kept_validation"] if hard else soft_val,
+            "seconds_soft": round(t_soft, 2),
+            "seconds_total": round(time.time() - t0, 2),
+        }
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):

@@ -43,29 +43,31 @@ class LTPManual(MethodPlugin):
         "theta_finals are configured",
     )
 
-    def train(self, ctx) -> dict:
-        s, dense, log = prepare(ctx, [("theta_finals", "theta_final_rels")])
-        manifest = []
-        for theta in s.theta_finals:
-            name = f"theta_final={format_knob(theta)}"
-            t0 = time.time()
-            model = copy.deepcopy(dense)
-            model.policy = LTPPolicy(len(dense.layers), theta).to(ctx.device)
-            model.eval()
-            entry = {"name": name, "theta_final": theta, "file": None}
-            point: dict = {"theta_final": theta, "thresholds": rising_thresholds(theta, len(dense.layers)),
-                           "untuned_validation": ctx.validation_summary(model)}
-            point["validation"] = point["untuned_validation"]
-            if s.hard_epochs > 0:
-                point["hard"] = hard_stage(ctx, model, s, name, point["untuned_validation"])
-                point["validation"] = point["hard"]["kept_validation"]
-                entry["file"] = f"{name}.pt"
-                ctx.save_model(model.eval(), entry["file"])
-            point["seconds"] = round(time.time() - t0, 2)
-            log["points"][name] = point
-            manifest.append(entry)
-        ctx.write_json("points.json", manifest)
-        return log
+    def train_points(self, settings, task) -> dict:
+        # absolute theta_finals where configured, else the length-relative ones (resolved in the job)
+        if settings.theta_finals is not None:
+            return {f"theta_final={format_knob(t)}": i for i, t in enumerate(settings.theta_finals)}
+        return {f"theta_final_rel={format_knob(r)}": i for i, r in enumerate(settings.theta_final_rels)}
+
+    def train_point(self, ctx, key: str, index: int) -> tuple[list[dict], dict]:
+        s, dense = prepare(ctx, [("theta_finals", "theta_final_rels")])
+        theta = s.theta_finals[index]  # the point's name is its resolved value
+        name = f"theta_final={format_knob(theta)}"
+        t0 = time.time()
+        model = copy.deepcopy(dense)
+        model.policy = LTPPolicy(len(dense.layers), theta).to(ctx.device)
+        model.eval()
+        entry = {"name": name, "theta_final": theta, "file": None}
+        point: dict = {"theta_final": theta, "thresholds": rising_thresholds(theta, len(dense.layers)),
+                       "untuned_validation": ctx.validation_summary(model)}
+        point["validation"] = point["untuned_validation"]
+        if s.hard_epochs > 0:
+            point["hard"] = hard_stage(ctx, model, s, name, point["untuned_validation"])
+            point["validation"] = point["hard"]["kept_validation"]
+            entry["file"] = f"{name}.pt"
+            ctx.save_model(model.eval(), entry["file"])
+        point["seconds"] = round(time.time() - t0, 2)
+        return [entry], point
 
     def operating_points(self, ctx):
         dense = None

@@ -28,7 +28,7 @@ from harness.errors import HarnessError
 from harness.model.policy import EncoderState, Exit, Policy
 from harness.plugin import MethodPlugin, OperatingPoint, register_method
 from methods.fastbert import EarlyExitPolicy, ExitHeadSettings, demo_exits, new_exit_policy, train_exits
-from methods.ltp import LTPPolicy
+from methods.ltp import LTPPolicy, format_knob
 
 
 @dataclass(frozen=True)
@@ -90,24 +90,21 @@ class MagicPyramid(MethodPlugin):
             )
         return [by_lambda[float(lam)] for lam in lambdas]
 
-    def train(self, ctx) -> dict:
+    def train_points(self, settings, task) -> dict:
+        return {f"lambda={format_knob(lam)}": float(lam) for lam in settings.lambdas}
+
+    def train_point(self, ctx, name: str, lam: float) -> tuple[list[dict], dict]:
         s = ctx.settings
-        log: dict = {"settings": ctx.settings_log, "points": {}}
-        manifest = []
-        for entry in self._ltp_entries(ctx, s.lambdas):
-            model = ctx.load_model(entry["file"], method="ltp").to(ctx.device)
-            ltp = model.policy
-            ltp.freeze()
-            exits = new_exit_policy(ctx, model, s)
-            exits.inclusive = True
-            model.policy = PrunedExitPolicy(ltp, exits)
-            log["points"][entry["name"]] = train_exits(
-                ctx, model, exits, s, desc=f"{ctx.task.name}/magic_pyramid exits {entry['name']}"
-            )
-            ctx.save_model(model.eval(), entry["file"])
-            manifest.append(entry)
-        ctx.write_json("points.json", manifest)
-        return log
+        (entry,) = self._ltp_entries(ctx, [lam])
+        model = ctx.load_model(entry["file"], method="ltp").to(ctx.device)
+        ltp = model.policy
+        ltp.freeze()
+        exits = new_exit_policy(ctx, model, s)
+        exits.inclusive = True
+        model.policy = PrunedExitPolicy(ltp, exits)
+        log = train_exits(ctx, model, exits, s, desc=f"{ctx.task.name}/magic_pyramid exits {entry['name']}")
+        ctx.save_model(model.eval(), entry["file"])
+        return [entry], log
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):

@@ -234,70 +234,66 @@ class PowerBert(MethodPlugin):
         return max(1, int(steps)) / per_epoch
 
     # ---- training ---------------------------------------------------------
-    def train(self, ctx) -> dict:
+    def train_points(self, settings, task) -> dict:
+        return {_lambda_name(lam): lam for lam in settings.lambdas_for(task.name)}
+
+    def train_point(self, ctx, name: str, lam) -> tuple[list[dict], dict]:
         s = ctx.settings
         dense = ctx.load_model(method="dense")
         num_layers = len(dense.layers)
         seq_len = ctx.task.seq_len
-        log: dict = {"settings": ctx.settings_log, **ctx.train_split_info, "points": {}}
-        manifest = []
-        for lam in s.lambdas_for(ctx.task.name):
-            name = _lambda_name(lam)
-            t0 = time.time()
-            model = copy.deepcopy(dense)
-            policy = PowerBertPolicy(
-                num_layers,
-                seq_len,
-                lam=lam,
-                soft=True,
-                lr_scale=s.retention_lr / s.soft_lr,
-                exclude_self=s.exclude_self,
-            ).to(ctx.device)
-            model.policy = policy
-            # (1) soft extraction: no checkpoint selection, the final state is kept
-            soft_log = ctx.finetune(
-                model,
-                cfg=ctx.train_config(epochs=self._epochs(ctx, s.soft_steps), lr=s.soft_lr, grad_clip=0.0),
-                checkpoint="last",
-                desc=f"{ctx.task.name}/power_bert {name} soft",
-            )
-            policy.project()
-            mass = policy.mass()
-            t1 = time.time()
-            # (2) counts
-            counts = policy.learned_counts(s.rounding)
-            policy.set_counts(counts)
-            policy.soft = False
-            policy.retention_raw.requires_grad_(False)
-            before = None
-            if s.eval_before_retrain:
-                run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size,
-                               ctx.device)
-                before = primary(ctx.task, run.metrics)
-            # (3) retrain with hard extraction
-            hard_log = ctx.finetune(
-                model,
-                cfg=ctx.train_config(epochs=self._epochs(ctx, s.hard_steps), lr=s.hard_lr),
-                desc=f"{ctx.task.name}/power_bert {name} hard",
-            )
-            model.eval()
-            ctx.save_model(model, f"{name}.pt")
-            manifest.append({"name": name, "lambda": lam, "file": f"{name}.pt"})
-            t2 = time.time()
-            log["points"][name] = {
-                "lambda": lam,
-                "soft_mass": [round(m, 3) for m in mass],
-                "counts": counts,
-                "soft_steps": soft_log["steps"],
-                "retrain_steps": hard_log["steps"],
-                "validation_hard_before_retrain": before,
-                "validation_after_retrain": hard_log["best_validation"],
-                "retrain": hard_log["validation"],
-                "seconds_soft": round(t1 - t0, 1),
-                "seconds_retrain": round(t2 - t1, 1),
-            }
-        ctx.write_json("points.json", manifest)
-        return log
+        t0 = time.time()
+        model = copy.deepcopy(dense)
+        policy = PowerBertPolicy(
+            num_layers,
+            seq_len,
+            lam=lam,
+            soft=True,
+            lr_scale=s.retention_lr / s.soft_lr,
+            exclude_self=s.exclude_self,
+        ).to(ctx.device)
+        model.policy = policy
+        # (1) soft extraction: no checkpoint selection, the final state is kept
+        soft_log = ctx.finetune(
+            model,
+            cfg=ctx.train_config(epochs=self._epochs(ctx, s.soft_steps), lr=s.soft_lr, grad_clip=0.0),
+            checkpoint="last",
+            desc=f"{ctx.task.name}/power_bert {name} soft",
+        )
+        policy.project()
+        mass = policy.mass()
+        t1 = time.time()
+        # (2) counts
+        counts = policy.learned_counts(s.rounding)
+        policy.set_counts(counts)
+        policy.soft = False
+        policy.retention_raw.requires_grad_(False)
+        before = None
+        if s.eval_before_retrain:
+            run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size,
+                           ctx.device)
+            before = primary(ctx.task, run.metrics)
+        # (3) retrain with hard extraction
+        hard_log = ctx.finetune(
+            model,
+            cfg=ctx.train_config(epochs=self._epochs(ctx, s.hard_steps), lr=s.hard_lr),
+            desc=f"{ctx.task.name}/power_bert {name} hard",
+        )
+        model.eval()
+        ctx.save_model(model, f"{name}.pt")
+        t2 = time.time()
+        return [{"name": name, "lambda": lam, "file": f"{name}.pt"}], {
+            "lambda": lam,
+            "soft_mass": [round(m, 3) for m in mass],
+            "counts": counts,
+            "soft_steps": soft_log["steps"],
+            "retrain_steps": hard_log["steps"],
+            "validation_hard_before_retrain": before,
+            "validation_after_retrain": hard_log["best_validation"],
+            "retrain": hard_log["validation"],
+            "seconds_soft": round(t1 - t0, 1),
+            "seconds_retrain": round(t2 - t1, 1),
+        }
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):

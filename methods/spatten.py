@@ -276,47 +276,43 @@ class SpAtten(MethodPlugin):
         return SpAttenPolicy(retain_schedule(len(model.layers), r, full_layers))
 
     # ---- training --------------------------------------------------------------
-    def train(self, ctx) -> dict:
+    def train_points(self, settings, task) -> dict:
+        return {self.point_name(r, settings.head_ratio): r for r in settings.ratios}
+
+    def train_point(self, ctx, name: str, r) -> tuple[list[dict], dict]:
         s = ctx.settings
         lr = float(ctx.cfg["train"]["lr"] * 0.5 if s.lr is None else s.lr)
         batch_size = int(ctx.cfg["train"]["batch_size"] if s.batch_size is None else s.batch_size)
         dense = ctx.load_model(method="dense")
-        log = {"settings": ctx.settings_log, **ctx.train_split_info, "points": {}}
-        manifest = []
-        for r in s.ratios:
-            t0 = time.perf_counter()
-            model = copy.deepcopy(dense)
-            model.policy = self.policy_for(model, r, s.full_layers)
-            entry: dict = {"ratios": model.policy.ratios}
-            if s.head_ratio < 1.0:
-                imp = head_importance(model, ctx.train_split, s.head_calibration_examples, batch_size, ctx.seed,
-                                      ctx.device)
-                counts = head_counts(len(model.layers), model.layers[0].num_heads, s.head_ratio, s.full_layers)
-                kept = cascade_heads(imp, counts)
-                apply_cascade_head_pruning(model, kept)
-                entry["head_importance"] = imp.round(6).tolist()
-                entry["heads_kept"] = kept
-            model = model.to(ctx.device)
-            run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size, ctx.device)
-            entry["validation_start"] = start = primary(ctx.task, run.metrics)
-            entry["kept"], entry["validation"] = "start", start
-            if s.epochs > 0:
-                ft = ctx.finetune(
-                    model,
-                    cfg=ctx.train_config(epochs=s.epochs, lr=lr, batch_size=batch_size, eval_every=s.eval_every),
-                    checkpoint="best_or_start" if s.keep_start_if_better else "best",
-                    start_score=start,
-                    desc=f"{ctx.task.name}/spatten r={_fmt(r)}",
-                )
-                entry["finetune"] = ft
-                entry["kept"], entry["validation"] = ft.get("kept", "trained"), ft["best_validation"]
-            entry["seconds"] = round(time.perf_counter() - t0, 2)
-            name = self.point_name(r, s.head_ratio)
-            ctx.save_model(model.eval(), f"{name}.pt")
-            manifest.append({"name": name, "r": r, "file": f"{name}.pt"})
-            log["points"][_fmt(r)] = entry
-        ctx.write_json("points.json", manifest)
-        return log
+        t0 = time.perf_counter()
+        model = copy.deepcopy(dense)
+        model.policy = self.policy_for(model, r, s.full_layers)
+        entry: dict = {"r": r, "ratios": model.policy.ratios}
+        if s.head_ratio < 1.0:
+            imp = head_importance(model, ctx.train_split, s.head_calibration_examples, batch_size, ctx.seed,
+                                  ctx.device)
+            counts = head_counts(len(model.layers), model.layers[0].num_heads, s.head_ratio, s.full_layers)
+            kept = cascade_heads(imp, counts)
+            apply_cascade_head_pruning(model, kept)
+            entry["head_importance"] = imp.round(6).tolist()
+            entry["heads_kept"] = kept
+        model = model.to(ctx.device)
+        run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.validation_batch_size, ctx.device)
+        entry["validation_start"] = start = primary(ctx.task, run.metrics)
+        entry["kept"], entry["validation"] = "start", start
+        if s.epochs > 0:
+            ft = ctx.finetune(
+                model,
+                cfg=ctx.train_config(epochs=s.epochs, lr=lr, batch_size=batch_size, eval_every=s.eval_every),
+                checkpoint="best_or_start" if s.keep_start_if_better else "best",
+                start_score=start,
+                desc=f"{ctx.task.name}/spatten r={_fmt(r)}",
+            )
+            entry["finetune"] = ft
+            entry["kept"], entry["validation"] = ft.get("kept", "trained"), ft["best_validation"]
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        ctx.save_model(model.eval(), f"{name}.pt")
+        return [{"name": name, "r": r, "file": f"{name}.pt"}], entry
 
     def operating_points(self, ctx):
         s = ctx.settings

@@ -80,23 +80,18 @@ class Transkimmer(MethodPlugin):
         "profile's short budget needs it; unset, they train with the model as in the reference)",
     )
 
-    def train(self, ctx) -> dict:
+    def train_points(self, settings, task) -> dict:
+        return {f"alpha={alpha:g}": alpha for alpha in settings.alphas}
+
+    def train_point(self, ctx, name: str, alpha) -> tuple[list[dict], dict]:
         s = ctx.settings
         dense = ctx.load_model(method="dense").to(ctx.device)
         cfg = ctx.train_config(epochs=s.epochs, lr=s.lr)
-        log = {"settings": {**ctx.settings_log, "lr": cfg.lr}, **ctx.train_split_info,
-               "dense_validation": ctx.validation_summary(dense), "points": {}}
         hidden = dense.arch().hidden
-        manifest = []
-        for alpha in s.alphas:
-            name = f"alpha={alpha:g}"
-            _, point_log = ctx.train_policy_point(
-                dense, lambda: TranskimmerPolicy(len(dense.layers), hidden, alpha, s.temperature, s.init_keep_bias),
-                name, cfg, s.predictor_lr)
-            manifest.append({"name": name, "alpha": alpha, "file": f"{name}.pt"})
-            log["points"][name] = {"alpha": alpha, **point_log}
-        ctx.write_json("points.json", manifest)
-        return log
+        _, point_log = ctx.train_policy_point(
+            dense, lambda: TranskimmerPolicy(len(dense.layers), hidden, alpha, s.temperature, s.init_keep_bias),
+            name, cfg, s.predictor_lr)
+        return [{"name": name, "alpha": alpha, "file": f"{name}.pt"}], {"alpha": alpha, "lr": cfg.lr, **point_log}
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):

@@ -113,7 +113,8 @@ def test_infor_coef_train_and_operating_points(smoke_context):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(InforCoefPolicy, "extra_loss", spy)
         log = plugin.train(ctx)
-    warm, steps = log["norm_starts_after_step"], log["steps"]
+    first = log["points"]["sparsity=0.6_norm=0"]
+    warm, steps = first["norm_starts_after_step"], first["steps"]
     assert 0 < warm < steps
     # per model: the norm term is off for exactly the warm-up steps, then on
     assert seen == ([False] * warm + [True] * (steps - warm)) * 2

@@ -201,7 +201,7 @@ def test_train_and_operating_points(smoke_context):
     cfg["methods_config"] = {"spatten": {"ratios": [0.2, 0.7, 1.0], "epochs": 1, "head_calibration_examples": 16}}
     plugin = get_method("spatten")
     log = plugin.train(ctx)
-    assert set(log["points"]) == {"0.2", "0.7", "1"}
+    assert set(log["points"]) == {"r=0.2", "r=0.7", "r=1"}
     assert all(p["kept"] in ("start", "trained") for p in log["points"].values())
     points = list(plugin.operating_points(ctx))
     assert [p.name for p in points] == ["r=0.2", "r=0.7", "r=1"]
@@ -222,5 +222,5 @@ def test_train_and_operating_points(smoke_context):
     (p,) = list(plugin.operating_points(ctx))
     assert p.name == "r=0.5_h=0.5" and p.knobs["head_pruning"] is True
     assert [layer.num_heads for layer in p.model.layers] == [4, 2]
-    kept = log["points"]["0.5"]["heads_kept"]
+    kept = log["points"]["r=0.5_h=0.5"]["heads_kept"]
     assert len(kept[1]) == 2 and set(kept[1]) <= set(kept[0])
