@@ -45,8 +45,8 @@ def cluster(tmp_path_factory):
 def _slurm_args(out: Path, retries: int) -> list[str]:
     # the node has the CPUs of this machine: train jobs ask for 2 CPUs, as the local smoke run's do
     # (same threads, same arithmetic); status checks start after 5 s instead of the profile's 10
-    return ["--set-threads", "train=2", "--retries", str(retries), "--slurm-init-seconds-before-status-checks", "5",
-            "--slurm-logdir", str(out / "slurm_logs")]
+    return ["--set-threads", "train=2", "train_point=2", "--retries", str(retries),
+            "--slurm-init-seconds-before-status-checks", "5", "--slurm-logdir", str(out / "slurm_logs")]
 
 
 def _popen(out: Path, cluster: LocalSlurm, retries: int) -> subprocess.Popen:
@@ -114,10 +114,13 @@ def test_smoke_workflow_on_slurm_survives_scancel_and_equals_local_run(cluster, 
     task, method = "mr", KILLED[1]
     assert not (results / "manifests" / task / f"{method}.json").exists()
     assert not list((results / "records" / task / method).rglob("*.json")), "a killed job left records"
-    # what had finished: at least the two train jobs the killed evaluate job waited for
+    # what had finished: at least the train jobs the killed evaluate job waited for (dense, and the
+    # method's points, each its own SLURM job, joined by a local gather)
     finished = {p: p.stat().st_mtime_ns for p in [*(results / "manifests").rglob("*.json"),
-                                                   *(out / "work" / "models").rglob("done.json")]}
+                                                   *(out / "work" / "models").rglob("*.json")]}
     assert {"dense", method} <= {p.parent.name for p in finished if p.name == "done.json"}, finished
+    points = [p for p in finished if p.parent.name == "points" and p.parent.parent.name == method]
+    assert len(points) > 1, "the method's points did not train as jobs of their own"
 
     # 2. the same command resumes: the killed job reruns, what finished stays
     rc = _wait(_popen(out, cluster, retries=2), out, 2)
@@ -125,8 +128,12 @@ def test_smoke_workflow_on_slurm_survives_scancel_and_equals_local_run(cluster, 
     wall = time.monotonic() - began
     assert (results / "manifests" / task / f"{method}.json").exists()
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "the resume reran finished jobs"
-    submitted = sum((out / f"snakemake_retries{r}.log").read_text().count(" has been submitted") for r in (0, 2))
-    print(f"SLURM smoke run: {wall:.0f} s end to end, killed job {killed}, SLURM jobs submitted {submitted}")
+    logs = [(out / f"snakemake_retries{r}.log").read_text() for r in (0, 2)]
+    submitted = [text.count(" has been submitted") for text in logs]
+    assert "rule train:" not in logs[1] and "rule train_point:" not in logs[1], "the resume retrained"
+    print(f"SLURM smoke run: {wall:.0f} s end to end, killed job {killed}, SLURM jobs submitted "
+          f"{submitted[0]} then {submitted[1]} on resume, of them train_point jobs "
+          f"{logs[0].count('rule train_point:')}")
 
     # 3. the scheduler changes nothing a record measures
     slurm = _essentials(records(out))
@@ -143,10 +150,12 @@ def test_gpu_profile_dry_run_lists_jobs_and_resources(tmp_path):
     jobs a whole node; the dry run needs no scheduler."""
     p = snakemake(tmp_path, "-n", profile="profiles/slurm-gpu")
     text = p.stdout
-    assert "rule train:" in text and "rule evaluate:" in text
+    assert "rule train:" in text and "rule train_point:" in text and "rule evaluate:" in text
     blocks = text.split("\nrule ")
-    train = [b for b in blocks if b.startswith("train:")]
+    train = [b for b in blocks if b.startswith(("train:", "train_point:"))]
     evaluate = [b for b in blocks if b.startswith("evaluate:")]
     assert train and evaluate
+    counts = {rule: sum(b.startswith(rule + ":") for b in blocks) for rule in ("train", "train_point", "evaluate")}
+    print(f"slurm-gpu dry run of paper: {len(blocks) - 1} jobs, {counts}")
     assert all("gres=gpu:1" in b and "slurm_partition=gpu" in b and "runtime=1440" in b for b in train)
     assert all("gres=gpu:1" in b and "slurm_extra=--exclusive" in b for b in evaluate)
