@@ -39,13 +39,17 @@ def planned_outputs(cfg: dict, methods: list[str]) -> list[Output]:
     out += [Output(str(f / f"length_histograms.{x}"), "Lengths", "length_histograms") for x in FIGURE_FORMATS]
     for p in cfg["eval"]["protocols"]:
         out += [Output(str(f / f"tradeoff_{p}.{x}"), "Trade-offs", "tradeoff") for x in FIGURE_FORMATS]
+    verdicts = []
     for name, spec in planned(cfg.get("experiments"), methods).items():
         kind = KINDS[spec["kind"]]
-        if kind.table:
-            out += [Output(str(r / "tables" / f"{name}.{x}"), name, spec["kind"]) for x in TABLE_FORMATS]
-        out += [Output(str(f / f"{stem}.{x}"), name, spec["kind"])
-                for stem in figure_stems(name, kind, cfg["eval"]["protocols"]) for x in FIGURE_FORMATS]
-    return out
+        files = [Output(str(r / "tables" / f"{name}.{x}"), name, spec["kind"]) for x in TABLE_FORMATS] if kind.table else []
+        files += [Output(str(f / f"{stem}.{x}"), name, spec["kind"])
+                  for stem in figure_stems(name, kind, cfg["eval"]["protocols"]) for x in FIGURE_FORMATS]
+        if spec["kind"] == "claims":
+            verdicts += files
+        else:
+            out += files
+    return verdicts + out  # the verdicts first: the report opens on them
 
 
 def build_report(cfg: dict, methods: list[str]) -> list[str]:

@@ -18,7 +18,8 @@ in the config, each a method, a knob filter, a padding and a reference row),
 padding_claim (every token-dropping method's speedup under the three
 protocols and their ratios), policy_cost (the share of FLOPs and wall time a
 policy's own products take), method_tradeoff (Infor-Coef Figs. 2-4: metric vs
-speedup or remaining FLOPs under one protocol).
+speedup or remaining FLOPs under one protocol), claims (the papers' claims,
+each with a rule fixed in the config, as verdicts: `harness.report.claims`).
 
 Every kind also takes `tasks` (only those tasks' records) and `metric` (a
 metric read in place of each task's primary one): see `scoped`.
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import paper_figures as paper_plots
+from harness.report.claims import claims_table
 from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.grouped_tables import (grouped_points_table, padding_claim_table, policy_cost_table,
                                            tradeoff_points)
@@ -174,6 +176,8 @@ KINDS: dict[str, Kind] = {
     "padding_claim": Kind(lambda df, m, s, r: padding_claim_table(df, m, s)),
     "policy_cost": Kind(lambda df, m, s, r: policy_cost_table(df, m, s)),
     "method_tradeoff": Kind(lambda df, m, s, r: tradeoff_points(df, m, s), paper_plots.tradeoff_figure),
+    # every claim reads its own methods; a claim whose methods did not run is inconclusive, not skipped
+    "claims": Kind(lambda df, m, s, r: claims_table(df, s, r), needs_methods=False),
 }
 
 

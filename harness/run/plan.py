@@ -85,6 +85,16 @@ def check_settings(cfg: dict) -> None:
         parse_settings(plugin_for(cfg, v).Settings, method_values(cfg, v), f"variants.{v}.config")
 
 
+def check_experiments(cfg: dict) -> None:
+    """What the schema cannot check of the experiments (a claim's rule: its
+    measure, arguments and test), before any job runs."""
+    from harness.report.claims import check_claims
+
+    for name, spec in (cfg.get("experiments") or {}).items():
+        if spec["kind"] == "claims":
+            check_claims(spec, f"experiments.{name}")
+
+
 def resolve_methods(cfg: dict) -> list[str]:
     variants = cfg.get("variants", {})
     for v, spec in variants.items():
@@ -92,6 +102,7 @@ def resolve_methods(cfg: dict) -> list[str]:
             raise HarnessError(f"variant {v!r} has the name of a registered method", "rename the variant")
         get_method(spec["method"])
     check_settings(cfg)
+    check_experiments(cfg)
     names = method_names() + list(variants) if "all" in cfg["methods"] else list(cfg["methods"])
     for n in list(names) + list(cfg.get("exclude_methods", [])):
         plugin_for(cfg, n)  # raises a clear error for unknown names

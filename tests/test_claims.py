@@ -1,0 +1,154 @@
+"""Claims are decided by their config rule from records alone (harness/report/claims.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.config import load_config
+from harness.errors import HarnessError
+from harness.report.claims import FAILS, HOLDS, INCONCLUSIVE, check_claims, claims_table, judge, rule_text
+from harness.report.experiments import run_experiments
+from harness.report.load import load_records
+from harness.storage import write_json
+
+from .test_experiments import LENGTHS, N, _record
+
+ALL = np.ones(N, bool)
+LONG_WRONG = LENGTHS <= np.percentile(LENGTHS, 75)  # wrong on the longest quarter (10 of 40)
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    for p, pad in (("none", 1.0), ("batch", 1.0), ("sequence", 0.8)):
+        _record(root, "dense", "dense", p, 1.0, ALL, 0.90)
+        # ltp: 0.3 too inaccurate on validation; 0.5 within 1 point (speedup 2 under none, 2.5 under sequence)
+        _record(root, "ltp", "a", p, 0.3, ALL, 0.80, {"lambda": 1.0}, {1: 1.5, 32: 2.4})
+        _record(root, "ltp", "b", p, 0.5 * pad, ALL, 0.895, {"lambda": 0.1}, {1: 1.2, 32: 1.8})
+        # a top-k baseline: 75% of examples right at relative FLOPs 0.4
+        _record(root, "topk", "k", p, 0.4, np.arange(N) % 4 != 0, 0.85, {"ratio": 0.4})
+        _record(root, "short_ok", "s", p, 0.6, ALL, 0.9)
+        _record(root, "short_bad", "t", p, 0.6, LONG_WRONG, 0.9)
+        _record(root, "never", "n", p, 0.5, ALL, 0.5)
+    return root
+
+
+def _judge(root, rule, task="mr"):
+    check_claims({"claims": [{"id": "x", "rule": rule}]}, "test")
+    return judge(load_records(root), task, rule, root)
+
+
+def test_speedup_within_thresholds_decide_and_change_the_verdict(results):
+    rule = {"measure": "speedup_within", "method": "ltp", "tolerance": 0.01, "protocol": "none"}
+    verdict, ours, reason = _judge(results, {**rule, "at_least": 1.9})
+    assert verdict == HOLDS and ours.startswith("speedup_within = 2 (ltp b:") and reason == ""
+    # the same records, a stricter rule: the verdict follows the config, not the models
+    verdict, ours, reason = _judge(results, {**rule, "at_least": 2.1})
+    assert verdict == FAILS and reason == "2 is not >= 2.1"
+    # under sequence the chosen point (chosen under none) is 0.5 * 0.8 of dense: 2.5x
+    assert _judge(results, {**rule, "protocol": "sequence", "above": 2.4})[0] == HOLDS
+    # wall-clock at batch 32 (1.8), and a batch size never timed
+    assert _judge(results, {**rule, "quantity": "wall", "batch_size": 32, "at_least": 1.8})[0] == HOLDS
+    verdict, _, reason = _judge(results, {**rule, "quantity": "wall", "batch_size": 8, "at_least": 1})
+    assert verdict == INCONCLUSIVE and "not timed at batch 8" in reason
+
+
+def test_no_point_within_tolerance_does_not_hold_and_no_records_is_inconclusive(results):
+    verdict, _, reason = _judge(results, {"measure": "speedup_within", "method": "never", "at_least": 1})
+    assert verdict == FAILS and reason == "no point of never is within 0.01 of dense on validation"
+    verdict, ours, reason = _judge(results, {"measure": "speedup_within", "method": "absent", "at_least": 1})
+    assert (verdict, ours, reason) == (INCONCLUSIVE, "n/a", "no records of absent on mr")
+
+
+def test_metric_gap_interpolates_the_front_at_the_baseline_points(results):
+    # ltp's front under none: (0.3, 100) and (0.5, 100); at topk's 0.4: 100 - 75 = +25 points
+    verdict, ours, _ = _judge(results, {"measure": "metric_gap", "method": "ltp", "baseline": "topk", "above": 24.9})
+    assert verdict == HOLDS and "at 1 equal-FLOPs points" in ours and "max +25.00" in ours
+    # dense's cost (1.0) lies outside ltp's range (0.3-0.5): nothing to compare
+    verdict, _, reason = _judge(results, {"measure": "metric_gap", "method": "ltp", "baseline": "dense", "above": 0})
+    assert verdict == INCONCLUSIVE and "lie outside" in reason
+
+
+def test_long_quarter_drop_against_dense_and_versus_another_method(results):
+    assert _judge(results, {"measure": "long_quarter_drop", "method": "short_ok", "at_least": -1})[0] == HOLDS
+    verdict, ours, reason = _judge(results, {"measure": "long_quarter_drop", "method": "short_bad", "at_least": -1})
+    assert verdict == FAILS and "-100.0 pts vs dense on the longest quarter (n=10)" in ours
+    rule = {"measure": "long_quarter_drop", "method": "short_ok", "versus": "short_bad", "above": 99}
+    assert _judge(results, rule)[0] == HOLDS
+
+
+def test_length_buckets_without_long_inputs_are_inconclusive(results):
+    # the synthetic eval lengths are 10..49: nothing above 70 tokens
+    rule = {"measure": "bucket_speedup_ratio", "method": "ltp", "numerator": "long", "denominator": "short",
+            "above": 1}
+    verdict, _, reason = _judge(results, rule)
+    assert verdict == INCONCLUSIVE and reason.startswith("needs inputs in the long (>70) bucket: mr has 0")
+    # middle (36-70) holds 14 examples: with min_examples 10 the ratio is read (same relative FLOPs: 1.0)
+    rule = {**{k: v for k, v in rule.items() if k != "above"}, "numerator": "middle", "min_examples": 10,
+            "at_least": 1.0}
+    assert _judge(results, rule)[0] == HOLDS
+
+
+def test_all_of_rules_fail_on_any_failure_and_are_inconclusive_otherwise(results):
+    ok = {"measure": "speedup_within", "method": "ltp", "at_least": 1.5}
+    bad = {"measure": "speedup_within", "method": "ltp", "at_least": 3}
+    unknown = {"measure": "speedup_within", "method": "absent", "at_least": 1}
+    assert _judge(results, {"all": [ok, ok]})[0] == HOLDS
+    verdict, ours, reason = _judge(results, {"all": [ok, bad, unknown]})
+    assert verdict == FAILS and reason.startswith("part 2: 2 is not >= 3; part 3: no records")
+    assert ours.count(" | ") == 2
+    assert _judge(results, {"all": [ok, unknown]})[0] == INCONCLUSIVE
+
+
+def test_selection_cost_ratio_reads_the_benchmark(results):
+    rule = {"measure": "selection_cost_ratio", "length": 128, "at_least": 3}
+    assert _judge(results, rule, None)[0] == INCONCLUSIVE
+    rows = [{"length": 128, "ratio": r, "ratio_topk_torch_over_threshold": v} for r, v in ((0.1, 2.0), (0.5, 4.0),
+                                                                                          (0.3, 3.5))]
+    write_json(results / "benchmarks" / "selection_cost.json", {"rows": rows})
+    verdict, ours, _ = _judge(results, rule, None)
+    assert verdict == HOLDS and "median 3.50" in ours
+
+
+def test_claims_table_one_row_per_claim_and_task_through_the_report(results, tmp_path):
+    spec = {"kind": "claims", "claims": [
+        {"id": "A", "source": "Paper, Table 1", "statement": "fast", "paper": "2x",
+         "rule": {"measure": "speedup_within", "method": "ltp", "at_least": 1.9}},
+        {"id": "B", "source": "Paper, Fig. 1", "statement": "elsewhere", "paper": "3x", "tasks": ["mr", "qnli"],
+         "rule": {"measure": "speedup_within", "method": "ltp", "at_least": 1.9}},
+        {"id": "C", "source": "Paper, Fig. 2", "statement": "unrun", "paper": "4x",
+         "rule": {"measure": "speedup_within", "method": "absent", "at_least": 1.9}},
+    ]}
+    table = claims_table(load_records(results), spec, results)
+    assert table[["claim", "task", "verdict"]].values.tolist() == [
+        ["A", "mr", HOLDS], ["B", "mr", HOLDS], ["B", "qnli", INCONCLUSIVE], ["C", "(none)", INCONCLUSIVE]]
+    assert table["rule"].iloc[0] == "speedup_within(method=ltp) >= 1.9"
+    assert table["reason"].iloc[2] == "no records on qnli"
+    paths = run_experiments(load_records(results), {"claims": spec}, ["ltp"], results, tmp_path / "figures")
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["claims.csv", "claims.md", "claims.tex"]
+    assert "| A " in (results / "tables" / "claims.md").read_text()
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"measure": "speedup_whithin", "method": "ltp", "at_least": 1}, "unknown measure 'speedup_whithin'"),
+    ({"measure": "speedup_within", "method": "ltp", "tolerence": 0.01, "at_least": 1}, "takes no ['tolerence']"),
+    ({"measure": "speedup_within", "at_least": 1}, "needs ['method']"),
+    ({"measure": "speedup_within", "method": "ltp", "at_least": 1, "below": 3}, "exactly one test"),
+    ({"measure": "speedup_within", "method": "ltp"}, "exactly one test, found none"),
+    ({"measure": "speedup_within", "method": "ltp", "protocol": "padded", "at_least": 1}, "protocol: 'padded'"),
+    ({"all": [], "at_least": 1}, "`all` takes a non-empty list"),
+])
+def test_a_misspelled_rule_is_one_clear_error(rule, message):
+    with pytest.raises(HarnessError, match=None) as e:
+        check_claims({"claims": [{"id": "C1", "rule": rule}]}, "experiments.claims")
+    assert message in str(e.value) and "experiments.claims.claims[C1].rule" in str(e.value)
+
+
+def test_profiles_read_the_papers_claims_from_one_file():
+    for profile in ("default", "smoke"):
+        claims = load_config(profile)["experiments"]["claims"]["claims"]
+        assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 14)]
+        check_claims({"claims": claims}, profile)
+    assert rule_text(claims[0]["rule"]) == "speedup_within(method=ltp, tolerance=0.01, protocol=none) >= 1.9"
+    with pytest.raises(HarnessError, match="does not exist"):
+        load_config("smoke", ["experiments.claims.claims=claims/missing.yaml"])
