@@ -7,7 +7,8 @@ share their common settings instead of copying them. Overrides are
 `dotted.key=value` strings whose values are parsed as YAML; strings where the
 schema asks for a number or a boolean are read as one (`snakemake --config`
 passes nested values as strings). The data directory comes from the config's
-`data_dir`, else from `$HARNESS_DATA_DIR`. The config hash (SHA-256 of the
+`data_dir`, else from `$HARNESS_DATA_DIR`. A claims experiment may name its list of
+claims by file (`claims: claims/papers.yaml`, under config/). The config hash (SHA-256 of the
 canonical JSON of the resolved config) goes into every result record.
 """
 from __future__ import annotations
@@ -132,12 +133,31 @@ def _fill_defaults(schema: dict, cfg: dict) -> None:
             _fill_defaults(sub, cfg[key])
 
 
+def _include_claims(cfg: dict) -> dict:
+    """`claims: <file>` in a claims experiment reads the list from
+    config/<file>, so profiles share one declaration of the papers' claims."""
+    for name, spec in (cfg.get("experiments") or {}).items():
+        ref = spec.get("claims") if isinstance(spec, dict) else None
+        if isinstance(ref, str):
+            path = CONFIG_DIR / ref
+            try:
+                data = yaml.safe_load(path.read_text()) if path.is_file() else None
+            except yaml.YAMLError as e:
+                raise HarnessError(f"claims file {path} is not valid YAML: {e}", "fix the YAML syntax") from None
+            if not isinstance(data, list):
+                raise HarnessError(f"experiments.{name}.claims names {path}, which "
+                                   + ("does not exist" if not path.is_file() else "does not hold a list of claims"),
+                                   "name a YAML file under config/ holding a list of claims (e.g. claims/papers.yaml)")
+            spec["claims"] = data
+    return cfg
+
+
 def validate(cfg: dict) -> dict:
     """Validate against the schema, fill defaults and resolve the data dir."""
     import jsonschema
 
     schema = _schema()
-    cfg = _coerce(copy.deepcopy(cfg), schema)
+    cfg = _coerce(_include_claims(copy.deepcopy(cfg)), schema)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
