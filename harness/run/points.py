@@ -83,10 +83,13 @@ def point_job(ctx, name: str) -> Path:
 
 def gather(results: list[dict]) -> tuple[list[dict], dict]:
     """The points manifest (every point's entries, in the plugin's order) and
-    the training log of a method trained point by point."""
+    the training log of a method trained point by point, keyed by point job
+    (whose name may differ from the operating points it yields: LTP-manual's
+    relative thresholds resolve to absolute ones once the data is read)."""
     first = results[0]
     log = {"settings": first["settings"], **first["train_split"],
-           "points": {r["point"]: {**r["log"], "seconds_point": r["seconds"]} for r in results}}
+           "points": {r["point"]: {**r["log"], "seconds_point": r["seconds"],
+                                   "operating_points": [e["name"] for e in r["entries"]]} for r in results}}
     return [e for r in results for e in r["entries"]], log
 
 
