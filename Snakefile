@@ -22,6 +22,7 @@ try:
     CFG = resolve_workflow_config(config)
     TASKS = plan.resolve_tasks(CFG)
     METHODS = plan.resolve_methods(CFG)
+    plan.check_task_methods(CFG, TASKS, METHODS)
 except HarnessError as e:
     sys.exit(f"error: {e}")
 

@@ -110,10 +110,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> None:
-    from harness.run.plan import resolve_methods, resolve_tasks
+    from harness.run.plan import check_task_methods, resolve_methods, resolve_tasks
 
     cfg = _config(args)
-    resolve_tasks(cfg), resolve_methods(cfg)
+    check_task_methods(cfg, resolve_tasks(cfg), resolve_methods(cfg))
     print(f"config {cfg['profile']} is valid")
 
 

@@ -152,3 +152,34 @@ def test_profiles_read_the_papers_claims_from_one_file():
     assert rule_text(claims[0]["rule"]) == "speedup_within(method=ltp, tolerance=0.01, protocol=none) >= 1.9"
     with pytest.raises(HarnessError, match="does not exist"):
         load_config("smoke", ["experiments.claims.claims=claims/missing.yaml"])
+
+
+def test_task_methods_run_each_task_with_only_the_methods_its_claims_read():
+    from harness.run.plan import all_manifests, check_task_methods, resolve_methods, runs_on
+
+    cfg = load_config("smoke", ["tasks=[mr, sst2]", "task_methods={sst2: [infor_coef]}"])
+    runs = {tuple(p.split("/")[-2:]) for p in all_manifests(cfg)}
+    # on sst2 only infor_coef, with dense and cofi (it starts from CoFi); on mr every method
+    assert {m[:-5] for t, m in runs if t == "sst2"} == {"dense", "cofi", "infor_coef"}
+    everywhere = {**cfg, "task_methods": {}}
+    assert {m[:-5] for t, m in runs if t == "mr"} == {m for m in resolve_methods(cfg) if runs_on(everywhere, "mr", m)}
+    assert "ltp" in {m[:-5] for t, m in runs if t == "mr"}
+    with pytest.raises(HarnessError, match="task_methods names 'qnli', which this profile does not run"):
+        check_task_methods({**cfg, "task_methods": {"qnli": ["ltp"]}}, ["mr", "sst2"], resolve_methods(cfg))
+    with pytest.raises(HarnessError, match=r"task_methods.sst2 names \['ltpp'\]"):
+        check_task_methods({**cfg, "task_methods": {"sst2": ["ltpp"]}}, ["mr", "sst2"], resolve_methods(cfg))
+
+
+def test_the_claims_profile_runs_every_claims_method_on_its_tasks():
+    """Each claim's methods run on the tasks it names (so no claim is inconclusive for want of a run)."""
+    from harness.report.claims import methods_of, per_task
+    from harness.run.plan import runs_on
+
+    cfg = load_config("claims")
+    for claim in cfg["experiments"]["claims"]["claims"]:
+        if not per_task(claim["rule"]):
+            continue
+        for task in claim.get("tasks", ["mr"]):
+            assert task in cfg["tasks"], (claim["id"], task)
+            for method in methods_of(claim["rule"]):
+                assert runs_on(cfg, task, method), (claim["id"], task, method)

@@ -174,9 +174,31 @@ def evaluate_inputs(cfg: dict, task: str, method: str) -> list[str]:
 
 
 def runs_on(cfg: dict, task: str, method: str) -> bool:
-    """Variants may be limited to some tasks; methods run everywhere."""
+    """Whether `method` is evaluated on `task`: everywhere, unless a variant
+    names its `tasks`, or `task_methods.<task>` lists the methods of that task
+    (dense and what they start from always run beside them)."""
     variant = cfg.get("variants", {}).get(method)
-    return not variant or not variant.get("tasks") or task in variant["tasks"]
+    if variant and variant.get("tasks") and task not in variant["tasks"]:
+        return False
+    only = (cfg.get("task_methods") or {}).get(task)
+    if only is None or method == "dense":
+        return True
+    wanted = list(only)
+    for n in wanted:  # grows while it is walked
+        wanted += [r for r in requirements(cfg, n) if r not in wanted]
+    return method in wanted
+
+
+def check_task_methods(cfg: dict, tasks: list[str], methods: list[str]) -> None:
+    """`task_methods` names tasks the profile runs and methods it runs."""
+    for task, names in (cfg.get("task_methods") or {}).items():
+        if task not in tasks:
+            raise HarnessError(f"task_methods names {task!r}, which this profile does not run",
+                               f"use one of: {', '.join(tasks)} (or add it to tasks)")
+        unknown = [n for n in names if n not in methods]
+        if unknown:
+            raise HarnessError(f"task_methods.{task} names {unknown}, which this profile does not run",
+                               f"use some of: {', '.join(methods)}")
 
 
 def all_manifests(cfg: dict) -> list[str]:
