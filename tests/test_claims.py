@@ -45,6 +45,9 @@ def test_speedup_within_thresholds_decide_and_change_the_verdict(results):
     # the same records, a stricter rule: the verdict follows the config, not the models
     verdict, ours, reason = _judge(results, {**rule, "at_least": 2.1})
     assert verdict == FAILS and reason == "2 is not >= 2.1"
+    # a bound no point reaches at any accuracy (ltp's fastest is 3.33x) was not tested
+    verdict, ours, reason = _judge(results, {**rule, "at_least": 4})
+    assert verdict == INCONCLUSIVE and reason.startswith("no point of ltp reaches 4x at any accuracy (its fastest: 3.33x")
     # under sequence the chosen point (chosen under none) is 0.5 * 0.8 of dense: 2.5x
     assert _judge(results, {**rule, "protocol": "sequence", "above": 2.4})[0] == HOLDS
     # wall-clock at batch 32 (1.8), and a batch size never timed
