@@ -45,8 +45,10 @@ def test_speedup_within_thresholds_decide_and_change_the_verdict(results):
     # the same records, a stricter rule: the verdict follows the config, not the models
     verdict, ours, reason = _judge(results, {**rule, "at_least": 2.1})
     assert verdict == FAILS and reason == "2 is not >= 2.1"
-    # a bound no point reaches at any accuracy (ltp's fastest is 3.33x) was not tested
-    verdict, ours, reason = _judge(results, {**rule, "at_least": 4})
+    # a bound no point reaches at any accuracy (ltp's fastest is 3.33x) fails, or, where the rule says so,
+    # was not tested
+    assert _judge(results, {**rule, "at_least": 4})[0] == FAILS
+    verdict, ours, reason = _judge(results, {**rule, "at_least": 4, "unreached": "inconclusive"})
     assert verdict == INCONCLUSIVE and reason.startswith("no point of ltp reaches 4x at any accuracy (its fastest: 3.33x")
     # under sequence the chosen point (chosen under none) is 0.5 * 0.8 of dense: 2.5x
     assert _judge(results, {**rule, "protocol": "sequence", "above": 2.4})[0] == HOLDS
@@ -63,13 +65,60 @@ def test_no_point_within_tolerance_does_not_hold_and_no_records_is_inconclusive(
     assert (verdict, ours, reason) == (INCONCLUSIVE, "n/a", "no records of absent on mr")
 
 
-def test_metric_gap_interpolates_the_front_at_the_baseline_points(results):
-    # ltp's front under none: (0.3, 100) and (0.5, 100); at topk's 0.4: 100 - 75 = +25 points
-    verdict, ours, _ = _judge(results, {"measure": "metric_gap", "method": "ltp", "baseline": "topk", "above": 24.9})
-    assert verdict == HOLDS and "at 1 equal-FLOPs points" in ours and "max +25.00" in ours
-    # dense's cost (1.0) lies outside ltp's range (0.3-0.5): nothing to compare
-    verdict, _, reason = _judge(results, {"measure": "metric_gap", "method": "ltp", "baseline": "dense", "above": 0})
-    assert verdict == INCONCLUSIVE and "lie outside" in reason
+def _right(n_correct):
+    return np.arange(N) < n_correct
+
+
+def test_metric_gap_reads_what_the_method_reaches_at_each_baseline_cost(tmp_path):
+    root = tmp_path / "results"
+    _record(root, "dense", "dense", "none", 1.0, ALL, 0.9)
+    # the method: 70% at relative FLOPs 0.3, 90% at 0.6, and a dominated 60% at 0.5
+    for op, cost, right in (("c1", 0.3, 28), ("c2", 0.6, 36), ("c3", 0.5, 24)):
+        _record(root, "curve", op, "none", cost, _right(right), 0.9)
+    # the baseline: 0.2 (cheaper than the method's cheapest: not compared), 65% at 0.45, 80% at 0.8
+    for op, cost, right in (("b0", 0.2, 40), ("b1", 0.45, 26), ("b2", 0.8, 32)):
+        _record(root, "base", op, "none", cost, _right(right), 0.9)
+    rule = {"measure": "metric_gap", "method": "curve", "baseline": "base"}
+    # at 0.45 the method reaches 70 (its 0.3 point; a line to 0.6 would say 80): +5; at 0.8 it reaches 90: +10
+    verdict, ours, _ = _judge(root, {**rule, "at_least": 10})
+    assert verdict == HOLDS and "at 2 equal-FLOPs points" in ours and "max +10.00, mean +7.50" in ours
+    assert _judge(root, {**rule, "statistic": "mean", "at_least": 7.6})[0] == FAILS
+    # every baseline point cheaper than the method's cheapest: nothing to compare
+    verdict, _, reason = _judge(root, {"measure": "metric_gap", "method": "base", "baseline": "curve", "above": 0})
+    assert verdict == HOLDS  # base's 0.2 point (100%) beats every curve point
+    _record(root, "cheap", "x", "none", 0.1, ALL, 0.9)
+    verdict, _, reason = _judge(root, {**rule, "baseline": "cheap", "above": 0})
+    assert verdict == INCONCLUSIVE and "are all below curve's cheapest point (0.3)" in reason
+
+
+def test_the_other_measures_on_known_records(results):
+    # ltp b: 0.4 of dense under sequence, 0.5 under batch and none; wall 1.8 at batch 32; short_ok 0.6 everywhere
+    ratio = {"measure": "protocol_ratio", "method": "ltp", "numerator": "sequence", "denominator": "batch"}
+    verdict, ours, _ = _judge(results, {**ratio, "at_least": 1.25})
+    assert verdict == HOLDS and "sequence 2.50x / batch 2.00x" in ours
+    margin = {"measure": "speedup_margin", "method": "ltp", "baselines": ["short_ok", "never"]}
+    verdict, ours, _ = _judge(results, {**margin, "above": 0.33})
+    assert verdict == HOLDS and ours.startswith("speedup_margin = 0.333")
+    assert _judge(results, {**margin, "above": 0.34})[0] == FAILS
+    wall = {"measure": "wall_over_flops", "method": "ltp", "batch_size": 32}
+    verdict, ours, _ = _judge(results, {**wall, "at_least": 0.9})
+    assert verdict == HOLDS and "wall-clock 1.80x for FLOPs 2.00x" in ours
+    verdict, _, reason = _judge(results, {**wall, "target": 5.0, "at_least": 0.9})
+    assert verdict == INCONCLUSIVE and reason == "no point of ltp is near 5x (nearest: 3.33x)"
+    kept = {"measure": "metric_retained", "method": "topk", "knobs": {"ratio": 0.4}}
+    assert _judge(results, {**kept, "at_least": 0.75})[0] == HOLDS
+    assert _judge(results, {**kept, "above": 0.75})[0] == FAILS
+    verdict, _, reason = _judge(results, {**kept, "knobs": {"ratio": 0.5}, "at_least": 0})
+    assert verdict == INCONCLUSIVE and reason == "topk has no point with {'ratio': 0.5} on mr"
+    at = {"measure": "speedup_at", "method": "ltp", "knobs": {"lambda": 0.1}}
+    assert _judge(results, {**at, "at_least": 2.0})[0] == HOLDS
+    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "at_least": 1.8})[0] == HOLDS
+    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "above": 1.8})[0] == FAILS
+    buckets = {"measure": "bucket_margin", "method": "ltp", "baselines": ["short_ok"], "min_examples": 10}
+    verdict, ours, _ = _judge(results, {**buckets, "above": 0.33})
+    assert verdict == HOLDS and "short (<=35): 2.00x vs 1.67x; middle (36-70): 2.00x vs 1.67x" in ours
+    verdict, _, reason = _judge(results, {**buckets, "min_examples": 30, "above": 0})
+    assert verdict == INCONCLUSIVE and reason == "no length bucket of mr holds 30 eval examples"
 
 
 def test_long_quarter_drop_against_dense_and_versus_another_method(results):
@@ -88,8 +137,10 @@ def test_length_buckets_without_long_inputs_are_inconclusive(results):
     assert verdict == INCONCLUSIVE and reason.startswith("needs inputs in the long (>70) bucket: mr has 0")
     # middle (36-70) holds 14 examples: with min_examples 10 the ratio is read (same relative FLOPs: 1.0)
     rule = {**{k: v for k, v in rule.items() if k != "above"}, "numerator": "middle", "min_examples": 10,
-            "at_least": 1.0}
-    assert _judge(results, rule)[0] == HOLDS
+            "at_least": 0.999}
+    verdict, ours, _ = _judge(results, rule)
+    assert verdict == HOLDS and "middle (36-70) 2.00x / short (<=35) 2.00x" in ours
+    assert _judge(results, {**rule, "at_least": 1.001})[0] == FAILS
 
 
 def test_all_of_rules_fail_on_any_failure_and_are_inconclusive_otherwise(results):
@@ -152,7 +203,8 @@ def test_profiles_read_the_papers_claims_from_one_file():
         claims = load_config(profile)["experiments"]["claims"]["claims"]
         assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 14)]
         check_claims({"claims": claims}, profile)
-    assert rule_text(claims[0]["rule"]) == "speedup_within(method=ltp, tolerance=0.01, protocol=none) >= 1.9"
+    assert rule_text(claims[0]["rule"]) == ("speedup_within(method=ltp, tolerance=0.01, protocol=none, "
+                                          "unreached=inconclusive) >= 1.9")
     with pytest.raises(HarnessError, match="does not exist"):
         load_config("smoke", ["experiments.claims.claims=claims/missing.yaml"])
 

@@ -21,15 +21,18 @@ Measures (arguments in brackets, defaults after `=`):
   batch_size]: the point chosen by `fastest_within` (validation metric within
   `tolerance` of dense, chosen under `none`) and its FLOPs speedup under
   `protocol`, or with `quantity: wall` its wall-clock speedup at
-  `batch_size`. No point within tolerance: the claim does not hold. A
-  lower bound on the FLOPs speedup that no point reaches at any accuracy is
-  inconclusive (the sweep, or the backbone, stops short of what is tested).
+  `batch_size`. No point within tolerance: the claim does not hold. With
+  `unreached: inconclusive`, a lower bound on the FLOPs speedup that no
+  point reaches at any accuracy is inconclusive (the sweep, or the backbone,
+  stops short of what is tested); by default it fails.
 * `speedup_margin` [method, baselines, tolerance, protocol]: the method's
   `speedup_within` minus the largest of the baselines'.
 * `metric_gap` [method, baseline, protocol=none, statistic=max]: the
-  method's eval metric minus the baseline's at equal FLOPs: the method's
-  Pareto front interpolated at each baseline point inside both cost ranges;
-  the max (or mean) over them.
+  method's eval metric minus the baseline's at equal FLOPs: at each baseline
+  point no cheaper than the method's cheapest, the best eval metric of the
+  method's points at that cost or below (a step: never an accuracy between
+  two points that neither has); the max (or mean) over them. No selection
+  is made, so nothing is chosen on eval.
 * `protocol_ratio` [method, tolerance, numerator=sequence,
   denominator=batch]: the chosen point's speedup under one protocol over
   another.
@@ -43,14 +46,19 @@ Measures (arguments in brackets, defaults after `=`):
   metric minus dense's on the eval split's longest quarter (> Q3 of length);
   with `versus`, that drop minus the other method's drop.
 * `metric_retained` [method, knobs, protocol=none]: the eval metric of the
-  method's point matching `knobs` over dense's; `speedup_at` the same
-  point's FLOPs speedup.
+  method's point matching `knobs` over dense's; `speedup_at` [+ quantity,
+  batch_size] the same point's FLOPs (or wall-clock) speedup.
 * `selection_cost_ratio` [length, column=ratio_topk_torch_over_threshold]:
   the selection-cost benchmark's top-k time over threshold time at one input
   length, the median over retain ratios (task-independent).
 * `wall_over_flops` [method, target=2.0, protocol=none, batch_size]: at the
-  point whose FLOPs speedup is nearest `target`, the wall-clock speedup over
-  the FLOPs speedup.
+  point whose FLOPs speedup is nearest `target` (inconclusive if none is
+  within 25% of it), the wall-clock speedup over the FLOPs speedup.
+
+`protocol_ratio`, the bucket measures and `long_quarter_drop` read the
+`fastest_within` point and say when none met the tolerance (the most
+accurate point is read then). A claim without `tasks` is tested on every
+task that has records of all the methods its rule reads.
 """
 from __future__ import annotations
 
@@ -106,7 +114,14 @@ def _chosen(df, task, method, tolerance, select="none"):
         raise Inconclusive(f"no records of {method} on {task}")
     if dense_row(df, task, select) is None:
         raise Inconclusive(f"no dense record on {task}")
-    return fastest_within(df, task, method, tolerance, select)
+    row, met = fastest_within(df, task, method, tolerance, select)
+    if row is None:
+        raise Inconclusive(f"no records of {method} on {task} under {select}")
+    return row, met
+
+
+def _flag(met: bool) -> str:
+    return "" if met else " (none within tolerance: the most accurate point)"
 
 
 def _under(df, row, protocol):
@@ -117,7 +132,8 @@ def _under(df, row, protocol):
 
 
 def _wall(rec, batch_size) -> float:
-    by_bs = (rec.get("timing") or {}).get("by_batch_size") or {}
+    timing = rec.get("timing")
+    by_bs = (timing.get("by_batch_size") or {}) if isinstance(timing, dict) else {}
     if not by_bs:
         raise Inconclusive(f"{rec['method']} {rec['operating_point']} was not timed under {rec['protocol']}")
     size = str(batch_size) if batch_size is not None else str(max(int(b) for b in by_bs))
@@ -137,16 +153,19 @@ def _speedup(df, task, a) -> Reading:
         value, what = _wall(rec, a.get("batch_size")), "wall-clock"
     else:
         value, what = float(rec["flops_speedup"]), "FLOPs"
-        _reachable(df, task, a, value)
+        if a.get("unreached") == "inconclusive":
+            _reachable(df, task, a, value)
     acc = 100 * (row["primary_value"] - dense_row(df, task, "none")["primary_value"])
     return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
                           f"{a.get('protocol', 'none')}, eval {acc:+.1f} pts vs dense")
 
 
 def _reachable(df, task, a, value) -> None:
-    """A lower bound on a FLOPs speedup that no point of the method reaches at
-    any accuracy was never tested: the sweep (or the backbone, e.g. 6 layers
-    for early exit) stops short of it. That is inconclusive, not a failure."""
+    """With `unreached: inconclusive`: a lower bound on a FLOPs speedup that
+    no point of the method reaches at any accuracy was never tested (the
+    sweep, or the backbone, e.g. 6 layers for early exit, stops short of it),
+    so the claim is inconclusive rather than failed. Default (`fails`): a
+    bound out of reach is a failure like any other."""
     bound = a.get("at_least", a.get("above"))
     if bound is None or value >= bound:
         return
@@ -162,8 +181,9 @@ def _m_speedup_within(df, task, a, results_dir) -> Reading:
 
 
 def _m_speedup_margin(df, task, a, results_dir) -> Reading:
-    mine = _speedup(df, task, a)
-    others = [_speedup(df, task, {**a, "method": b}) for b in a["baselines"]]
+    plain = {k: v for k, v in a.items() if k not in TESTS}  # the margin's test is not a speedup bound
+    mine = _speedup(df, task, plain)
+    others = [_speedup(df, task, {**plain, "method": b}) for b in a["baselines"]]
     if not math.isfinite(mine.value):
         return Reading(math.nan, mine.detail, mine.fails)
     best = max((o.value for o in others if math.isfinite(o.value)), default=1.0)  # none within: dense, 1x
@@ -174,6 +194,9 @@ def _front(df, task, method, protocol):
     rows = df[(df.task == task) & (df.method == method) & (df.protocol == protocol)]
     if rows.empty:
         raise Inconclusive(f"no records of {method} on {task} under {protocol}")
+    rows = rows[rows["primary_value"].notna()]
+    if rows.empty:
+        raise Inconclusive(f"{method} has no metric value on {task}")
     cost = (1.0 / rows["flops_speedup"]).to_numpy()
     value = (100 * rows["primary_value"]).to_numpy()
     keep = pareto_front(list(cost), list(value))
@@ -182,15 +205,16 @@ def _front(df, task, method, protocol):
 
 def _m_metric_gap(df, task, a, results_dir) -> Reading:
     protocol = a.get("protocol", "none")
-    fc, fv, mc, _ = _front(df, task, a["method"], protocol)
+    fc, fv, _, _ = _front(df, task, a["method"], protocol)
     _, _, bc, bv = _front(df, task, a["baseline"], protocol)
-    inside = (bc >= mc.min()) & (bc <= mc.max())
+    inside = bc >= fc.min()
     if not inside.any():
-        raise Inconclusive(f"{a['baseline']}'s relative FLOPs ({_fmt(bc.min())}-{_fmt(bc.max())}) lie outside "
-                           f"{a['method']}'s ({_fmt(mc.min())}-{_fmt(mc.max())})")
-    # the front rises in cost and value: the best metric the method reaches at each cost inside its range
-    # (linear between front points, its best value past the last one, which every dearer point falls short of)
-    gaps = np.interp(bc[inside], fc, fv) - bv[inside]
+        raise Inconclusive(f"{a['baseline']}'s relative FLOPs ({_fmt(bc.min())}-{_fmt(bc.max())}) are all below "
+                           f"{a['method']}'s cheapest point ({_fmt(fc.min())})")
+    # what the method reaches at a cost: the best eval metric of its points at that cost or below (a step, so
+    # it is never credited with an accuracy between two of its points that none of them has)
+    reached = fv[np.searchsorted(fc, bc[inside], side="right") - 1]
+    gaps = reached - bv[inside]
     value = float(gaps.max() if a.get("statistic", "max") == "max" else gaps.mean())
     return Reading(value, f"{a['method']} - {a['baseline']} at {int(inside.sum())} equal-FLOPs points "
                           f"(relative FLOPs {_fmt(bc[inside].min())}-{_fmt(bc[inside].max())}): "
@@ -201,8 +225,7 @@ def _m_protocol_ratio(df, task, a, results_dir) -> Reading:
     row, met = _chosen(df, task, a["method"], a.get("tolerance", 0.01))
     num, den = a.get("numerator", "sequence"), a.get("denominator", "batch")
     top, bottom = float(_under(df, row, num)["flops_speedup"]), float(_under(df, row, den)["flops_speedup"])
-    flag = "" if met else " (none within tolerance: the most accurate point)"
-    return Reading(top / bottom, f"{a['method']} {row['operating_point']}{flag}: {num} {top:.2f}x / "
+    return Reading(top / bottom, f"{a['method']} {row['operating_point']}{_flag(met)}: {num} {top:.2f}x / "
                                  f"{den} {bottom:.2f}x")
 
 
@@ -220,11 +243,11 @@ def _bucket(table, name, minimum, task):
 
 
 def _m_bucket_speedup_ratio(df, task, a, results_dir) -> Reading:
-    row, _, table = _buckets(df, task, a)
+    row, met, table = _buckets(df, task, a)
     minimum = a.get("min_examples", 20)
     top, top_name = _bucket(table, a["numerator"], minimum, task)
     bottom, bottom_name = _bucket(table, a["denominator"], minimum, task)
-    return Reading(top / bottom, f"{a['method']} {row['operating_point']}: {top_name} {top:.2f}x / "
+    return Reading(top / bottom, f"{a['method']} {row['operating_point']}{_flag(met)}: {top_name} {top:.2f}x / "
                                  f"{bottom_name} {bottom:.2f}x")
 
 
@@ -246,14 +269,15 @@ def _m_bucket_margin(df, task, a, results_dir) -> Reading:
 
 
 def _long_drop(df, task, method, tolerance):
-    row, _ = _chosen(df, task, method, tolerance)
+    row, met = _chosen(df, task, method, tolerance)
     dense = dense_row(df, task, "none")
     buckets = quartile_buckets(per_example(dense)["length"])[-1:]
     mine, base = bucket_table(row, buckets).iloc[0], bucket_table(dense, buckets).iloc[0]
     if mine["n"] == 0:
         raise Inconclusive(f"{task}'s longest quarter is empty")
-    return float(mine["value"] - base["value"]), f"{method} {row['operating_point']}: {mine['value'] - base['value']:+.1f} " \
-                                                 f"pts vs dense on the longest quarter (n={int(mine['n'])})"
+    drop = float(mine["value"] - base["value"])
+    return drop, (f"{method} {row['operating_point']}{_flag(met)}: {drop:+.1f} pts vs dense on the longest quarter "
+                  f"(n={int(mine['n'])})")
 
 
 def _m_long_quarter_drop(df, task, a, results_dir) -> Reading:
@@ -296,8 +320,12 @@ def _m_metric_retained(df, task, a, results_dir) -> Reading:
 
 def _m_speedup_at(df, task, a, results_dir) -> Reading:
     row, _ = _at_knobs(df, task, a)
-    return Reading(float(row["flops_speedup"]), f"{a['method']} {row['operating_point']}: "
-                                                f"{row['flops_speedup']:.2f}x under {a.get('protocol', 'none')}")
+    if a.get("quantity", "flops") == "wall":
+        value, what = _wall(row, a.get("batch_size")), "wall-clock"
+    else:
+        value, what = float(row["flops_speedup"]), "FLOPs"
+    return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
+                          f"{a.get('protocol', 'none')}")
 
 
 def _m_selection_cost_ratio(df, task, a, results_dir) -> Reading:
@@ -306,6 +334,8 @@ def _m_selection_cost_ratio(df, task, a, results_dir) -> Reading:
         raise Inconclusive("the selection-cost benchmark has not run")
     rows = pd.DataFrame(json.loads(path.read_text())["rows"])
     column = a.get("column", "ratio_topk_torch_over_threshold")
+    if column not in rows.columns:
+        raise Inconclusive(f"the benchmark has no column {column!r}")
     at = rows[rows["length"] == a["length"]]
     if at.empty:
         raise Inconclusive(f"the benchmark has no length {a['length']} (has {sorted(rows['length'].unique())})")
@@ -318,7 +348,12 @@ def _m_wall_over_flops(df, task, a, results_dir) -> Reading:
     protocol = a.get("protocol", "none")
     if not ((df.task == task) & (df.method == a["method"])).any():
         raise Inconclusive(f"no records of {a['method']} on {task}")
-    row = nearest_speedup(df, task, a["method"], a.get("target", 2.0), "none")
+    target = a.get("target", 2.0)
+    row = nearest_speedup(df, task, a["method"], target, "none")
+    if row is None:
+        raise Inconclusive(f"no records of {a['method']} on {task} under none")
+    if abs(row["flops_speedup"] - target) > 0.25 * target:
+        raise Inconclusive(f"no point of {a['method']} is near {target:g}x (nearest: {row['flops_speedup']:.2f}x)")
     rec = _under(df, row, protocol)
     wall, flops = _wall(rec, a.get("batch_size")), float(rec["flops_speedup"])
     return Reading(wall / flops, f"{a['method']} {row['operating_point']}: wall-clock {wall:.2f}x for FLOPs "
@@ -335,7 +370,8 @@ class Measure:
 
 _SELECT = ("tolerance",)
 MEASURES: dict[str, Measure] = {
-    "speedup_within": Measure(_m_speedup_within, ("method",), (*_SELECT, "protocol", "quantity", "batch_size")),
+    "speedup_within": Measure(_m_speedup_within, ("method",), (*_SELECT, "protocol", "quantity", "batch_size",
+                                                                "unreached")),
     "speedup_margin": Measure(_m_speedup_margin, ("method", "baselines"), (*_SELECT, "protocol", "quantity",
                                                                             "batch_size")),
     "metric_gap": Measure(_m_metric_gap, ("method", "baseline"), ("protocol", "statistic")),
@@ -345,12 +381,12 @@ MEASURES: dict[str, Measure] = {
     "bucket_margin": Measure(_m_bucket_margin, ("method", "baselines"), (*_SELECT, "min_examples")),
     "long_quarter_drop": Measure(_m_long_quarter_drop, ("method",), (*_SELECT, "versus")),
     "metric_retained": Measure(_m_metric_retained, ("method", "knobs"), ("protocol",)),
-    "speedup_at": Measure(_m_speedup_at, ("method", "knobs"), ("protocol",)),
+    "speedup_at": Measure(_m_speedup_at, ("method", "knobs"), ("protocol", "quantity", "batch_size")),
     "selection_cost_ratio": Measure(_m_selection_cost_ratio, ("length",), ("column",), per_task=False),
     "wall_over_flops": Measure(_m_wall_over_flops, ("method",), ("target", "protocol", "batch_size")),
 }
 _CHOICES = {"protocol": ("sequence", "batch", "none"), "numerator": None, "denominator": None,
-            "quantity": ("flops", "wall"), "statistic": ("max", "mean")}
+            "quantity": ("flops", "wall"), "statistic": ("max", "mean"), "unreached": ("fails", "inconclusive")}
 
 
 # --------------------------------------------------------------------------- checking and text
@@ -386,7 +422,7 @@ def check_rule(rule: dict, where: str) -> None:
         choices = BUCKETS if name.startswith("bucket") else _CHOICES["protocol"]
         if key in rule and rule[key] not in choices:
             raise HarnessError(f"{where}.{key}: {rule[key]!r}", f"use one of: {', '.join(choices)}")
-    for key in ("protocol", "quantity", "statistic"):
+    for key in ("protocol", "quantity", "statistic", "unreached"):
         if key in rule and rule[key] not in _CHOICES[key]:
             raise HarnessError(f"{where}.{key}: {rule[key]!r}", f"use one of: {', '.join(_CHOICES[key])}")
 
@@ -471,12 +507,14 @@ def claims_table(df: pd.DataFrame, spec: dict, results_dir) -> pd.DataFrame:
             tasks = ["(any)"]
         elif claim.get("tasks"):
             tasks = list(claim["tasks"])
-        else:
-            wanted = set(methods_of(rule))
-            tasks = sorted(df[df["method"].isin(wanted)]["task"].unique()) or ["(none)"]
+        else:  # every task with records of all its methods
+            having = [set(df[df["method"] == m]["task"]) for m in methods_of(rule)]
+            tasks = sorted(set.intersection(*having)) if having else []
+            tasks = tasks or ["(none)"]
         for task in tasks:
             if task == "(none)":
-                verdict, ours, reason = INCONCLUSIVE, "n/a", f"no records of {', '.join(methods_of(rule))}"
+                verdict, ours, reason = (INCONCLUSIVE, "n/a",
+                                         f"no task has records of all of {', '.join(methods_of(rule))}")
             elif per_task(rule) and not (df["task"] == task).any():
                 verdict, ours, reason = INCONCLUSIVE, "n/a", f"no records on {task}"
             else:
