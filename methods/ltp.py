@@ -33,7 +33,6 @@ How this departs from the original: `LTP.deviations`.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -254,10 +253,9 @@ class LTP(MethodPlugin):
         return {f"lambda={format_knob(lam)}": lam for lam in settings.lambdas}
 
     def train_point(self, ctx, name: str, lam) -> tuple[list[dict], dict]:
-        s, dense = prepare(ctx, [("theta_final", "theta_final_rel"), ("threshold_lr", "threshold_lr_rel")])
+        s, model = prepare(ctx, [("theta_final", "theta_final_rel"), ("threshold_lr", "threshold_lr_rel")])
         t0 = time.time()
-        model = copy.deepcopy(dense)
-        model.policy = LTPPolicy(len(dense.layers), s.theta_final, s.temperature, lam=lam, soft=True,
+        model.policy = LTPPolicy(len(model.layers), s.theta_final, s.temperature, lam=lam, soft=True,
                                  lr_scale=s.threshold_lr / s.soft_lr, learnable=True,
                                  cumulative=s.soft_cumulative).to(ctx.device)
         init = [float(x) for x in model.policy.thresholds.detach().cpu()]

@@ -50,15 +50,14 @@ class LTPManual(MethodPlugin):
         return {f"theta_final_rel={format_knob(r)}": i for i, r in enumerate(settings.theta_final_rels)}
 
     def train_point(self, ctx, key: str, index: int) -> tuple[list[dict], dict]:
-        s, dense = prepare(ctx, [("theta_finals", "theta_final_rels")])
+        s, model = prepare(ctx, [("theta_finals", "theta_final_rels")])
         theta = s.theta_finals[index]  # the point's name is its resolved value
         name = f"theta_final={format_knob(theta)}"
         t0 = time.time()
-        model = copy.deepcopy(dense)
-        model.policy = LTPPolicy(len(dense.layers), theta).to(ctx.device)
+        model.policy = LTPPolicy(len(model.layers), theta).to(ctx.device)
         model.eval()
         entry = {"name": name, "theta_final": theta, "file": None}
-        point: dict = {"theta_final": theta, "thresholds": rising_thresholds(theta, len(dense.layers)),
+        point: dict = {"theta_final": theta, "thresholds": rising_thresholds(theta, len(model.layers)),
                        "untuned_validation": ctx.validation_summary(model)}
         point["validation"] = point["untuned_validation"]
         if s.hard_epochs > 0:

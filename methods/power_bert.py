@@ -32,7 +32,6 @@ the point's knobs and notes. How this departs from the original:
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -239,11 +238,10 @@ class PowerBert(MethodPlugin):
 
     def train_point(self, ctx, name: str, lam) -> tuple[list[dict], dict]:
         s = ctx.settings
-        dense = ctx.load_model(method="dense")
-        num_layers = len(dense.layers)
+        model = ctx.load_model(method="dense")  # this point's own copy: each point loads dense afresh
+        num_layers = len(model.layers)
         seq_len = ctx.task.seq_len
         t0 = time.time()
-        model = copy.deepcopy(dense)
         policy = PowerBertPolicy(
             num_layers,
             seq_len,

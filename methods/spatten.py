@@ -37,7 +37,6 @@ How this departs from the original: `SpAtten.deviations`.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -283,9 +282,8 @@ class SpAtten(MethodPlugin):
         s = ctx.settings
         lr = float(ctx.cfg["train"]["lr"] * 0.5 if s.lr is None else s.lr)
         batch_size = int(ctx.cfg["train"]["batch_size"] if s.batch_size is None else s.batch_size)
-        dense = ctx.load_model(method="dense")
         t0 = time.perf_counter()
-        model = copy.deepcopy(dense)
+        model = ctx.load_model(method="dense")  # this point's own copy: each point loads dense afresh
         model.policy = self.policy_for(model, r, s.full_layers)
         entry: dict = {"r": r, "ratios": model.policy.ratios}
         if s.head_ratio < 1.0:

@@ -95,6 +95,14 @@ def check_experiments(cfg: dict) -> None:
             check_claims(spec, f"experiments.{name}")
 
 
+def with_requirements(cfg: dict, names: list[str]) -> list[str]:
+    """`names` followed by what they start from, and what that starts from."""
+    names = list(names)
+    for n in names:  # grows while it is walked
+        names += [r for r in requirements(cfg, n) if r not in names]
+    return names
+
+
 def resolve_methods(cfg: dict) -> list[str]:
     variants = cfg.get("variants", {})
     for v, spec in variants.items():
@@ -109,11 +117,7 @@ def resolve_methods(cfg: dict) -> list[str]:
     names = [n for n in names if n not in cfg.get("exclude_methods", [])]
     # the dense baseline always runs (every speedup is relative to it), and so
     # do a method's requirements, and theirs; dense first
-    names.append("dense")
-    for n in names:  # grows while it is walked
-        for req in requirements(cfg, n):
-            if req not in names:
-                names.append(req)
+    names = with_requirements(cfg, [*names, "dense"])
     for n in names:  # what a plugin checks across methods (e.g. that the models it starts from are trained)
         plugin_for(cfg, n).check(n, settings_for(cfg, n), lambda m: settings_for(cfg, m))
     return sorted(dict.fromkeys(names), key=lambda n: (n != "dense", n))
@@ -183,10 +187,7 @@ def runs_on(cfg: dict, task: str, method: str) -> bool:
     only = (cfg.get("task_methods") or {}).get(task)
     if only is None or method == "dense":
         return True
-    wanted = list(only)
-    for n in wanted:  # grows while it is walked
-        wanted += [r for r in requirements(cfg, n) if r not in wanted]
-    return method in wanted
+    return method in with_requirements(cfg, only)
 
 
 def check_task_methods(cfg: dict, tasks: list[str], methods: list[str]) -> None:
