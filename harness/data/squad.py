@@ -108,7 +108,7 @@ def read_squad(path: str, version: str) -> list[QAExample]:
         with open(path, encoding="utf-8") as handle:
             doc = json.load(handle)
     except json.JSONDecodeError as exc:
-        raise HarnessError(f"data file {path} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+        raise HarnessError(f"data file {path} is not JSON ({exc})",
                            "re-download the file in the official SQuAD JSON format") from None
     except UnicodeDecodeError as exc:
         raise HarnessError(f"data file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
