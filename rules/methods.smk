@@ -4,6 +4,8 @@
 # plugin's `train_points`) trains as one `train_point` job per point, side by side
 # where cores or a cluster allow, each from the seed alone, joined by `gather_points`;
 # the others (one model, or points that build on one another) train in one `train` job.
+# Every train and evaluate job also writes `<work_dir>/benchmarks/<job>.tsv` (snakemake's
+# benchmark: wall seconds, max_rss in MB, ...), to size cluster memory requests.
 
 POINTWISE = plan.pointwise_methods(CFG, TASKS, METHODS)
 
@@ -21,6 +23,8 @@ rule train:
         mem_mb=CFG.get("resources", {}).get("mem_mb", 4000),
     log:
         f"{WORK}/logs/train_{{task}}_{{method}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/train_{{task}}_{{method}}.tsv"
     params:
         config=CONFIG_FILE,
     shell:
@@ -42,6 +46,8 @@ rule train_point:
         mem_mb=CFG.get("resources", {}).get("mem_mb", 4000),
     log:
         f"{WORK}/logs/train_{{task}}_{{method}}_{{point}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/train_{{task}}_{{method}}_{{point}}.tsv"
     params:
         config=CONFIG_FILE,
     shell:
@@ -76,6 +82,8 @@ rule evaluate:
         gpu=CFG.get("resources", {}).get("gpu", 0),
     log:
         f"{WORK}/logs/evaluate_{{task}}_{{method}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/evaluate_{{task}}_{{method}}.tsv"
     params:
         config=CONFIG_FILE,
     shell:
