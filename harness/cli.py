@@ -59,6 +59,16 @@ def cmd_plan(args) -> None:
     print(json.dumps({"tasks": resolve_tasks(cfg), "methods": resolve_methods(cfg)}))
 
 
+def _print_peak_memory() -> None:
+    """The job's peak resident memory, exact (the kernel's high-water mark), into its log
+    (stderr): what a cluster memory request must cover. Snakemake's benchmark files sample it."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    mib = peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    print(f"peak resident memory: {mib:.0f} MiB", file=sys.stderr)
+
+
 def cmd_train(args) -> None:
     from harness.run.jobs import train_job, train_point_job
 
@@ -66,6 +76,7 @@ def cmd_train(args) -> None:
         print(train_point_job(_config(args), args.task, args.method, args.point))
     else:
         print(train_job(_config(args), args.task, args.method))
+    _print_peak_memory()
 
 
 def cmd_gather(args) -> None:
@@ -78,6 +89,7 @@ def cmd_evaluate(args) -> None:
     from harness.run.jobs import evaluate_job
 
     print(evaluate_job(_config(args), args.task, args.method))
+    _print_peak_memory()
 
 
 def cmd_lengths(args) -> None:

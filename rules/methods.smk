@@ -5,7 +5,8 @@
 # where cores or a cluster allow, each from the seed alone, joined by `gather_points`;
 # the others (one model, or points that build on one another) train in one `train` job.
 # Every train and evaluate job also writes `<work_dir>/benchmarks/<job>.tsv` (snakemake's
-# benchmark: wall seconds, max_rss in MB, ...), to size cluster memory requests.
+# benchmark: wall seconds, a sampled max_rss in MB, ...) and ends its log with its exact peak
+# memory, to size cluster memory requests.
 
 POINTWISE = plan.pointwise_methods(CFG, TASKS, METHODS)
 

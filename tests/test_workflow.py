@@ -6,6 +6,7 @@ figures from records alone, and the `paper` profile passes a dry run.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -31,6 +32,19 @@ def test_every_method_and_protocol_hasrecords(smoke):
         assert r["flops_per_example"] == pytest.approx(2 * r["macs_per_example"])
         prov = r["provenance"]
         assert {"git_commit", "git_dirty", "packages", "hardware", "threads", "config_hash", "seed"} <= set(prov)
+
+
+def test_train_and_evaluate_jobs_record_their_peak_memory(smoke):
+    import csv
+
+    logs = {p.stem for p in (smoke / "work" / "logs").glob("*.log") if p.stem.startswith(("train_", "evaluate_"))}
+    bench = {p.stem: p for p in (smoke / "work" / "benchmarks").glob("*.tsv")}
+    assert logs and logs == set(bench)  # one benchmark file per train / evaluate job
+    for name, path in bench.items():
+        row = next(csv.DictReader(path.open(), delimiter="\t"))
+        assert float(row["max_rss"]) > 10, name  # MB (sampled): a Python process with torch loaded
+        peak = re.findall(r"^peak resident memory: (\d+) MiB$", (smoke / "work" / "logs" / f"{name}.log").read_text(), re.M)
+        assert len(peak) == 1 and int(peak[0]) > 100, name  # exact high-water mark, torch alone is more
 
 
 def test_dense_protocols_change_flops_not_predictions(smoke):
