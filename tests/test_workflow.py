@@ -5,6 +5,7 @@ figures from records alone, and the `paper` profile passes a dry run.
 """
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -35,8 +36,6 @@ def test_every_method_and_protocol_hasrecords(smoke):
 
 
 def test_train_and_evaluate_jobs_record_their_peak_memory(smoke):
-    import csv
-
     logs = {p.stem for p in (smoke / "work" / "logs").glob("*.log") if p.stem.startswith(("train_", "evaluate_"))}
     bench = {p.stem: p for p in (smoke / "work" / "benchmarks").glob("*.tsv")}
     assert logs and logs == set(bench)  # one benchmark file per train / evaluate job
