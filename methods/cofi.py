@@ -22,7 +22,9 @@ through a learned linear map initialised to the identity). No hard-label loss.
 
 Inference. Deterministic gates as the reference computes them (per group, the
 round(size - sum of keep probabilities) lowest gates are zero, the rest keep
-sigmoid(0.8 log_alpha / temperature)), folded into the weights and sliced
+sigmoid(0.8 log_alpha / temperature); the groups are each layer's heads, each
+layer's FFN dims, the hidden dims, and each layer's attention and FFN
+sublayer gate on its own), folded into the weights and sliced
 away (`harness.model.structure.materialize`): the pruned model is a smaller
 dense model, so its speed is real at any batch size. The materialized model
 is then fine-tuned with the structure fixed and the same distillation loss.
@@ -138,9 +140,18 @@ class CoFiMasks(nn.Module):
         return 1.0 - self.expected_size() / self.dense_size
 
     def gates(self, sample: bool) -> Gates:
+        """Sampled gates (training) or the deterministic ones (inference). The
+        deterministic groups are the reference's: each layer's heads, each
+        layer's FFN dims, the hidden dims as one, and each layer's attention
+        and FFN sublayer gate alone (a group of one, so a sublayer closes
+        exactly when its keep probability is below 0.5, whatever the other
+        layers' gates are)."""
         f = sample_gate if sample else deterministic_gate
         layers = self.shape[0]
-        attn, ffn = f(self.attention), f(self.ffn)
+        if sample:
+            attn, ffn = f(self.attention), f(self.ffn)
+        else:  # [L] -> [L, 1]: one group per layer, not one over the layers
+            attn, ffn = f(self.attention[:, None])[:, 0], f(self.ffn[:, None])[:, 0]
         heads, dims = f(self.heads), f(self.ffn_dims)
         return Gates(heads=[heads[i] for i in range(layers)], attention=[attn[i] for i in range(layers)],
                      ffn_dims=[dims[i] for i in range(layers)], ffn=[ffn[i] for i in range(layers)],

@@ -73,6 +73,52 @@ def test_deterministic_gate_zeros_the_expected_number():
     assert bool((z[0, 2:4] == 0).all())
 
 
+def log_alpha_for(keep: float) -> float:
+    """The log_alpha whose keep probability P(gate > 0) is `keep`."""
+    lo, hi = -0.1, 1.1
+    x = (0.0 - lo) / (hi - lo)
+    return math.log(x / (1 - x)) * (2.0 / 3.0) - math.log((1 - keep) / keep)
+
+
+@pytest.mark.parametrize("which", ["attention", "ffn"])
+@pytest.mark.parametrize("keeps, kept", [
+    # each sublayer alone rounds 1 - 0.7 = 0.3 expected zeros to none: all six stay (decided across the
+    # six as one group, the 0.9 summed expected zeros would round to one removed sublayer)
+    ([0.7, 0.7, 0.7, 0.999, 0.999, 0.999], [True] * 6),
+    # each 0.4 sublayer rounds 0.6 expected zeros to one: both go (as one group, 1.2 rounds to one)
+    ([0.4, 0.4, 0.999, 0.999, 0.999, 0.999], [False, False, True, True, True, True]),
+])
+def test_whole_sublayer_gates_are_decided_layer_by_layer(which, keeps, kept):
+    """The reference (CoFiPruning's L0Module, deterministic z) decides each
+    layer's attention and FFN sublayer gate on its own, a group of one: it
+    closes exactly when its keep probability is below 0.5."""
+    masks = CoFiMasks(6, 2, 4, 8, 8)
+    with torch.no_grad():
+        getattr(masks, which).copy_(torch.tensor([log_alpha_for(k) for k in keeps]))
+    assert keep_probability(getattr(masks, which)).tolist() == pytest.approx(keeps, abs=1e-4)
+    gates = masks.gates(sample=False)
+    assert [bool(g != 0) for g in getattr(gates, which)] == kept
+    # a sublayer that stays keeps its soft value, as the reference's (not 1)
+    soft = torch.sigmoid(getattr(masks, which).detach() / (2.0 / 3.0) * 0.8)
+    for g, s, k in zip(getattr(gates, which), soft, kept):
+        assert float(g) == pytest.approx(float(s) if k else 0.0)
+
+
+def test_head_and_dim_gates_are_decided_per_layer_and_hidden_as_one_group():
+    """The 2-D gates (heads, FFN dims) round each layer's row on its own; the
+    hidden dims, one mask for the whole model, round as one group."""
+    masks = CoFiMasks(2, 4, 4, 4, 4)
+    with torch.no_grad():
+        # layer 0: expected zeros 4 x 0.3 = 1.2 -> one head goes; layer 1: all at 0.999 -> none
+        masks.heads.copy_(torch.tensor([[log_alpha_for(0.7)] * 4, [log_alpha_for(0.999)] * 4]))
+        masks.ffn_dims.copy_(torch.tensor([[log_alpha_for(0.999)] * 4, [log_alpha_for(0.7)] * 4]))
+        masks.hidden.copy_(torch.tensor([log_alpha_for(k) for k in (0.7, 0.7, 0.7, 0.999)]))
+    gates = masks.gates(sample=False)
+    assert [int((h == 0).sum()) for h in gates.heads] == [1, 0]
+    assert [int((d == 0).sum()) for d in gates.ffn_dims] == [0, 1]
+    assert int((gates.hidden == 0).sum()) == 1  # 0.9 + 0.001 expected zeros round to one
+
+
 def test_expected_size_of_open_masks_is_the_dense_count(tiny_model):
     masks = CoFiMasks(3, 4, 8, 64, 32)
     with torch.no_grad():
