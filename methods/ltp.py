@@ -126,7 +126,11 @@ class LTPPolicy(Policy):
         if self._soft_active():
             return True
         # s >= 0, so a threshold <= 0 can prune nothing: keep the fast attention path
-        return bool(self.thresholds[layer].item() > 0)
+        return self.host_thresholds()[layer] > 0
+
+    def host_thresholds(self) -> list[float]:
+        """The thresholds as Python floats, read back once per change (not per layer)."""
+        return self.host_copy("thresholds", (self.base, self.delta), lambda: self.thresholds.detach().tolist())
 
     def after_attention(self, layer: int, state: EncoderState) -> None:
         if state.attn_probs is None:
@@ -143,9 +147,8 @@ class LTPPolicy(Policy):
             state.scratch["ltp_mask"] = m
             state.scratch.setdefault("ltp_masks", []).append((m, state.mask))
             return
-        keep = threshold_keep(scores.detach(), state.mask, theta.detach())
-        if bool((keep == state.mask).all()):
-            return
+        # a Python threshold: no device read; select_tokens checks whether anything goes
+        keep = threshold_keep(scores.detach(), state.mask, self.host_thresholds()[layer])
         select_tokens(state, keep)
 
     def after_layer(self, layer: int, state: EncoderState):

@@ -164,7 +164,8 @@ class PowerBertPolicy(Policy):
             self._soft(layer, state, rank_tokens(score, state.mask))
         else:
             # [CLS] + top-(k-1); shorter examples keep all real tokens (padding never kept)
-            select_tokens(state, topk_keep(score, state.mask, int(self.counts[layer])))
+            counts = self.host_copy("counts", (self.counts,), self.counts.tolist)
+            select_tokens(state, topk_keep(score, state.mask, counts[layer]))
 
     def _soft(self, layer: int, state: EncoderState, ranks: torch.Tensor) -> None:
         if layer == 0:

@@ -135,10 +135,9 @@ class SpAttenPolicy(Policy):
         if ratio >= 1.0:
             return
         k = torch.minimum(keep_counts(ratio, scratch["spatten_len0"][state.rows]), state.lengths)
-        if bool((k == state.lengths).all()):
-            return
         index = select_tokens(state, topk_keep(score, state.mask, k))
-        scratch["spatten_score"] = torch.gather(score, 1, index)
+        if index is not None:  # None: every token stays
+            scratch["spatten_score"] = torch.gather(score, 1, index)
 
     def describe(self) -> dict:
         return {"ratios": [round(r, 6) for r in self.ratios], "score": "cumulative"}

@@ -184,12 +184,15 @@ def test_span_head_drop_and_restore_writes_back_last_states(tiny_span_model):
         state = tiny_span_model.encode(ids, mask, restore=True)
         hidden, valid = restore_tokens(state, 16, with_valid=True)
     assert valid.all() and len(state.dropped) == 3  # one drop per layer
-    for rows, pos, states in state.dropped:  # each dropped token keeps the state stored when dropped
-        assert torch.equal(hidden[rows, pos], states)
+    for d in state.dropped:  # each dropped token keeps the state stored when dropped
+        assert d.gone.any()
+        r = d.rows.unsqueeze(1).expand_as(d.positions)
+        assert torch.equal(hidden[r[d.gone], d.positions[d.gone]], d.states[d.gone])
     # dropped after layer 0's attention: the state it entered layer 0 with (LAT keeps the last whole layer's
     # output, never a half-computed layer)
-    rows, pos, states = state.dropped[0]
+    d = state.dropped[0]
+    r = d.rows.unsqueeze(1).expand_as(d.positions)
     with torch.no_grad():
         emb = tiny_span_model.embeddings(ids, torch.zeros_like(ids))
-    assert torch.allclose(states, emb[rows, pos])
+    assert torch.allclose(d.states[d.gone], emb[r[d.gone], d.positions[d.gone]])
     assert torch.equal(hidden[0, state.positions[0]], state.hidden[0])

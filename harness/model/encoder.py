@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.model.policy import EncoderState, Exit, Policy, drop_rows
+from harness.model.policy import EncoderState, Exit, Policy, drop_rows, leaving_rows
 from harness.model.trace import ArchShape, NullRecorder, Trace, TraceRecorder
 
 
@@ -258,17 +258,23 @@ class BertClassifier(nn.Module):
             state.hidden = layer.ffn(state.hidden)
             state.attn_probs = None
             leaving = policy.after_layer(i, state)
-            if leaving is not None and bool(leaving.mask.any()):
-                self._record_exit(state, leaving, i + 1, b)
+            if leaving is not None:
+                self._exit_rows(state, leaving, i + 1, b)
         return state
 
-    def _record_exit(self, state: EncoderState, leaving: Exit, layers_run: int, batch: int) -> None:
-        rows = state.rows[leaving.mask]
+    def _exit_rows(self, state: EncoderState, leaving: Exit, layers_run: int, batch: int) -> None:
+        """Store the logits of the rows that leave and remove them (one host sync)."""
+        plan = leaving_rows(state, leaving.mask)
+        if plan is None:
+            return
+        gone, stay, width = plan
+        gone_index = torch.tensor(gone, dtype=torch.long, device=state.rows.device)
+        rows = state.rows.index_select(0, gone_index)
         if state.exit_logits is None:
             state.exit_logits = leaving.logits.new_zeros(batch, leaving.logits.shape[-1])
-        state.exit_logits = state.exit_logits.index_copy(0, rows, leaving.logits[leaving.mask])
+        state.exit_logits = state.exit_logits.index_copy(0, rows, leaving.logits.index_select(0, gone_index))
         state.recorder.exited(rows, layers_run)
-        drop_rows(state, leaving.mask)
+        drop_rows(state, stay, width)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         pooled = torch.tanh(self.pooler(hidden[:, 0]))
@@ -326,17 +332,23 @@ def restore_tokens(state: EncoderState, length: int, with_valid: bool = False):
     had when dropped (when `state.restore` stored them: the output of the last
     layer that computed them whole, see `select_tokens`). With `with_valid`,
     also the [B, length] positions that got a state.
+
+    No host sync: every stored [b, n] block is scattered whole, its entries
+    that do not belong (kept or padding tokens of a drop, padding of the final
+    states) sent to a spare column `length` that is cut off at the end.
     """
     d = state.hidden.shape[-1]
     batch = int(state.recorder.batch)
-    out = state.hidden.new_zeros(batch, length, d)
-    valid = torch.zeros(batch, length, dtype=torch.bool, device=state.hidden.device)
-    for rows, pos, hid in state.dropped:
-        out = out.index_put((rows, pos), hid)
-        valid[rows, pos] = True
-    r, c = state.mask.nonzero(as_tuple=True)
-    out = out.index_put((state.rows[r], state.positions[r, c]), state.hidden[r, c])
-    valid[state.rows[r], state.positions[r, c]] = True
+    out = state.hidden.new_zeros(batch, length + 1, d)
+    valid = torch.zeros(batch, length + 1, dtype=torch.bool, device=state.hidden.device)
+    blocks = [(s.rows, s.positions, s.states, s.gone) for s in state.dropped]
+    blocks.append((state.rows, state.positions, state.hidden, state.mask))
+    for rows, pos, hid, real in blocks:
+        r = rows.unsqueeze(1).expand_as(pos)
+        c = torch.where(real, pos, torch.full_like(pos, length))
+        out = out.index_put((r, c), hid)
+        valid = valid.index_put((r, c), real)
+    out, valid = out[:, :length], valid[:, :length]
     return (out, valid) if with_valid else out
 
 

@@ -41,6 +41,18 @@ from harness.model.trace import TraceRecorder
 
 
 @dataclass
+class Dropped:
+    """Tokens a selection removed, for Drop-and-Restore: the rows' ids, the
+    token positions and states [b, n, d] as they were, and which tokens went
+    (`gone` [b, n]); kept whole so that storing them needs no host sync."""
+
+    rows: torch.Tensor  # [b]
+    positions: torch.Tensor  # [b, n]
+    states: torch.Tensor  # [b, n, d]
+    gone: torch.Tensor  # [b, n] bool
+
+
+@dataclass
 class EncoderState:
     """Everything that flows between layers for the rows still running."""
 
@@ -57,7 +69,7 @@ class EncoderState:
     # is restored with this state (what the previous layer output), as LAT's Drop-and-Restore does
     layer_input: torch.Tensor | None = None
     moved: bool = False  # tokens were selected (positions are no longer 0..n-1 in every row)
-    dropped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
     exit_logits: torch.Tensor | None = None  # [B0, C] logits of rows that exited early
     scratch: dict[str, Any] = field(default_factory=dict)  # per-forward policy state
     # [b, n] soft key weights for the next attention (training-time token masks; None = off)
@@ -77,29 +89,41 @@ class Exit:
     logits: torch.Tensor  # [b, C] logits for every current row (only masked rows are used)
 
 
-def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
+def _to_host(*values: torch.Tensor) -> list[int]:
+    """Integer device values read back in one transfer: the one host sync a
+    selection or an exit step makes (see `harness.measure.syncs`)."""
+    return torch.cat([v.reshape(-1).to(torch.long) for v in values]).tolist()
+
+
+def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor | None:
     """Physically keep the tokens where `keep` [b, n] is true, in their order.
 
     Rows are re-packed to the largest kept count in the batch (the rest is
     padding). Returns the gather index [b, n_new] so a policy can gather any
-    per-token tensor of its own the same way. Dropped real tokens are stored
-    for Drop-and-Restore when `state.restore` is set: the state they had entering
+    per-token tensor of its own the same way, or None when `keep` keeps every
+    real token (nothing changes). Dropped real tokens are stored for
+    Drop-and-Restore when `state.restore` is set: the state they had entering
     the current layer when dropped after its attention sublayer (LAT keeps the
     previous layer's output, not a half-computed layer), else their current state.
+
+    One host sync: the new width and the "all kept?" answer are read back
+    together; the Drop-and-Restore store keeps whole [b, n] tensors and a
+    mask instead of gathering the dropped tokens (which would sync again).
     """
     keep = keep & state.mask
-    state.moved = True
     counts = keep.sum(1)
-    width = int(counts.max().item()) if counts.numel() else 0
+    if not counts.numel():
+        return None
+    width, dropped_any = _to_host(counts.max(), (counts != state.mask.sum(1)).any())
+    if not dropped_any:
+        return None
+    state.moved = True
     # stable sort puts kept tokens first, in original order
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
     index = order[:, :width]
     if state.restore:
-        gone = state.mask & ~keep
-        if bool(gone.any()):
-            r, c = gone.nonzero(as_tuple=True)
-            source = state.layer_input if state.layer_input is not None else state.hidden
-            state.dropped.append((state.rows[r], state.positions[r, c], source[r, c]))
+        source = state.layer_input if state.layer_input is not None else state.hidden
+        state.dropped.append(Dropped(state.rows, state.positions, source, state.mask & ~keep))
     d = state.hidden.shape[-1]
     state.hidden = torch.gather(state.hidden, 1, index.unsqueeze(-1).expand(-1, -1, d))
     if state.layer_input is not None:
@@ -109,23 +133,37 @@ def select_tokens(state: EncoderState, keep: torch.Tensor) -> torch.Tensor:
     return index
 
 
-def drop_rows(state: EncoderState, leave: torch.Tensor) -> torch.Tensor:
-    """Physically remove rows where `leave` [b] is true; returns kept row index."""
-    stay = (~leave).nonzero(as_tuple=True)[0]
-    state.hidden = state.hidden[stay]
-    state.mask = state.mask[stay]
-    state.positions = state.positions[stay]
-    state.rows = state.rows[stay]
+def leaving_rows(state: EncoderState, leave: torch.Tensor) -> tuple[list[int], list[int], int] | None:
+    """Which rows leave (`leave` [b] true) and which stay, as host lists, and
+    the width the staying rows need (their last real token + 1); None when
+    nobody leaves. One host sync."""
+    n = state.mask.shape[1]
+    extent = (state.mask * torch.arange(1, n + 1, device=state.mask.device)).amax(1) if n else state.mask.sum(1)
+    host = _to_host(leave, extent)
+    b = len(host) // 2
+    flags, extents = host[:b], host[b:]
+    gone = [i for i in range(b) if flags[i]]
+    if not gone:
+        return None
+    stay = [i for i in range(b) if not flags[i]]
+    return gone, stay, max((extents[i] for i in stay), default=0)
+
+
+def drop_rows(state: EncoderState, stay: list[int], width: int) -> torch.Tensor:
+    """Physically keep only rows `stay` (host indices, from `leaving_rows`) and
+    the first `width` columns; returns the kept row index on the device."""
+    index = torch.tensor(stay, dtype=torch.long, device=state.hidden.device)
+    state.hidden = state.hidden.index_select(0, index)
+    state.mask = state.mask.index_select(0, index)
+    state.positions = state.positions.index_select(0, index)
+    state.rows = state.rows.index_select(0, index)
     if state.attn_probs is not None:
-        state.attn_probs = state.attn_probs[stay]
-    # shrink the width if the longest rows left
-    if state.mask.shape[0]:
-        width = int(state.mask.sum(1).max().item())
-        if width < state.mask.shape[1] and bool(state.mask[:, width:].logical_not().all()):
-            state.hidden = state.hidden[:, :width]
-            state.mask = state.mask[:, :width]
-            state.positions = state.positions[:, :width]
-    return stay
+        state.attn_probs = state.attn_probs.index_select(0, index)
+    if stay and width < state.mask.shape[1]:  # the longest rows left
+        state.hidden = state.hidden[:, :width]
+        state.mask = state.mask[:, :width]
+        state.positions = state.positions[:, :width]
+    return index
 
 
 class Policy(nn.Module):
@@ -154,3 +192,20 @@ class Policy(nn.Module):
     def describe(self) -> dict:
         """JSON-serialisable settings, stored in result records."""
         return {}
+
+    def host_copy(self, key: str, sources: tuple[torch.Tensor, ...], compute):
+        """`compute()` (a Python value derived from `sources`, such as per-layer
+        thresholds or token counts), cached until a source tensor changes (its
+        storage or its in-place version counter): the timed forward then reads
+        numbers the policy decides with from the host instead of syncing on
+        them at every layer."""
+        stamp = tuple((t.data_ptr(), t._version) for t in sources)
+        cache = self.__dict__.setdefault("_host_copies", {})
+        hit = cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = cache[key] = (stamp, compute())
+        return hit[1]
+
+    def __getstate__(self):
+        """Saved models carry no host copies (they are rebuilt on first use)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_host_copies"}

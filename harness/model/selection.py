@@ -54,18 +54,19 @@ def rank_tokens(scores: torch.Tensor, mask: torch.Tensor, keep_cls: bool = True)
 def topk_keep(scores: torch.Tensor, mask: torch.Tensor, k, keep_cls: bool = True) -> torch.Tensor:
     """Keep mask [b, n] of the `k` best-ranked real tokens per row ([CLS]
     counted among them); `k` is an int or a [b] tensor."""
-    k = torch.as_tensor(k, device=scores.device)
-    k = k.unsqueeze(1) if k.ndim == 1 else k
-    return (rank_tokens(scores, mask, keep_cls) < k) & mask
+    if isinstance(k, torch.Tensor) and k.ndim == 1:
+        k = k.unsqueeze(1)
+    return (rank_tokens(scores, mask, keep_cls) < k) & mask  # a Python k: no host-to-device copy
 
 
 def threshold_keep(scores: torch.Tensor, mask: torch.Tensor, theta, keep_cls: bool = True) -> torch.Tensor:
     """Keep mask [b, n] of the real tokens whose score is >= theta (pruned
     means s < theta, strict, as in LTP's code). theta: a float, a 0-d tensor
     or a [b] tensor (per-row thresholds)."""
-    theta = torch.as_tensor(theta, dtype=scores.dtype, device=scores.device)
-    if theta.ndim == 1:
-        theta = theta.unsqueeze(1)
+    if isinstance(theta, torch.Tensor):
+        theta = theta.to(scores.dtype)
+        if theta.ndim == 1:
+            theta = theta.unsqueeze(1)
     keep = (scores >= theta) & mask
     if keep_cls:
         keep[:, 0] = mask[:, 0]

@@ -124,10 +124,7 @@ class SkimPolicy(Policy):
             return
         state.recorder.add_extra_macs(state.rows, predictor_macs(self.hidden), state.mask)
         keep = (self.keep_logits(layer, state.hidden) > 0) | first
-        keep = keep & state.mask
-        if bool((keep == state.mask).all()):
-            return
-        select_tokens(state, keep)
+        select_tokens(state, keep)  # which also finds out whether anything goes
 
     def after_layer(self, layer: int, state: EncoderState):
         h_in = state.scratch.pop("skim_input", None)
