@@ -22,9 +22,18 @@ from harness.model.policy import EncoderState, Exit, Policy, drop_rows, leaving_
 from harness.model.trace import ArchShape, NullRecorder, Trace, TraceRecorder
 
 
+MODEL_TYPES = ("bert", "roberta")
+
+
 @dataclass
 class BertShape:
-    """Architecture hyper-parameters (Hugging Face `BertConfig` names)."""
+    """Architecture hyper-parameters (Hugging Face `BertConfig` names).
+
+    `model_type` is the Hugging Face config's: RoBERTa is BERT's architecture
+    but for its embeddings (positions counted from `pad_token_id + 1` over
+    non-pad tokens, see `Embeddings.position_ids`); its other differences
+    (one token type, LayerNorm eps 1e-5, pad id 1) are plain values of the
+    fields below, read from its config like BERT's."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -38,6 +47,13 @@ class BertShape:
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
     hidden_act: str = "gelu"
+    model_type: str = "bert"
+
+    def __post_init__(self):
+        # fail at construction: another model type (DistilBERT, ALBERT, ...)
+        # would load into this encoder and silently compute something else
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type {self.model_type!r} is not supported (one of {MODEL_TYPES})")
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertShape":
@@ -53,10 +69,25 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(s.type_vocab_size, s.hidden_size)
         self.LayerNorm = nn.LayerNorm(s.hidden_size, eps=s.layer_norm_eps)
         self.dropout = nn.Dropout(s.hidden_dropout_prob)
+        self.model_type = s.model_type
+        self.pad_token_id = s.pad_token_id
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """BERT: 0..n-1 on every row. RoBERTa (fairseq's `make_positions`, HF's
+        `create_position_ids_from_input_ids`): non-pad tokens count from
+        pad_token_id + 1 (= 2) and pad tokens sit at pad_token_id, so a row's
+        positions do not depend on padding before it. Right-padded rows (the
+        harness's) get 2..L+1 on their L real tokens either way; pads written
+        with another id than the pad token only move the pads' own positions,
+        which no real token attends to."""
+        if getattr(self, "model_type", "bert") == "roberta":  # models pickled before RoBERTa lack the field
+            real = input_ids.ne(self.pad_token_id).long()
+            return torch.cumsum(real, dim=1) * real + self.pad_token_id
+        return torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                 hidden_gate: torch.Tensor | None = None) -> torch.Tensor:
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        pos = self.position_ids(input_ids)
         x = self.word_embeddings(input_ids) + self.position_embeddings(pos)
         x = x + self.token_type_embeddings(token_type_ids)
         if hidden_gate is None:
@@ -366,12 +397,16 @@ _LAYER_MAP = {
 
 
 def hf_to_harness_key(key: str) -> str | None:
-    """Map a Hugging Face BertModel parameter name to ours (None = unused)."""
-    for prefix in ("bert.", "model."):
+    """Map a Hugging Face BertModel / RobertaModel parameter name to ours
+    (None = unused). RoBERTa's names are BERT's under a `roberta.` prefix;
+    task heads (`classifier.*`, RoBERTa's `lm_head.*`) are not backbone
+    weights and map to None."""
+    for prefix in ("bert.", "roberta.", "model."):
         if key.startswith(prefix):
             key = key[len(prefix) :]
     if key.startswith("embeddings."):
-        return None if key.endswith("position_ids") else key
+        # position_ids / token_type_ids are index buffers, not weights
+        return None if key.endswith(("position_ids", "token_type_ids")) else key
     if key.startswith("pooler.dense."):
         return "pooler." + key.split(".")[-1]
     if key.startswith("encoder.layer."):
@@ -383,7 +418,16 @@ def hf_to_harness_key(key: str) -> str | None:
 
 
 def load_hf_bert_weights(model: BertClassifier, hf_state: dict[str, torch.Tensor]) -> list[str]:
-    """Copy a Hugging Face BERT state dict into `model`; returns missing keys."""
+    """Copy a Hugging Face BERT or RoBERTa state dict into `model`; returns
+    missing keys.
+
+    RoBERTa's pooler is optional: its checkpoints carry no trained pooler
+    (RoBERTa dropped next-sentence prediction, and `RobertaForSequenceClassification`
+    puts a new dense+tanh+out_proj head on <s>). Our pooler+classifier is that
+    head, left at the caller's (seeded) initialisation when the state dict has
+    no pooler; the one difference from Hugging Face's head is that it has no
+    dropout before the dense layer (training only; eval outputs are the same).
+    """
     mapped = {}
     for k, v in hf_state.items():
         ours = hf_to_harness_key(k)
@@ -394,7 +438,10 @@ def load_hf_bert_weights(model: BertClassifier, hf_state: dict[str, torch.Tensor
                 ours = ours[: -len("beta")] + "bias"
             mapped[ours] = v
     result = model.load_state_dict(mapped, strict=False)
-    return [k for k in result.missing_keys if not k.startswith(("classifier.", "policy."))]
+    optional = ("classifier.", "policy.")
+    if getattr(model.embeddings, "model_type", "bert") == "roberta":
+        optional += ("pooler.",)
+    return [k for k in result.missing_keys if not k.startswith(optional)]
 
 
 def init_weights(model: nn.Module, std: float = 0.02) -> None:
