@@ -42,17 +42,28 @@ def _texts(examples):
     return a, b
 
 
+def token_type_ids(tokenizer, out) -> list[list[int]]:
+    """The segment ids of a tokenizer call, or all zeros when the tokenizer's
+    model takes none (`token_type_ids` not in its `model_input_names`:
+    RoBERTa, whose one token type is marked by `</s></s>` between the pair,
+    not by segment ids): whatever its post-processor writes there must not
+    index a one-row token-type embedding."""
+    if "token_type_ids" in getattr(tokenizer, "model_input_names", ["token_type_ids"]):
+        return list(out["token_type_ids"])
+    return [[0] * len(ids) for ids in out["input_ids"]]
+
+
 def encode_examples(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
     a, b = _texts(examples)
     if not a:
         return Encoded([], [], np.zeros(0))
     out = tokenizer(a, b, truncation=True, max_length=max_length, return_token_type_ids=True)
     labels = np.array([e.label for e in examples], dtype=np.float32 if regression else np.int64)
-    return Encoded(list(out["input_ids"]), list(out["token_type_ids"]), labels)
+    return Encoded(list(out["input_ids"]), token_type_ids(tokenizer, out), labels)
 
 
 def token_lengths(tokenizer, examples) -> list[int]:
-    """Untruncated token counts, [CLS] and [SEP] included."""
+    """Untruncated token counts, [CLS] and [SEP] (RoBERTa: <s> and both </s>) included."""
     a, b = _texts(examples)
     if not a:
         return []

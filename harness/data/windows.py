@@ -2,7 +2,8 @@
 
 The windowing users expect from BERT's SQuAD code (and Hugging Face's
 `run_qa.py`): the question, truncated to 64 tokens, then as much of the
-context as fits in 384 tokens ([CLS] question [SEP] context [SEP]); a context
+context as fits in 384 tokens ([CLS] question [SEP] context [SEP]; RoBERTa:
+<s> question </s></s> context </s>, all from the tokenizer); a context
 that does not fit continues in further windows that overlap the previous one
 by 128 tokens (`stride`, the overlap, as in `run_qa.py`'s `doc_stride`).
 Only the context is ever truncated. Every window keeps, per token, the
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.data.encoding import Encoded
+from harness.data.encoding import Encoded, token_type_ids
 from harness.data.squad import QAExample
 from harness.errors import HarnessError
 
@@ -110,4 +111,4 @@ def encode_windows(tokenizer, examples: list[QAExample], max_length: int = MAX_L
         if ex.answers:  # train on the first gold answer, as the reference code does
             a = ex.answers[0]
             labels[w] = _answer_tokens(offs, a.start, a.start + len(a.text))
-    return Windows(list(out["input_ids"]), list(out["token_type_ids"]), labels, owner, offsets, list(examples))
+    return Windows(list(out["input_ids"]), token_type_ids(tok, out), labels, owner, offsets, list(examples))
