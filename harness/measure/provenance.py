@@ -38,6 +38,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_details() -> dict:
+    """GPU memory, CUDA runtime, cuDNN and driver versions (all None without a GPU):
+    GPU timings are only comparable on the same card, driver and libraries."""
+    if not torch.cuda.is_available():
+        return {"gpu_memory_bytes": None, "cuda": torch.version.cuda, "cudnn": None, "gpu_driver": None}
+    driver = None
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", "0"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"gpu_memory_bytes": torch.cuda.get_device_properties(0).total_memory, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(), "gpu_driver": driver}
+
+
 def package_versions() -> dict[str, str | None]:
     out = {}
     for name in PACKAGES:
@@ -58,8 +73,12 @@ def provenance(cfg: dict, threads: int | None = None) -> dict:
         "hardware": {
             "cpu": cpu_model(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            **gpu_details(),
             "platform": platform.platform(),
         },
+        "device": cfg.get("device", "cpu"),
+        "precision": cfg.get("precision", "fp32"),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "config_hash": config_hash(cfg),
         "profile": cfg.get("profile"),

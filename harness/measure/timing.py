@@ -102,6 +102,9 @@ class PairedTiming:
     point_s: list[float]  # per round: seconds for all n_examples
     dense_s: list[float]
     warmups: int = 0  # untimed passes before each timed half-round
+    # on a GPU, per round: seconds between CUDA events around the same passes (device time)
+    point_gpu_s: list[float] | None = None
+    dense_gpu_s: list[float] | None = None
 
     @property
     def rounds(self) -> int:
@@ -139,7 +142,16 @@ class PairedTiming:
             "confidence": CONFIDENCE,
             "point_s": self.point_s,
             "dense_s": self.dense_s,
+            **self._gpu_dict(),
         }
+
+    def _gpu_dict(self) -> dict:
+        if not self.point_gpu_s:
+            return {}
+        ratios = np.asarray(self.dense_gpu_s) / np.asarray(self.point_gpu_s)
+        lo, hi = median_interval(ratios)
+        return {"point_gpu_s": self.point_gpu_s, "dense_gpu_s": self.dense_gpu_s,
+                "gpu_speedup": float(np.median(ratios)), "gpu_speedup_low": lo, "gpu_speedup_high": hi}
 
 
 def _runner(model, batches, sync):
@@ -209,8 +221,10 @@ def time_side_by_side(
     point.eval()
     dense.eval()
     batches = [b.to(device) for b in make_batches(enc, protocol, seq_len, batch_size)]
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    gpu = str(device).startswith("cuda")
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     runs = {"point": _runner(point, batches, sync), "dense": _runner(dense, batches, sync)}
+    gpu_times: dict[str, list[float]] = {"point": [], "dense": []}
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     try:
@@ -225,10 +239,17 @@ def time_side_by_side(
             for name in order:
                 for _ in range(spec.round_warmups):
                     runs[name]()
+                if gpu:  # device time beside wall time: events around the same passes
+                    events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    events[0].record()
                 start = time.perf_counter()
                 for _ in range(number):
                     runs[name]()
                 times[name].append((time.perf_counter() - start) / number)
+                if gpu:
+                    events[1].record()
+                    events[1].synchronize()
+                    gpu_times[name].append(events[0].elapsed_time(events[1]) / 1000.0 / number)
             rounds = len(times["point"])
             if rounds >= spec.max_rounds:
                 break
@@ -241,4 +262,5 @@ def time_side_by_side(
                     break
     finally:
         torch.set_num_threads(previous)
-    return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"], spec.round_warmups)
+    return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"], spec.round_warmups,
+                        gpu_times["point"] or None, gpu_times["dense"] or None)

@@ -227,12 +227,31 @@ class BertClassifier(nn.Module):
         self.classifier = nn.Linear(shape.hidden_size, num_labels)
         self.policy = policy if policy is not None else Policy()
         self.embedding_hidden_gate: torch.Tensor | None = None
+        # "eager" runs every layer's attention as explicit softmax(QK^T)V, the kernel a
+        # pruner that reads attention probabilities runs: a dense baseline with the
+        # pruners' kernel (timing.dense_kernels); "auto" = fused SDPA unless probs are needed
+        self.attention_kernel = "auto"
 
     @property
     def is_span(self) -> bool:
         return getattr(self, "head_kind", "classify") == "span"
 
     # ---- structure --------------------------------------------------------
+    def attention_kernels(self) -> list[str]:
+        """The attention kernel each layer runs at inference under the current
+        policy: "sdpa" (torch's fused scaled_dot_product_attention), "eager"
+        (explicit probabilities, what attention-score pruners need) or "none"
+        (no heads left). Read from the policy, not traced, so the timed forward
+        pays nothing for it; the evaluate job stores it with the timings."""
+        eager = getattr(self, "attention_kernel", "auto") == "eager"
+        out = []
+        for i, layer in enumerate(self.layers):
+            if layer.num_heads == 0:
+                out.append("none")
+            else:
+                out.append("eager" if eager or self.policy.needs_attention_probs(i) else "sdpa")
+        return out
+
     def arch(self) -> ArchShape:
         first = self.layers[0]
         return ArchShape(
@@ -261,6 +280,7 @@ class BertClassifier(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         policy = self.policy
+        eager = getattr(self, "attention_kernel", "auto") == "eager"  # models saved before the field: auto
         policy.on_forward(self)
         x = self.embeddings(input_ids, token_type_ids, self.embedding_hidden_gate)
         device = input_ids.device
@@ -281,7 +301,7 @@ class BertClassifier(nn.Module):
             state.recorder.attention(i, state.rows, state.mask)
             state.layer_input = state.hidden if state.restore else None
             state.hidden, state.attn_probs = layer.attention(
-                state.hidden, state.mask, policy.needs_attention_probs(i), state.key_weight
+                state.hidden, state.mask, eager or policy.needs_attention_probs(i), state.key_weight
             )
             policy.after_attention(i, state)
             state.layer_input = None

@@ -48,7 +48,8 @@ def _slice_norm(norm: nn.LayerNorm, idx: torch.Tensor) -> nn.LayerNorm:
 def prune_heads(layer: Layer, keep: Sequence[int]) -> None:
     """Keep only attention heads `keep` of `layer` (empty = remove the sublayer)."""
     dh = layer.head_dim
-    idx = torch.tensor([h * dh + j for h in sorted(keep) for j in range(dh)], dtype=torch.long)
+    idx = torch.tensor([h * dh + j for h in sorted(keep) for j in range(dh)], dtype=torch.long,
+                       device=layer.query.weight.device)
     layer.query = _slice_linear(layer.query, idx, None)
     layer.key = _slice_linear(layer.key, idx, None)
     layer.value = _slice_linear(layer.value, idx, None)
@@ -59,7 +60,7 @@ def prune_heads(layer: Layer, keep: Sequence[int]) -> None:
 
 def prune_ffn(layer: Layer, keep: Sequence[int]) -> None:
     """Keep only FFN intermediate dims `keep` (empty = remove the sublayer)."""
-    idx = torch.tensor(sorted(keep), dtype=torch.long)
+    idx = torch.tensor(sorted(keep), dtype=torch.long, device=layer.ffn_in.weight.device)
     layer.ffn_in = _slice_linear(layer.ffn_in, idx, None)
     layer.ffn_out = _slice_linear(layer.ffn_out, None, idx)
     layer.ffn_gate = None
@@ -70,11 +71,12 @@ def prune_hidden(model: BertClassifier, keep: Sequence[int]) -> None:
 
     LayerNorms then normalise over the kept dims only, as in CoFi.
     """
-    idx = torch.tensor(sorted(keep), dtype=torch.long)
     emb = model.embeddings
+    idx = torch.tensor(sorted(keep), dtype=torch.long, device=emb.word_embeddings.weight.device)
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         e: nn.Embedding = getattr(emb, name)
-        new = nn.Embedding(e.num_embeddings, len(idx), padding_idx=e.padding_idx)
+        new = nn.Embedding(e.num_embeddings, len(idx), padding_idx=e.padding_idx,
+                           device=e.weight.device, dtype=e.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(e.weight.detach()[:, idx])
         setattr(emb, name, new)

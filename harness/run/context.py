@@ -43,9 +43,9 @@ class RunContext:
         self.task: TaskSpec = get_task(task)
         self.method = method
         self.seed: int = cfg["seed"]
+        # checked where a model is built or loaded (`model_device`), not here: jobs that only
+        # read data or JSON (lengths, gather_points) run on machines without a GPU
         self.device: str = cfg.get("device", "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise HarnessError("the config asks for device cuda but no GPU is visible", "set device: cpu")
         self.work_dir = Path(cfg["work_dir"])
 
     # ---- data ----------------------------------------------------------------
@@ -198,11 +198,22 @@ class RunContext:
         }
 
     # ---- models --------------------------------------------------------------
+    @property
+    def model_device(self) -> str:
+        """The device models go to; a clear error where the config asks for a
+        GPU this machine does not have."""
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise HarnessError(
+                f"the config asks for device {self.device} but no GPU is visible to this job",
+                "set device: cpu, or give the job a GPU (profiles/slurm-gpu asks for one per train/evaluate job)",
+            )
+        return self.device
+
     def new_model(self, policy: Policy | None = None):
         model = self.backbone.new_classifier(self.task.num_labels, self.seed, self.task.head)
         if policy is not None:
             model.policy = policy
-        return model.to(self.device)
+        return model.to(self.model_device)
 
     def train_config(self, **overrides) -> TrainConfig:
         """The profile's training settings with `overrides` on top; an override
@@ -266,7 +277,7 @@ class RunContext:
                 f"trained model {path} not found",
                 f"run the workflow's train step for {self.task.name}/{method or self.method} first",
             )
-        model = torch.load(path, map_location=self.device, weights_only=False)
+        model = torch.load(path, map_location=self.model_device, weights_only=False)
         model.eval()
         return model
 

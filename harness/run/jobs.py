@@ -8,6 +8,7 @@ and writes one record per (point, protocol) only once all are computed.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import socket
 import time
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from harness.data.encoding import token_lengths
 from harness.data.windows import Windows
@@ -66,13 +68,17 @@ def train_job(cfg: dict, task: str, method: str) -> Path:
         "n_validation": len(ctx.data.validation),
         "provenance": provenance(cfg),
     }
-    return write_json(ctx.model_dir() / "done.json", done)
+    path = write_json(ctx.model_dir() / "done.json", done)
+    ctx.clear_resume()  # its outputs are written: the checkpoints a retry would have resumed from go
+    return path
 
 
 def train_point_job(cfg: dict, task: str, method: str, point: str) -> Path:
     """One of the points a method trains independently (`harness.run.points`)."""
     ctx = RunContext(cfg, task, method)
-    return point_job(ctx, point)
+    path = point_job(ctx, point)
+    ctx.clear_resume()
+    return path
 
 
 def gather_points_job(cfg: dict, task: str, method: str) -> Path:
@@ -130,10 +136,16 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict
         sample = enc.subset(range(min(t["n_examples"], len(enc))))
     spec = timing_spec(ctx.cfg)
     sizes = sorted(set(t["batch_sizes"]) | {1, ctx.eval_batch_size})
+    kernels = {"point": model.attention_kernels(), "dense": dense.attention_kernels()}
+    extra = {k: dense_with_kernel(dense, k) for k in t.get("dense_kernels", ["auto"]) if k != "auto"}
     out = {}
     with timing_lock(ctx.cfg):
         for bs in sizes:
             out[bs] = time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
+            out[bs]["attention_kernels"] = kernels
+            for kernel, other in extra.items():  # the same comparison against dense on the pruners' kernel
+                out[bs][f"dense_{kernel}"] = time_side_by_side(model, other, sample, protocol, ctx.task.seq_len, bs,
+                                                               spec, ctx.device).to_dict()
             if questions is not None:  # a question's time is the sum over its windows
                 out[bs]["questions"] = questions
                 for who in ("point", "dense"):
@@ -141,6 +153,19 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict
             out[bs]["policy_time_share"] = policy_time_share(model, sample, protocol, ctx.task.seq_len, bs,
                                                              spec.threads, ctx.device)
     return out
+
+
+def dense_with_kernel(dense, kernel: str):
+    """`dense` running attention with `kernel` ("eager": the explicit softmax the
+    attention-score pruners run), sharing its weights."""
+    other = copy.copy(dense)  # a shallow copy: the same submodules and parameters
+    other.attention_kernel = kernel
+    return other
+
+
+def peak_gpu_memory(device: str) -> int | None:
+    """Peak bytes allocated on the GPU since the last reset (None on a CPU)."""
+    return torch.cuda.max_memory_allocated() if str(device).startswith("cuda") else None
 
 
 def evaluate_job(cfg: dict, task: str, method: str) -> Path:
@@ -156,13 +181,17 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
     prov = provenance(cfg, cfg["timing"]["threads"])
     records = []
     for op in ctx.plugin.operating_points(ctx):
+        if str(ctx.device).startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         model = op.model.to(ctx.device).eval()
         model.restore_dropped = ctx.settings.restore_dropped  # span heads: Drop-and-Restore or not
         val = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
         for protocol in cfg["eval"]["protocols"]:
             run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
             timings = side_by_side(ctx, model, dense, protocol) if protocol in timed else None
-            records.append(build_record(ctx, op, run, val, dense.arch(), timings, {**prov, "steady_allocator": steady}))
+            records.append(build_record(ctx, op, run, val, dense.arch(), timings,
+                                        {**prov, "steady_allocator": steady,
+                                         "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)}))
     if not records:
         raise HarnessError(
             f"method {method} yielded no operating points for {task}",

@@ -15,6 +15,7 @@ with the same models as the workflow's point jobs.
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -37,6 +38,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if torch.cuda.is_available():  # deterministic GPU kernels where torch has them (CPU ones already are)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def point_file(model_dir: Path, name: str) -> Path:
