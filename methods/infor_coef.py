@@ -48,6 +48,7 @@ from harness.model.skim import SkimPolicy, SkimStep
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
 from harness.plugin.registry import get_method
 from harness.run.finetune import default_loss, total_steps
+from methods.cofi import SPARSITY_EPSILON, point_identity
 
 EPS = 1e-6
 LOSSES = ("ib", "skim")
@@ -200,8 +201,18 @@ class InforCoef(MethodPlugin):
                 f"sparsities of {ctx.method}",
             )
         e = match[0]
-        info = {"start": "cofi", "cofi_point": e["name"], "achieved_sparsity": e["achieved_sparsity"]}
+        info = {"start": "cofi", "cofi_point": e["name"], "achieved_sparsity": e["achieved_sparsity"],
+                "sparsity_epsilon": e.get("sparsity_epsilon", SPARSITY_EPSILON)}
         return info, ctx.load_model(e["file"], method="cofi")
+
+    @staticmethod
+    def start_knobs(target: float, start: dict) -> dict:
+        """The CoFi start's knobs as CoFi's own point has them
+        (`methods.cofi.point_identity`): `sparsity` is what the start reached
+        (its target only within sparsity_epsilon of it), `target_sparsity` the
+        target, `off_target` the flag; so a table row or claim selecting by
+        `sparsity` gets Infor-Coef and CoFi points at the same sparsity."""
+        return point_identity(target, start["achieved_sparsity"], start.get("sparsity_epsilon", SPARSITY_EPSILON))[1]
 
     def train_points(self, settings, task) -> dict:
         """One model per (starting sparsity, weight)."""
@@ -233,15 +244,18 @@ class InforCoef(MethodPlugin):
                 s.entropy_weight if s.loss == "ib" else 0.0, s.temperature, s.init_keep_bias),
             name, cfg, s.predictor_lr, loss_fn)
         key = "norm_weight" if s.loss == "ib" else "skim_weight"
-        knobs = {key: w} if sparsity is None else {"sparsity": sparsity, key: w}
+        knobs = {key: w} if sparsity is None else {**self.start_knobs(sparsity, info), key: w}
         return [{"name": name, "knobs": knobs, "file": f"{name}.pt", "start": info}], {
             **knobs, "start": info, "lr": cfg.lr, "steps": steps,
             "norm_starts_after_step": warm if s.loss == "ib" else None, **point_log}
 
     def operating_points(self, ctx):
         for entry in ctx.read_json("points.json"):
-            yield OperatingPoint(entry["name"], entry["knobs"], ctx.load_model(entry["file"]).eval(),
-                                 notes=entry["start"])
+            knobs, start = dict(entry["knobs"]), entry["start"]
+            if start.get("start") == "cofi" and "target_sparsity" not in knobs:
+                # a manifest from before the start's achieved sparsity was a knob: `sparsity` was the target
+                knobs = {**self.start_knobs(knobs.pop("sparsity"), start), **knobs}
+            yield OperatingPoint(entry["name"], knobs, ctx.load_model(entry["file"]).eval(), notes=start)
 
     def demo_model(self, model):
         # CoFi's demo model (heads, dims and a whole attention sublayer sliced away) with untrained

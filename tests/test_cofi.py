@@ -186,6 +186,73 @@ def test_pruning_stage_materializes_at_the_expected_sparsity(smoke_context):
     (op,) = list(get_method("cofi").operating_points(ctx))
     dense_params = encoder_params(ctx.load_model(method="dense").arch())
     assert encoder_params(op.model.arch()) == round((1 - point["achieved_sparsity"]) * dense_params)
-    assert op.knobs == {"target_sparsity": 0.6}
+    # named and selected by the sparsity it reached, its target beside it, a flag when more than 0.01 off
+    assert op.name.startswith(f"sparsity={point['achieved_sparsity']:.3f}_target=0.6")
+    off = abs(point["achieved_sparsity"] - 0.6) > 0.01
+    assert op.knobs["target_sparsity"] == 0.6 and op.knobs["off_target"] is off
+    assert op.name.endswith("_off_target") is off
+    assert op.knobs["sparsity"] == pytest.approx(round(point["achieved_sparsity"], 2) if off else 0.6)
     assert op.model.policy.describe()["kind"] == "cofi_materialized"
     assert not math.isnan(point["finetune"]["best_validation"])
+
+
+class _Points:
+    """A stand-in run context: a CoFi points manifest and models that are not loaded."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.settings = get_method("cofi").Settings()
+
+    def read_json(self, name, method=None):
+        return self.entries
+
+    def load_model(self, name, method=None):
+        return torch.nn.Identity()
+
+
+def test_points_are_named_and_selected_by_achieved_sparsity():
+    """A point's name and its `sparsity` knob (what experiments and claims
+    select by) follow the sparsity the materialized model reached; the target
+    stays a knob beside it, and a point more than the reference's
+    sparsity_epsilon (0.01) off its target is flagged and selectable only at
+    the sparsity it reached."""
+    entries = [{"name": f"sparsity={t:g}", "target_sparsity": t, "file": f"sparsity={t:g}.pt",
+                "expected_sparsity": a, "achieved_sparsity": a} for t, a in [(0.6, 0.6042), (0.8, 0.8951), (0.95, 0.9412)]]
+    ops = list(get_method("cofi").operating_points(_Points(entries)))
+    assert [op.name for op in ops] == ["sparsity=0.604_target=0.6", "sparsity=0.895_target=0.8_off_target",
+                                       "sparsity=0.941_target=0.95"]
+    assert [op.knobs["target_sparsity"] for op in ops] == [0.6, 0.8, 0.95]
+    assert [op.knobs["off_target"] for op in ops] == [False, True, False]
+    # within 0.01 of its target a point stands for it; off it, for what it reached (to 0.01)
+    assert [op.knobs["sparsity"] for op in ops] == [0.6, 0.9, 0.95]
+    assert [op.notes["achieved_sparsity"] for op in ops] == [0.6042, 0.8951, 0.9412]
+
+
+@pytest.mark.parametrize("profile", ["default", "smoke"])
+def test_experiments_and_claims_select_cofi_by_achieved_sparsity(profile):
+    """No table row, ratio table or claim picks a CoFi point by its target: a
+    point that missed its target must not stand for it."""
+    from harness.config import load_config
+
+    cfg = load_config(profile, ["data_dir="])
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("method") == "cofi" and "knobs" in node:
+                found.append(dict(node["knobs"]))
+            if "cofi" in (node.get("methods") or []) and "knob" in node:
+                found.append({node["knob"]: None})
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(cfg["experiments"])
+    from pathlib import Path
+
+    import yaml
+    claims = yaml.safe_load((Path(__file__).parents[1] / "config" / "claims" / "papers.yaml").read_text())
+    walk(claims)
+    assert found and all("target_sparsity" not in k and "sparsity" in k for k in found), found

@@ -121,10 +121,43 @@ def test_infor_coef_train_and_operating_points(smoke_context):
     pts = list(plugin.operating_points(ctx))
     assert [p.name for p in pts] == ["sparsity=0.6_norm=0", "sparsity=0.6_norm=20"]
     cofi_arch = cofi_ctx.load_model("sparsity=0.6.pt").arch()
+    (cofi_point,) = get_method("cofi").operating_points(cofi_ctx)
     for p in pts:
-        assert p.knobs["sparsity"] == 0.6 and p.model.arch() == cofi_arch  # the CoFi structure is kept
+        assert p.model.arch() == cofi_arch  # the CoFi structure is kept
+        # selected by the sparsity its CoFi start reached (the 1-epoch start misses its target here),
+        # with that start's target and flag beside it
+        assert p.knobs["target_sparsity"] == 0.6
+        assert {k: p.knobs[k] for k in ("sparsity", "off_target")} == {
+            k: cofi_point.knobs[k] for k in ("sparsity", "off_target")}
+        assert p.notes["cofi_point"] == cofi_point.name
         assert not p.model.training and p.model.policy.describe()["kind"] == "infor_coef_sampler"
     none, strong = (log["points"][p.name]["validation"] for p in pts)
     # the norm term makes the samplers skim far more than cross-entropy and the entropy term alone
     assert strong["tokens_per_layer"][-1] < none["tokens_per_layer"][-1]
     assert strong["relative_flops"] < none["relative_flops"]
+
+
+def test_points_carry_their_cofi_starts_achieved_sparsity():
+    """A manifest written when Infor-Coef's `sparsity` knob was the CoFi
+    target reads with the start's achieved sparsity as CoFi's own points do;
+    a dynamic-only point has no sparsity knobs."""
+    entries = [
+        {"name": "sparsity=0.8_norm=0.01", "knobs": {"sparsity": 0.8, "norm_weight": 0.01}, "file": "a.pt",
+         "start": {"start": "cofi", "cofi_point": "sparsity=0.8", "achieved_sparsity": 0.8951}},
+        {"name": "sparsity=0.6_norm=0.01", "knobs": {"sparsity": 0.6, "norm_weight": 0.01}, "file": "b.pt",
+         "start": {"start": "cofi", "cofi_point": "sparsity=0.6", "achieved_sparsity": 0.6042}},
+        {"name": "norm=0.01", "knobs": {"norm_weight": 0.01}, "file": "c.pt", "start": {"start": "dense"}},
+    ]
+
+    class Ctx:
+        def read_json(self, name, method=None):
+            return entries
+
+        def load_model(self, name, method=None):
+            return torch.nn.Identity()
+
+    ops = list(get_method("infor_coef").operating_points(Ctx()))
+    assert [op.knobs for op in ops] == [
+        {"sparsity": 0.9, "target_sparsity": 0.8, "off_target": True, "norm_weight": 0.01},
+        {"sparsity": 0.6, "target_sparsity": 0.6, "off_target": False, "norm_weight": 0.01},
+        {"norm_weight": 0.01}]
