@@ -1,6 +1,8 @@
-"""The GPU path: every method's inference path, its FLOPs check and the
-side-by-side timing on a CUDA device, matching the CPU. Skipped without a GPU;
-run it on a GPU machine whenever one is at hand."""
+"""The GPU path: every method's inference path, its FLOPs check, its host
+syncs and the side-by-side timing on a CUDA device, matching the CPU; and the
+whole smoke workflow (training, CoFi/Infor-Coef materialization, save/load,
+SQuAD when a data directory is set, evaluate, report) with device=cuda.
+Skipped without a GPU; run it on a GPU machine whenever one is at hand."""
 from __future__ import annotations
 
 import copy
@@ -23,6 +25,7 @@ LENGTHS = [57, 12, 33, 40]
 
 @pytest.mark.parametrize("name", method_names())
 def test_method_on_cuda_matches_cpu_and_its_flops(name, tiny_model):
+    dense = copy.deepcopy(tiny_model).cuda()  # demo_model prunes the model it is given in place
     cpu = get_method(name).demo_model(tiny_model).eval()
     gpu = copy.deepcopy(cpu).cuda()
     ids, mask = random_batch(len(LENGTHS), max(LENGTHS), lengths=LENGTHS, seed=3)
@@ -37,6 +40,46 @@ def test_method_on_cuda_matches_cpu_and_its_flops(name, tiny_model):
     assert torch.allclose(on_gpu.logits.cpu(), on_cpu.logits, atol=1e-3)
     enc = Encoded([list(ids[i, :n].tolist()) for i, n in enumerate(LENGTHS)], [[0] * n for n in LENGTHS],
                   np.zeros(len(LENGTHS), dtype=np.int64))
-    t = time_side_by_side(gpu, copy.deepcopy(tiny_model).cuda(), enc, "none", 64, 2,
-                          TimingSpec(threads=1, min_rounds=3, max_rounds=5), device="cuda")
-    assert t.rounds >= 3 and t.speedup > 0
+    t = time_side_by_side(gpu, dense, enc, "none", 64, 2, TimingSpec(threads=1, min_rounds=3, max_rounds=5),
+                          device="cuda")
+    assert t.rounds >= 3 and t.speedup > 0 and len(t.point_gpu_s) == t.rounds
+    assert t.to_dict()["gpu_speedup_low"] <= t.to_dict()["gpu_speedup"] <= t.to_dict()["gpu_speedup_high"]
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_timed_forward_syncs_on_cuda_as_counted(name, tiny_model):
+    """torch's own sync detector on the GPU agrees with harness.measure.syncs:
+    at most one sync per layer in the timed forward."""
+    import warnings
+
+    from harness.measure.syncs import count_host_syncs
+
+    model = get_method(name).demo_model(tiny_model).eval().cuda()
+    ids, mask = (t.cuda() for t in random_batch(len(LENGTHS), max(LENGTHS), lengths=LENGTHS, seed=3))
+    with torch.inference_mode():
+        model(ids, mask, trace=False)
+        torch.cuda.synchronize()
+        counted = sum(count_host_syncs(lambda: model(ids, mask, trace=False)).values())
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model(ids, mask, trace=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    seen = sum("synchroniz" in str(w.message) for w in caught)
+    assert seen <= len(model.layers) and counted <= len(model.layers), (name, seen, counted)
+
+
+def test_smoke_workflow_on_cuda(tmp_path):
+    """Every job of the smoke profile on the GPU: records say cuda, name the GPU
+    and its memory, and carry device-time speedups beside wall-clock ones."""
+    from .workflow_run import records, snakemake
+
+    snakemake(tmp_path, config=("device=cuda",))
+    recs = records(tmp_path)
+    assert recs and {r["provenance"]["device"] for r in recs} == {"cuda"}
+    assert all(r["provenance"]["hardware"]["gpu"] and r["provenance"]["gpu_peak_memory_bytes"] for r in recs)
+    timed = [r for r in recs if r["timing"]]
+    assert timed and all("gpu_speedup" in t for r in timed for t in r["timing"]["by_batch_size"].values())
+    assert {r["base_method"] for r in recs} >= {"cofi", "infor_coef", "dense"}
