@@ -227,7 +227,11 @@ class RunContext:
 
     def finetune(self, model, cfg: TrainConfig | None = None, train: Encoded | None = None, **kw) -> dict:
         """`harness.run.finetune.finetune` on this job's data: the length-filtered
-        training split unless `train` is given, validation on `validation`."""
+        training split unless `train` is given, validation on `validation`.
+        Each call of the job gets its own resume file (`resume_file`), so a
+        retried job skips its finished calls and continues the one it was
+        killed in (`train.checkpoint_minutes`)."""
+        desc = kw.pop("desc", f"{self.task.name}/{self.method}")
         return finetune(
             model,
             self.task,
@@ -235,9 +239,52 @@ class RunContext:
             self.encoded("validation"),
             cfg or self.train_config(),
             device=self.device,
-            desc=kw.pop("desc", f"{self.task.name}/{self.method}"),
+            desc=desc,
+            resume=kw.pop("resume", None) or self.resume_file(desc),
+            resume_key=self.resume_key,
             **kw,
         )
+
+    @cached_property
+    def resume_key(self) -> str:
+        """A hash of the job's config (but for the checkpoint interval): a resume
+        file written under other settings (a method's, the data caps, the
+        backbone) never counts."""
+        from harness.config import config_hash
+
+        cfg = copy.deepcopy(self.cfg)
+        for k in ("checkpoint_minutes", "checkpoint_every_steps"):
+            cfg.get("train", {}).pop(k, None)
+        return f"{self.task.name}/{self.method}/{config_hash(cfg)}"
+
+    @property
+    def resume_dir(self) -> Path:
+        """Resume files of this job's fine-tuning calls: `<work_dir>/resume/<task>/<method>`."""
+        return self.work_dir / "resume" / self.task.name / self.method
+
+    def resume_file(self, desc: str) -> Path:
+        """The next finetune call's resume file: its number within the job
+        (the calls of a retried job come in the same order) and its
+        description (which names the point, so point jobs side by side never share one)."""
+        import re
+
+        n = self.__dict__.get("_resume_calls", 0)
+        self._resume_calls = n + 1
+        slug = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", desc).strip("_")
+        if len(slug) > 100:  # long descriptions stay apart by a hash of the whole
+            import hashlib
+
+            slug = f"{slug[:90]}-{hashlib.sha1(desc.encode()).hexdigest()[:8]}"
+        path = self.resume_dir / f"{n:02d}-{slug}.pt"
+        self.__dict__.setdefault("_resume_files", []).append(path)
+        return path
+
+    def clear_resume(self) -> None:
+        """Remove the resume files of this job's calls (once its outputs are
+        written: a finished job leaves no checkpoints behind). Only this job's:
+        point jobs of the same method may be running beside it."""
+        for path in self.__dict__.get("_resume_files", []):
+            path.unlink(missing_ok=True)
 
     def train_policy_point(self, base, make_policy, name: str, cfg: TrainConfig, policy_lr: float | None = None,
                            loss_fn=None) -> tuple[object, dict]:
