@@ -1,4 +1,7 @@
-"""Command line: `python -m harness [list|plan|check-config|train|gather|evaluate|lengths|selection-cost|report|compare]`.
+"""Command line: `python -m harness <command>`.
+
+Commands: list, plan, check-config, prefetch, train, gather, evaluate, lengths, selection-cost,
+report, compare.
 
 Every user-facing failure is a `HarnessError`: one message naming the problem
 and the fix, exit status 2, no traceback.
@@ -129,6 +132,12 @@ def cmd_check(args) -> None:
     print(f"config {cfg['profile']} is valid")
 
 
+def cmd_prefetch(args) -> None:
+    from harness.run.prefetch import prefetch
+
+    prefetch(_config(args), dry_run=args.dry_run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -151,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     lister.add_argument("--deviations", action="store_true", help="how each method departs from its original")
     add("plan", cmd_plan, "the tasks and methods a profile would run (JSON)")
     add("check-config", cmd_check, "validate a profile")
+    fetcher = add("prefetch", cmd_prefetch, "download the hub models, tokenizers and datasets a profile needs, "
+                  "once, into the Hugging Face cache (jobs then run with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1)")
+    fetcher.add_argument("--dry-run", action="store_true", help="only list what would be downloaded (no network)")
     trainer = add("train", cmd_train, "train one method on one task (every point, or --point)", task=True, method=True)
     trainer.add_argument("--point", help="only this one of the points the method trains independently")
     add("gather", cmd_gather, "join a method's trained points into its points manifest and done.json",
