@@ -204,8 +204,13 @@ def test_run_context_gives_each_call_its_file_and_clears_them(tmp_path, monkeypa
     for p in seen[:2]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
+    cut = seen[0].parent / f".{seen[0].name}.abc123.tmp"  # a write the kill cut short
+    cut.write_bytes(b"x")
+    other = seen[0].parent / "00-mr_dense_other_point.pt"  # another job's, beside it
+    other.write_bytes(b"x")
     ctx.clear_resume()
-    assert not any(p.exists() for p in seen)
+    assert not any(p.exists() for p in seen) and not cut.exists()
+    assert other.exists()
 
 
 def _without_times(x):

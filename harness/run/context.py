@@ -285,6 +285,8 @@ class RunContext:
         point jobs of the same method may be running beside it."""
         for path in self.__dict__.get("_resume_files", []):
             path.unlink(missing_ok=True)
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # a write the kill cut short
+                tmp.unlink(missing_ok=True)
 
     def train_policy_point(self, base, make_policy, name: str, cfg: TrainConfig, policy_lr: float | None = None,
                            loss_fn=None) -> tuple[object, dict]:
