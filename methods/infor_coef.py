@@ -3,11 +3,14 @@ information-bottleneck loss.
 
 Tan, "Infor-Coef: Information Bottleneck-based Dynamic Token Downsampling
 for Compact and Efficient language model" (2023);
-reference code github.com/twwwx/Infor-Coef.
+reference code github.com/twwwwx/Infor-Coef.
 
 Start: a CoFi model (`methods.cofi`, materialized: heads, FFN dims, hidden
-dims and whole sublayers sliced away) at each sparsity of `sparsities`, the
-paper's "4x" (CoFi-s60, 40% of the parameters) and "16x" (CoFi-s95) models.
+dims and whole sublayers sliced away, then fine-tuned with distillation) at
+each target sparsity of `sparsities`, the paper's "4x" (CoFi-s60, 40% of the
+parameters) and "16x" (CoFi-s95) models. A point's `sparsity` knob is what
+its start reached, as CoFi's own (`methods.cofi.point_identity`), with the
+start's `target_sparsity` and `off_target` flag beside it.
 Before each layer that still computes something, a Transkimmer-shaped
 sampler sized to the pruned hidden width (`harness.model.skim.SkimPolicy`)
 decides keep or skim for each non-[CLS] token: Gumbel straight-through
@@ -19,13 +22,15 @@ sampler's input:
   L = CE + gamma_1 * L_entropy + gamma_2 * L_norm,
   L_entropy = mean over layers and decided tokens of p ln p + (1 - p) ln(1 - p)
               (the negative entropy -H(z) of the derivation's eq. 13/17),
-  L_norm    = mean over layers and samples of || diag(p) h ||_F over the
-              tokens still present (the reference's unsquared form of eq. 16's
-              1/2 ||s||^2 for the estimate s = diag(pi) h of eq. 15),
+  L_norm    = mean over layers of || diag(p) h ||_F over the tokens still
+              present, one norm over the whole batch (`norm_scope: batch`, the
+              reference's) or one per sample averaged (`sample`) (the
+              reference's unsquared form of eq. 16's 1/2 ||s||^2 for the
+              estimate s = diag(pi) h of eq. 15),
 with the entropy term from the start and the norm term after a warm-up
 (`norm_warmup_epochs`, the reference's 1 of 7 epochs). The norm term is
 what skims: without it the sampler learns to keep every token (Table 3).
-One model per (sparsity, gamma_2); the last checkpoint is kept.
+One model per (target sparsity, gamma_2); the last checkpoint is kept.
 
 Ablations are variants of this plugin (config `variants`): `loss: skim`
 trains the sampler with Transkimmer's skim loss instead (Fig. 3),
@@ -53,6 +58,7 @@ from methods.cofi import SPARSITY_EPSILON, point_identity
 EPS = 1e-6
 LOSSES = ("ib", "skim")
 STATICS = ("cofi", "none")
+NORM_SCOPES = ("batch", "sample")
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,17 @@ class Settings(MethodSettings):
     predictor_lr: float | None = None  # None: the samplers train with the model at `lr`; else a constant rate
     temperature: float = 1.0
     init_keep_bias: float = 5.0  # the samplers start by keeping every token
+    # the norm term: "batch", one Frobenius norm over the whole batch (the reference's); "sample", one per
+    # sample, averaged over the batch (about 1/sqrt(batch) of it: gamma_2 means less the bigger the batch)
+    norm_scope: str = "batch"
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.static not in STATICS:
             raise ValueError(f"static must be one of {', '.join(STATICS)}, got {self.static!r}")
+        if self.norm_scope not in NORM_SCOPES:
+            raise ValueError(f"norm_scope must be one of {', '.join(NORM_SCOPES)}, got {self.norm_scope!r}")
         weights = self.norm_weights if self.loss == "ib" else self.skim_weights
         if not weights or any(w < 0 for w in weights):
             raise ValueError(f"the {self.loss} loss needs a non-empty list of weights >= 0, got {list(weights)}")
@@ -100,14 +111,19 @@ def negative_entropy(steps: list[SkimStep]) -> torch.Tensor:
     return torch.stack(per_layer).mean()
 
 
-def kept_norm(steps: list[SkimStep]) -> torch.Tensor:
-    """Mean over layers and samples of ||diag(p) h||_F over the tokens still
-    present ([CLS], always kept, excluded): the norm of eq. 16's estimate."""
+def kept_norm(steps: list[SkimStep], scope: str = "batch") -> torch.Tensor:
+    """Mean over layers of ||diag(p) h||_F over the tokens still present
+    ([CLS], always kept, excluded): the norm of eq. 16's estimate. `scope`
+    "batch" takes one norm over the whole [b, n, d] batch tensor, as the
+    reference does; "sample" one per sample, averaged over the batch. The
+    batch norm of b equal samples is sqrt(b) times the per-sample one, so the
+    scope decides what a given gamma_2 means."""
     per_layer = []
     for st in steps:
         w = st.keep_prob * st.alive * st.decides  # [b, n]
         sq = (w.unsqueeze(-1) * st.hidden).pow(2).sum((1, 2))  # [b]
-        per_layer.append(sq.clamp(min=1e-12).sqrt().mean())
+        norm = sq.sum().clamp(min=1e-12).sqrt() if scope == "batch" else sq.clamp(min=1e-12).sqrt().mean()
+        per_layer.append(norm)
     return torch.stack(per_layer).mean()
 
 
@@ -116,9 +132,13 @@ class InforCoefPolicy(SkimPolicy):
     ablation). `norm_on` is switched by the training loop after the warm-up."""
 
     def __init__(self, num_layers: int, hidden: int, layers, loss: str = "ib", weight: float = 0.0,
-                 entropy_weight: float = 0.0, temperature: float = 1.0, keep_bias: float = 5.0, soft: bool = True):
+                 entropy_weight: float = 0.0, temperature: float = 1.0, keep_bias: float = 5.0, soft: bool = True,
+                 norm_scope: str = "batch"):
         super().__init__(num_layers, hidden, temperature, keep_bias, soft, layers)
+        if norm_scope not in NORM_SCOPES:
+            raise ValueError(f"norm_scope must be one of {', '.join(NORM_SCOPES)}, got {norm_scope!r}")
         self.loss = loss
+        self.norm_scope = norm_scope
         self.weight = float(weight)  # gamma_2 (ib) or alpha (skim)
         self.entropy_weight = float(entropy_weight)
         self.norm_on = True
@@ -133,13 +153,13 @@ class InforCoefPolicy(SkimPolicy):
         if self.entropy_weight:
             total = self.entropy_weight * negative_entropy(steps)
         if self.norm_on and self.weight:
-            norm = self.weight * kept_norm(steps)
+            norm = self.weight * kept_norm(steps, self.norm_scope)
             total = norm if total is None else total + norm
         return total
 
     def describe(self) -> dict:
-        terms = ({"skim_weight": self.weight} if self.loss == "skim"
-                 else {"norm_weight": self.weight, "entropy_weight": self.entropy_weight})
+        terms = ({"skim_weight": self.weight} if self.loss == "skim" else
+                 {"norm_weight": self.weight, "entropy_weight": self.entropy_weight, "norm_scope": self.norm_scope})
         return {"kind": "infor_coef_sampler", "loss": self.loss, **terms, **super().describe()}
 
 
@@ -157,15 +177,28 @@ class InforCoef(MethodPlugin):
         "inference takes the argmax of the sampler (deterministic); the reference samples Gumbel noise at "
         "evaluation too",
         "skimmed tokens are physically removed at inference; the reference masks the attention and removes nothing",
-        "the entropy term averages over every row of the batch; the reference's takes logits[0], the first row only",
-        "the norm term is the Frobenius norm per sample, averaged over the batch (the reference takes it over the "
-        "whole batch tensor, which grows with the batch size), over the tokens still present, [CLS] excluded",
-        "the norm term is ||diag(p) h||_F unsquared (as the reference; the paper's eq. 16-17 has 1/2 ||s||^2_F); "
-        "p multiplies the straight-through mask of the tokens still present, and h is not detached (as the "
-        "paper), so the encoder may also lower the term by shrinking its hidden states",
+        "both terms are taken on p, each sampler's keep probability at its layer (the paper's pi of eq. 13-16); "
+        "the reference takes both on its relaxed Gumbel-softmax sample multiplied over the layers so far (its "
+        "soft mask), a noisy, cumulative stand-in for pi",
+        "the entropy term is p ln p + (1 - p) ln(1 - p) averaged over the decided tokens (real, not yet skimmed, "
+        "not [CLS]) and over the sampler layers; the reference's is s ln s + (1 - s) ln(1 - s_0), s_0 the first "
+        "batch row's mask (logits[0]) broadcast over the batch inside the second logarithm only, averaged over "
+        "every position, [CLS] and padding included, and summed over layers / the layer count",
+        "the norm term is by default one Frobenius norm over the whole batch tensor, as the reference's; "
+        "norm_scope: sample takes one per sample, averaged over the batch (about 1/sqrt(batch) of it; the "
+        "default, smoke and squad profiles use it, their gamma_2 measured so); either way over the tokens still "
+        "present, [CLS] and padding excluded (the reference includes both)",
+        "the norm term is ||diag(p) h||_F unsquared (as the reference; the paper's eq. 16-17 has 1/2 ||s||^2_F), "
+        "averaged over the sampler layers; p multiplies the straight-through mask of the tokens still present, "
+        "and h, the sampler's input, is not detached (as the reference), so the encoder may also lower the term by "
+        "shrinking its hidden states",
         "no sampler before a layer CoFi pruned away entirely (it would cost FLOPs and save none)",
-        "starts from this harness's CoFi models (their short pruning budget; see cofi's deviations) and fine-tunes "
-        "with cross-entropy only, as the reference's token-downsampling stage",
+        "starts from this harness's CoFi point models, i.e. after CoFi's pruning stage and the distillation "
+        "fine-tune of its materialized model (cofi's finetune_epochs; their short budgets: see cofi's "
+        "deviations), then trains `epochs` more with cross-entropy plus the IB terms and no distillation, as the "
+        "reference's token stage does from released fine-tuned CoFi models: an Infor-Coef point has had all of "
+        "its CoFi start's training and its own on top, so claim C7's comparison with `cofi` (static only) is not "
+        "at equal training",
         "optional `predictor_lr`: the samplers train at their own constant learning rate (the default profile's "
         "short budget needs it; unset, they train with the model as in the reference)",
         "the last checkpoint is kept; no accuracy-based checkpoint choice",
@@ -241,7 +274,8 @@ class InforCoef(MethodPlugin):
         _, point_log = ctx.train_policy_point(
             base, lambda: InforCoefPolicy(
                 len(base.layers), base.arch().hidden, layers, s.loss, w,
-                s.entropy_weight if s.loss == "ib" else 0.0, s.temperature, s.init_keep_bias),
+                s.entropy_weight if s.loss == "ib" else 0.0, s.temperature, s.init_keep_bias,
+                norm_scope=s.norm_scope),
             name, cfg, s.predictor_lr, loss_fn)
         key = "norm_weight" if s.loss == "ib" else "skim_weight"
         knobs = {key: w} if sparsity is None else {**self.start_knobs(sparsity, info), key: w}

@@ -37,7 +37,18 @@ def test_kept_norm_by_hand():
     # row 0: tokens 1 (p 0.5, |h| 2) and 2 (p 1, |h| 1) -> sqrt(1 + 1); row 1: token 1 (p 0.5, |h| 6) -> 3
     hidden = [[[9.0, 0.0], [2.0, 0.0], [0.0, 1.0]], [[9.0, 9.0], [0.0, 6.0], [5.0, 5.0]]]
     st = _step([[1.0, 0.5, 1.0], [1.0, 0.5, 0.7]], [[1, 1, 1], [1, 1, 0]], [[0, 1, 1], [0, 1, 0]], hidden)
-    assert float(kept_norm([st])) == pytest.approx((math.sqrt(2.0) + 3.0) / 2, rel=1e-5)
+    assert float(kept_norm([st], "sample")) == pytest.approx((math.sqrt(2.0) + 3.0) / 2, rel=1e-5)
+    # the reference's: one Frobenius norm over the whole batch, sqrt(1 + 1 + 9)
+    assert float(kept_norm([st], "batch")) == pytest.approx(math.sqrt(11.0), rel=1e-5)
+
+
+def test_norm_scope_is_a_setting_with_the_reference_as_default():
+    settings = get_method("infor_coef").Settings
+    assert settings().norm_scope == "batch"
+    with pytest.raises(ValueError, match="norm_scope"):
+        settings(norm_scope="token")
+    policy = InforCoefPolicy(2, 8, [0, 1], weight=1.0, norm_scope="sample")
+    assert policy.describe()["norm_scope"] == "sample"
 
 
 def test_norm_term_pushes_keep_probabilities_down_and_waits_for_the_warmup(tiny_model):
