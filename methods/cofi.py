@@ -18,7 +18,8 @@ updated by gradient ascent. Distillation from the fine-tuned dense model:
 0.1 x KL of the logits at T = 2 (times T^2) + 0.9 x layer distillation (each
 of the teacher's layers at depth L/4, L/2, 3L/4 and L, from the top down,
 matched to the lowest-error remaining student layer below the previous match,
-through a learned linear map initialised to the identity). No hard-label loss.
+through a learned linear map initialised to the identity). No hard-label loss
+unless `label_weight` is set.
 
 Inference. Deterministic gates as the reference computes them (per group, the
 round(size - sum of keep probabilities) lowest gates are zero, the rest keep
@@ -33,7 +34,7 @@ Knob: the target sparsity, one model per target (independent runs). In a
 short budget the Lagrangian need not reach the target, so a point is named
 and selected by the sparsity its materialized model reached (`point_identity`):
 its name shows the achieved and the target sparsity and, more than the
-reference's sparsity_epsilon (0.01) off the target, the flag `off_target`;
+tolerance `sparsity_epsilon` (0.01) off the target, the flag `off_target`;
 its knobs are `sparsity` (what experiments and claims select by: the target
 when reached within the epsilon, else the achieved sparsity to 0.01),
 `target_sparsity` and `off_target`. How this departs from the original:
@@ -60,14 +61,14 @@ STRETCH = (-0.1, 1.1)
 BETA = 2.0 / 3.0
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
 EPS = 1e-6
-SPARSITY_EPSILON = 0.01  # the reference's sparsity_epsilon: how far a model may miss its target and count as at it
+SPARSITY_EPSILON = 0.01  # how far a model may miss its target and still count as at it (cf. the reference)
 
 
 @dataclass(frozen=True)
 class Settings(MethodSettings):
     sparsities: tuple[float, ...] = (0.5, 0.6, 0.8, 0.9, 0.95)
     prune_epochs: float = 2.0  # the pruning stage (masks, Lagrangian, distillation)
-    warmup_fraction: float = 0.5  # of the pruning stage over which the target ramps from 0
+    warmup_fraction: float = 0.5  # of the pruning steps over which the target ramps from 0 (the reference: 0.1-0.2)
     finetune_epochs: float = 1.0  # the materialized model, structure fixed
     lr: float | None = None  # the model's learning rate in both stages (None: the profile's)
     mask_lr: float = 0.1  # log_alpha's (Adam, constant); the reference's 0.01 is for ~10^4 steps
@@ -170,15 +171,14 @@ class CoFiMasks(nn.Module):
 # ---- operating points ------------------------------------------------------------
 def point_identity(target: float, achieved: float, epsilon: float = SPARSITY_EPSILON) -> tuple[str, dict]:
     """(name, knobs) of a point trained for `target` whose materialized model
-    reached `achieved`. Within `epsilon` of its target (the reference's
-    sparsity_epsilon: it saves a best model only once the expected sparsity
-    is at least target - epsilon; here the test is two-sided, on the achieved
-    sparsity) the point stands for its target; further off it is flagged and
-    stands only for what
+    reached `achieved`. Within `epsilon` of its target the point stands for
+    its target; further off (either side) it is flagged and stands only for what
     it reached, rounded to 0.01, so that a table row or a claim asking for
     "CoFi at 95%" never gets a model pruned to, say, 90%. The name carries both
     numbers (and the flag) so every table shows them; it is unique because
-    the targets are."""
+    the targets are. The reference's own guard is one-sided and earlier: it
+    saves a best model only once the masks' expected sparsity is at least
+    target - sparsity_epsilon (an argument defaulting to 0)."""
     off = abs(float(achieved) - float(target)) > epsilon + 1e-9
     name = f"sparsity={achieved:.3f}_target={target:g}" + ("_off_target" if off else "")
     return name, {"sparsity": round(float(achieved), 2) if off else float(target),
@@ -365,8 +365,17 @@ class CoFi(MethodPlugin):
         "reference clamps after the first step); intermediate dims start at 0 as in the reference",
         "short stage budgets (prune_epochs, finetune_epochs) with a mask and multiplier learning rate of 0.1 "
         "instead of the reference's 20 + 20 epochs at 0.01, so the masks can travel their range in a few hundred "
-        "steps; in so few steps the Lagrangian need not settle: every record states the achieved sparsity",
-        "optional label cross-entropy (label_weight, default 0 as in the reference)",
+        "steps; in so few steps the Lagrangian need not settle, so a point is named, selected and claimed by the "
+        "sparsity its materialized model reached, its target beside it, and flagged off_target when more than "
+        "sparsity_epsilon (0.01) from the target either side (the reference's sparsity_epsilon, default 0, only "
+        "delays saving a best model until the expected sparsity is at least target - epsilon)",
+        "the target ramps linearly from 0 over warmup_fraction of the pruning stage (default 0.5, from its first "
+        "step); the reference ramps over lagrangian_warmup_epochs after its 100 pre-pruning steps: 2 of 20 pruning "
+        "epochs on the large GLUE tasks, 20 of 100 on the small ones, so its masks spend 80-90% of the stage at "
+        "the full target, these half",
+        "label cross-entropy at label_weight is added to the distillation loss in the pruning stage and in the "
+        "fine-tune of the materialized model (setting default 0, as the reference, which distils without "
+        "labels; the default profile sets 1.0)",
         "expected size counts biases as well as weights (the reference counts weights only), the same count as the "
         "achieved sparsity of the materialized model",
         "layer distillation generalises the reference's BERT-base teacher layers (2, 5, 8, 11) to depth L/4, L/2, "

@@ -68,10 +68,10 @@ class Transkimmer(MethodPlugin):
     deviations = (
         "inference takes the argmax of the predictor (deterministic); the reference samples Gumbel noise at "
         "evaluation too",
-        "skimmed tokens are physically removed at inference; the reference multiplies the attention "
-        "probabilities by the mask and removes nothing",
-        "in training the attention to skimmed keys is masked and renormalised (the reference multiplies the "
-        "probabilities after the softmax without renormalising), so training computes what removal computes",
+        "skimmed tokens are physically removed at inference at any batch size; the reference's later code removes "
+        "them for a batch of one only and otherwise keeps computing them, masked out of the attention by its masked "
+        "softmax (renormalised over the kept keys, as the harness's training; its first published version "
+        "multiplied the attention probabilities by the mask after the softmax, without renormalising)",
         "the skim loss counts real tokens only (the reference counts padding positions too)",
         "starts from the fine-tuned dense model and trains `epochs` (default 1) per alpha; the reference "
         "fine-tunes the pretrained model for 3 epochs with the skim loss",

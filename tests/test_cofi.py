@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from harness.config import load_config
 from harness.measure.params import encoder_params
 from harness.model.structure import materialize
 from harness.plugin.registry import get_method
@@ -213,11 +216,12 @@ class _Points:
 def test_points_are_named_and_selected_by_achieved_sparsity():
     """A point's name and its `sparsity` knob (what experiments and claims
     select by) follow the sparsity the materialized model reached; the target
-    stays a knob beside it, and a point more than the reference's
-    sparsity_epsilon (0.01) off its target is flagged and selectable only at
+    stays a knob beside it, and a point more than `sparsity_epsilon` (0.01)
+    off its target is flagged and selectable only at
     the sparsity it reached."""
+    reached = [(0.6, 0.6042), (0.8, 0.8951), (0.95, 0.9412)]  # (target, achieved)
     entries = [{"name": f"sparsity={t:g}", "target_sparsity": t, "file": f"sparsity={t:g}.pt",
-                "expected_sparsity": a, "achieved_sparsity": a} for t, a in [(0.6, 0.6042), (0.8, 0.8951), (0.95, 0.9412)]]
+                "expected_sparsity": a, "achieved_sparsity": a} for t, a in reached]
     ops = list(get_method("cofi").operating_points(_Points(entries)))
     assert [op.name for op in ops] == ["sparsity=0.604_target=0.6", "sparsity=0.895_target=0.8_off_target",
                                        "sparsity=0.941_target=0.95"]
@@ -232,8 +236,6 @@ def test_points_are_named_and_selected_by_achieved_sparsity():
 def test_experiments_and_claims_select_cofi_by_achieved_sparsity(profile):
     """No table row, ratio table or claim picks a CoFi point by its target: a
     point that missed its target must not stand for it."""
-    from harness.config import load_config
-
     cfg = load_config(profile, ["data_dir="])
     found = []
 
@@ -250,9 +252,6 @@ def test_experiments_and_claims_select_cofi_by_achieved_sparsity(profile):
                 walk(v)
 
     walk(cfg["experiments"])
-    from pathlib import Path
-
-    import yaml
     claims = yaml.safe_load((Path(__file__).parents[1] / "config" / "claims" / "papers.yaml").read_text())
     walk(claims)
     assert found and all("target_sparsity" not in k and "sparsity" in k for k in found), found
