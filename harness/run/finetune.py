@@ -321,6 +321,11 @@ def _read_resume(path: Path, fingerprint: dict) -> dict | None:
     return state
 
 
+def _fits(model, state: dict) -> bool:
+    own = model.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
+
+
 def _write_resume(path: Path, state: dict) -> None:
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
@@ -387,6 +392,9 @@ def finetune(
         fingerprint = _fingerprint(desc, resume_key, cfg, checkpoint, model, outside, train,
                                    [(len(g["params"]), g["lr"], g["weight_decay"]) for g in opt.param_groups])
         saved = _read_resume(resume, fingerprint)
+        if saved is not None and not _fits(model, saved["model"]):  # a stage that changed the model's structure
+            warnings.warn(f"resume file {resume} holds weights of another shape; training this stage from its start")
+            saved = None
         if saved is not None and saved["done"]:  # a finished call of a retried job: its result, at once
             model.load_state_dict(saved["model"])
             with torch.no_grad():
