@@ -186,8 +186,8 @@ class InforCoef(MethodPlugin):
         "every position, [CLS] and padding included, and summed over layers / the layer count",
         "the norm term is by default one Frobenius norm over the whole batch tensor, as the reference's; "
         "norm_scope: sample takes one per sample, averaged over the batch (about 1/sqrt(batch) of it; the "
-        "default, smoke and squad profiles use it, their gamma_2 measured so); either way over the tokens still "
-        "present, [CLS] and padding excluded (the reference includes both)",
+        "default profile, those extending it and smoke use it, their gamma_2 measured so); either way over the "
+        "tokens still present, [CLS] and padding excluded (the reference includes both)",
         "the norm term is ||diag(p) h||_F unsquared (as the reference; the paper's eq. 16-17 has 1/2 ||s||^2_F), "
         "averaged over the sampler layers; p multiplies the straight-through mask of the tokens still present, "
         "and h, the sampler's input, is not detached (as the reference), so the encoder may also lower the term by "
