@@ -137,6 +137,45 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, policy, eve
     assert torch.load(path, weights_only=True)["done"]
 
 
+def test_sigterm_saves_the_step_then_ends_as_asked(tmp_path, monkeypatch):
+    """A cluster's time limit sends SIGTERM: the step under way ends, the state
+    is saved, then the signal takes its course (here a handler that raises);
+    the retry goes on from that very step."""
+    import os
+    import signal
+
+    cfg = _cfg(checkpoint_every_steps=0, checkpoint_minutes=30)  # no periodic save in so short a run
+    reference = Job()
+    ref_log = reference.run(cfg)
+
+    def before(signum, frame):
+        raise Killed("SIGTERM")
+
+    old = signal.signal(signal.SIGTERM, before)
+    try:
+        calls = {"n": 0}
+        real = ft.collate
+
+        def collate(*a, **kw):
+            calls["n"] += 1
+            if calls["n"] == 9:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real(*a, **kw)
+
+        path = tmp_path / "00-stage.pt"
+        with monkeypatch.context() as m:
+            m.setattr(ft, "collate", collate)
+            with pytest.raises(Killed):
+                Job().run(cfg, resume=path)
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert torch.load(path, weights_only=True)["step"] == 9  # the step under way was finished and saved
+    retried = Job()
+    assert retried.run(cfg, resume=path) == ref_log
+    _same(retried, reference)
+
+
 def test_finished_call_returns_its_result_without_training(tmp_path, monkeypatch):
     cfg = _cfg(checkpoint_every_steps=0, checkpoint_minutes=30)  # no progress file in so short a run, only the result
     path = tmp_path / "00-stage.pt"
@@ -277,3 +316,33 @@ def test_retried_cofi_point_job_skips_its_pruning_and_resumes_its_finetuning(tmp
         assert ma.keys() == mb.keys()
         for k in ma:
             assert torch.equal(ma[k], mb[k]), k
+
+
+def test_sigterm_with_the_default_handler_ends_the_process_after_saving(tmp_path):
+    """As on a cluster: nothing handles SIGTERM, so the process ends by it,
+    after the step under way is saved."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "00-stage.pt"
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import harness.run.finetune as ft
+from tests.test_resume import Job, _cfg
+real, calls = ft.collate, [0]
+def collate(*a, **kw):
+    calls[0] += 1
+    if calls[0] == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*a, **kw)
+ft.collate = collate
+Job().run(_cfg(checkpoint_every_steps=0, checkpoint_minutes=30), resume={str(path)!r})
+print("not ended")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == -signal.SIGTERM, run.stderr[-2000:]
+    assert "not ended" not in run.stdout
+    assert torch.load(path, weights_only=True)["step"] == 5

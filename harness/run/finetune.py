@@ -22,28 +22,29 @@ off) for stages that train heads on a fixed backbone.
 Resume (`resume=<file>`, which `RunContext.finetune` gives every call of a job
 its own of): a job killed at a cluster's time limit continues where it stopped
 when it is retried. Every `checkpoint_minutes` (and every
-`checkpoint_every_steps` steps, for tests) the loop atomically writes the
-model, the optimizer, the schedule, every random generator (torch, CUDA,
-NumPy's global one, Python's, the loop's shuffling generator with the current
-epoch's permutation and position in it), the step, the validation log and the
-best checkpoint so far; parameters trained outside the model (`parameters`,
-`extra_groups`: CoFi's masks and multipliers, a distiller's map) and the
-Python state of the loss's and score's closures (lists, dicts, NumPy and
-Python generators: CoFi's step counter and trail, LAT's sub-model sampler,
-FastBERT's loss list) go with them. A call finds its file and goes on from it,
-with the same batches and random draws as an uninterrupted run (bitwise on
-CPU; on a GPU as far as its kernels are deterministic). When the call ends the
-file is replaced by its result (the kept weights, the outside parameters, the
-closures, the generators and the log): a retried job's finished calls return
-at once with exactly that, so its later stages start from the same weights.
-A file counts only for a call with the same description, job config
-(`resume_key`), settings, training data and bitwise the same starting
-weights (else it is ignored and overwritten): a change of config or of an
-earlier stage never resumes stale state, a change of code alone does (delete
-`<work_dir>/resume` then). Files
-hold tensors and plain Python values only (`torch.load(weights_only=True)`).
-State a loss keeps in attributes of objects (not in its closure, parameters
-or buffers) is not saved: such a loss must rebuild it from the step.
+`checkpoint_every_steps` steps, for tests), and at once when SIGTERM arrives
+(a cluster's time limit: the process then ends as it would have), the loop
+atomically writes the model, the optimizer, the schedule, every random
+generator (torch, CUDA, NumPy's global one, Python's, the loop's shuffling
+generator with the current epoch's permutation and position in it), the step,
+the validation log and the best checkpoint so far; parameters trained outside
+the model (`parameters`, `extra_groups`: CoFi's masks and multipliers, a
+distiller's map) and the Python state of the loss's and score's closures
+(lists, dicts, NumPy and Python generators: CoFi's step counter and trail,
+LAT's sub-model sampler, FastBERT's loss list) go with them. A call finds its
+file and goes on from it, with the same batches and random draws as an
+uninterrupted run (bitwise on CPU; on a GPU as far as its kernels are
+deterministic). When the call ends the file is replaced by its result (the
+kept weights, the outside parameters, the closures, the generators and the
+log): a retried job's finished calls return at once with exactly that, so its
+later stages start from the same weights. A file counts only for a call with
+the same description, job config (`resume_key`), settings, training data and
+bitwise the same starting weights (else it is ignored and overwritten): a
+change of config or of an earlier stage never resumes stale state, a change of
+code alone does (delete `<work_dir>/resume` then). Files hold tensors and
+plain Python values only (`torch.load(weights_only=True)`). State a loss keeps
+in attributes of objects (not in its closure, parameters or buffers) is not
+saved: such a loss must rebuild it from the step.
 """
 from __future__ import annotations
 
@@ -52,7 +53,10 @@ import copy
 import dataclasses
 import hashlib
 import math
+import os
 import random
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -321,6 +325,39 @@ def _read_resume(path: Path, fingerprint: dict) -> dict | None:
     return state
 
 
+class _SaveOnSigterm:
+    """While a call trains with a resume file: SIGTERM (a cluster's time limit,
+    a requeue, a workflow stopping its jobs) lets the step end and the state be
+    saved, then takes its course (the default ends the process; a Python
+    handler that was installed before gets it). Main thread only; not where
+    SIGTERM is ignored."""
+
+    def __init__(self, active: bool):
+        self.requested = False
+        self.old = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        self.active = active and (self.old is signal.SIG_DFL or callable(self.old))
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "_SaveOnSigterm":
+        if self.active:
+            signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def deliver(self) -> None:
+        self.requested = False
+        if callable(self.old):  # e.g. one that raises: it propagates from here
+            self.old(signal.SIGTERM, None)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the process ends here
+
+    def __exit__(self, *exc) -> None:
+        if self.active:  # one that arrives after the last step is delivered once the result is saved
+            signal.signal(signal.SIGTERM, self.old)
+
+
 def _fits(model, state: dict) -> bool:
     own = model.state_dict()
     return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
@@ -453,37 +490,42 @@ def finetune(
         })
 
     last_save = time.monotonic()
-    bar = tqdm(total=total, initial=step, desc=desc, leave=False, mininterval=2.0)
-    while step < total:
-        if perm is None or pos >= len(perm):  # a new epoch: a fresh permutation
-            perm, pos, epoch = rng.permutation(len(train)), 0, epoch + 1
-        idx = perm[pos : pos + cfg.batch_size]
-        pos += cfg.batch_size
-        model.train()
-        b = collate(train, idx).to(device)
-        batch = TrainBatch(b.input_ids, b.attention_mask, b.token_type_ids,
-                           torch.as_tensor(train.labels[b.index]).to(device))
-        out = model(*batch.inputs)
-        loss = loss_fn(model, out, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        if checkpoint != "last" and (step % eval_every == 0 or step == total):
-            entry = {"step": step, **_scored(score_fn(model))}
-            log["validation"].append(entry)
-            if best is None or entry["score"] > best["score"]:
-                best, best_state = entry, copy.deepcopy(model.state_dict())
-        if resume is not None and step < total and (
-                (every_steps and step % every_steps == 0) or (every_s and time.monotonic() - last_save >= every_s)):
-            save_progress()
-            last_save = time.monotonic()
-    bar.close()
+    with _SaveOnSigterm(resume is not None) as term:
+        bar = tqdm(total=total, initial=step, desc=desc, leave=False, mininterval=2.0)
+        while step < total:
+            if perm is None or pos >= len(perm):  # a new epoch: a fresh permutation
+                perm, pos, epoch = rng.permutation(len(train)), 0, epoch + 1
+            idx = perm[pos : pos + cfg.batch_size]
+            pos += cfg.batch_size
+            model.train()
+            b = collate(train, idx).to(device)
+            batch = TrainBatch(b.input_ids, b.attention_mask, b.token_type_ids,
+                               torch.as_tensor(train.labels[b.index]).to(device))
+            out = model(*batch.inputs)
+            loss = loss_fn(model, out, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if checkpoint != "last" and (step % eval_every == 0 or step == total):
+                entry = {"step": step, **_scored(score_fn(model))}
+                log["validation"].append(entry)
+                if best is None or entry["score"] > best["score"]:
+                    best, best_state = entry, copy.deepcopy(model.state_dict())
+            if resume is not None and step < total and (
+                    (every_steps and step % every_steps == 0) or (every_s and time.monotonic() - last_save >= every_s)):
+                save_progress()
+                last_save = time.monotonic()
+            if term.requested:  # the cluster's time limit: save this step, then end as asked
+                save_progress()
+                last_save = time.monotonic()
+                term.deliver()
+        bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     if start is not None:
@@ -501,6 +543,8 @@ def finetune(
         _write_resume(resume, {"fingerprint": fingerprint, "done": True, "model": model.state_dict(),
                                "outside": [p.detach() for p in outside], "log": log,
                                "closures": _closure_state(closures), "rng": _rng_state()})
+    if term.requested:  # SIGTERM after the last step: now that the result is saved
+        term.deliver()
     return log
 
 
