@@ -46,6 +46,12 @@ def test_train_and_evaluate_jobs_record_their_peak_memory(smoke):
         assert len(peak) == 1 and int(peak[0]) > 100, name  # exact high-water mark, torch alone is more
 
 
+def test_finished_jobs_leave_no_resume_files(smoke):
+    """Training jobs checkpoint their fine-tuning calls (train.checkpoint_minutes) and
+    remove the files once their outputs are written: a finished run holds none."""
+    assert [p for p in (smoke / "work" / "resume").rglob("*") if p.is_file()] == []
+
+
 def test_dense_protocols_change_flops_not_predictions(smoke):
     recs = [r for r in records(smoke) if r["method"] == "dense"]
     for task in {r["task"] for r in recs}:
