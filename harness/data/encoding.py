@@ -62,10 +62,18 @@ def encode_examples(tokenizer, examples, max_length: int, regression: bool) -> E
     return Encoded(list(out["input_ids"]), token_type_ids(tokenizer, out), labels)
 
 
-def token_lengths(tokenizer, examples) -> list[int]:
-    """Untruncated token counts, [CLS] and [SEP] (RoBERTa: <s> and both </s>) included."""
+LENGTH_CHUNK = 10_000  # texts tokenized at once by token_lengths
+
+
+def token_lengths(tokenizer, examples, chunk: int = LENGTH_CHUNK) -> list[int]:
+    """Untruncated token counts, [CLS] and [SEP] (RoBERTa: <s> and both </s>) included.
+
+    Tokenized `chunk` texts at a time and only the counts kept: the ids of a
+    whole untruncated corpus at once (Yelp's 560,000 reviews) take tens of GB."""
     a, b = _texts(examples)
-    if not a:
-        return []
-    out = tokenizer(a, b, truncation=False, verbose=False)
-    return [len(x) for x in out["input_ids"]]
+    out: list[int] = []
+    for i in range(0, len(a), chunk):
+        ids = tokenizer(a[i:i + chunk], None if b is None else b[i:i + chunk], truncation=False,
+                        verbose=False)["input_ids"]
+        out += [len(x) for x in ids]
+    return out
