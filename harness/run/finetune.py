@@ -95,6 +95,9 @@ class TrainConfig:
     # minutes of training, and every this many steps (tests); both 0/None = off
     checkpoint_minutes: float | None = 30.0
     checkpoint_every_steps: int = 0
+    # test/shape-check use: stop every fine-tuning call after this many optimizer
+    # steps (its schedule, and the ramps that count `total_steps`, end there); None = off
+    max_steps: int | None = None
 
 
 _NOT_FINGERPRINTED = ("checkpoint_minutes", "checkpoint_every_steps")
@@ -120,8 +123,10 @@ ScoreFn = Callable[[nn.Module], "float | dict"]
 
 
 def total_steps(cfg: TrainConfig, n_examples: int) -> int:
-    """Optimizer steps `finetune` takes on `n_examples` (for schedules a loss keeps itself)."""
-    return max(1, int(round(cfg.epochs * max(1, math.ceil(n_examples / cfg.batch_size)))))
+    """Optimizer steps `finetune` takes on `n_examples` (for schedules a loss keeps itself),
+    at most `cfg.max_steps`."""
+    steps = max(1, int(round(cfg.epochs * max(1, math.ceil(n_examples / cfg.batch_size)))))
+    return min(steps, int(cfg.max_steps)) if cfg.max_steps else steps
 
 
 def task_loss(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
