@@ -21,44 +21,15 @@ off) for stages that train heads on a fixed backbone.
 
 Resume (`resume=<file>`, which `RunContext.finetune` gives every call of a job
 its own of): a job killed at a cluster's time limit continues where it stopped
-when it is retried. Every `checkpoint_minutes` (and every
-`checkpoint_every_steps` steps, for tests), and at once when SIGTERM arrives
-(a cluster's time limit: the process then ends as it would have), the loop
-atomically writes the model, the optimizer, the schedule, every random
-generator (torch, CUDA, NumPy's global one, Python's, the loop's shuffling
-generator with the current epoch's permutation and position in it), the step,
-the validation log and the best checkpoint so far; parameters trained outside
-the model (`parameters`, `extra_groups`: CoFi's masks and multipliers, a
-distiller's map) and the Python state of the loss's and score's closures
-(lists, dicts, NumPy and Python generators: CoFi's step counter and trail,
-LAT's sub-model sampler, FastBERT's loss list) go with them. A call finds its
-file and goes on from it, with the same batches and random draws as an
-uninterrupted run (bitwise on CPU; on a GPU as far as its kernels are
-deterministic). When the call ends the file is replaced by its result (the
-kept weights, the outside parameters, the closures, the generators and the
-log): a retried job's finished calls return at once with exactly that, so its
-later stages start from the same weights. A file counts only for a call with
-the same description, job config (`resume_key`), settings, training data and
-bitwise the same starting weights (else it is ignored and overwritten): a
-change of config or of an earlier stage never resumes stale state, a change of
-code alone does (delete `<work_dir>/resume` then). Files hold tensors and
-plain Python values only (`torch.load(weights_only=True)`). State a loss keeps
-in attributes of objects (not in its closure, parameters or buffers) is not
-saved: such a loss must rebuild it from the step.
+when it is retried, with the same batches and random draws; what is saved,
+when, and which file counts: `harness.run.resume`.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import hashlib
 import math
-import os
-import random
-import signal
-import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +46,7 @@ from harness.data.padding import collate
 from harness.data.tasks import TaskSpec
 from harness.measure.metrics import primary
 from harness.run.inference import evaluate
-from harness.storage import atomic_output
+from harness.run.resume import ResumeFile, SaveOnSigterm, fingerprint, to_python
 
 Checkpoint = Literal["best", "last", "best_or_start"]
 
@@ -98,9 +69,6 @@ class TrainConfig:
     # test/shape-check use: stop every fine-tuning call after this many optimizer
     # steps (its schedule, and the ramps that count `total_steps`, end there); None = off
     max_steps: int | None = None
-
-
-_NOT_FINGERPRINTED = ("checkpoint_minutes", "checkpoint_every_steps")
 
 
 @dataclass
@@ -172,207 +140,6 @@ def _scored(value) -> dict:
     return entry
 
 
-# ---- resume files ------------------------------------------------------------------
-_RESUME_VERSION = 1
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-
-
-def _fingerprint(desc: str, key: str, cfg: TrainConfig, checkpoint: str, model, outside: list, train: Encoded,
-                 groups: list) -> dict:
-    """What a resume file must match: the call's description, the caller's
-    key (RunContext: a hash of the job's config), training settings,
-    checkpoint policy, optimizer groups, training data, and a hash of the
-    starting weights (model and outside parameters)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, value in model.state_dict().items():
-        h.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        h.update(_tensor_bytes(value))
-    for value in outside:
-        h.update(f"{tuple(value.shape)}:{value.dtype}".encode())
-        h.update(_tensor_bytes(value))
-    d = hashlib.blake2b(digest_size=16)
-    d.update(np.asarray(train.labels).tobytes())
-    for row in train.input_ids:
-        d.update(np.asarray(row, dtype=np.int64).tobytes())
-    for row in train.token_type_ids:
-        d.update(np.asarray(row, dtype=np.int8).tobytes())
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
-    return {"version": _RESUME_VERSION, "desc": desc, "key": key, "cfg": repr(sorted(settings.items())),
-            "checkpoint": checkpoint, "groups": list(groups), "n_train": len(train),
-            "weights": h.hexdigest(), "data": d.hexdigest()}
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state(legacy=False)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": (list(torch.cuda.get_rng_state_all())
-                 if torch.cuda.is_available() and torch.cuda.is_initialized() else []),
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937",
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    random.setstate(state["python"])
-
-
-def _plain(x) -> bool:
-    """Only Python scalars, strings and None in lists, tuples and dicts: what
-    torch.load(weights_only=True) reads back as it was."""
-    if x is None or type(x) in (bool, int, float, str):
-        return True
-    if type(x) in (list, tuple):
-        return all(_plain(v) for v in x)
-    if type(x) is dict:
-        return all(type(k) in (str, int) and _plain(v) for k, v in x.items())
-    return False
-
-
-def _py(x):
-    """`x` with NumPy scalars and arrays as Python values (for a log kept in a resume file)."""
-    if isinstance(x, dict):
-        return {k: _py(v) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(_py(v) for v in x)
-    if isinstance(x, list):
-        return [_py(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _py(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def _closure_cells(fns: dict) -> list[tuple[str, object]]:
-    """(path, object) of the mutable state in the closures of `fns` (and of the
-    functions they close over): lists and dicts of plain values, NumPy and
-    Python generators. Paths are variable names, the same in every run."""
-    out, seen = [], set()
-
-    def walk(fn, prefix: str) -> None:
-        code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
-        if code is None or not cells or id(fn) in seen:
-            return
-        seen.add(id(fn))
-        for name, cell in zip(code.co_freevars, cells):
-            try:
-                value = cell.cell_contents
-            except ValueError:  # not yet assigned
-                continue
-            path = f"{prefix}.{name}"
-            if callable(value) and hasattr(value, "__code__"):
-                walk(value, path)
-            elif id(value) not in seen and (isinstance(value, (np.random.Generator, random.Random))
-                                            or (type(value) in (list, dict) and _plain(value))):
-                seen.add(id(value))
-                out.append((path, value))
-
-    for prefix, fn in fns.items():
-        if fn is not None:
-            walk(fn, prefix)
-    return out
-
-
-def _closure_state(fns: dict) -> dict:
-    state = {}
-    for path, value in _closure_cells(fns):
-        if isinstance(value, np.random.Generator):
-            state[path] = {"numpy_generator": value.bit_generator.state}
-        elif isinstance(value, random.Random):
-            state[path] = {"python_random": value.getstate()}
-        else:
-            state[path] = {"data": copy.deepcopy(value)}
-    return state
-
-
-def _restore_closures(fns: dict, state: dict) -> None:
-    for path, value in _closure_cells(fns):
-        if path not in state:
-            continue
-        saved = state[path]
-        if isinstance(value, np.random.Generator):
-            value.bit_generator.state = saved["numpy_generator"]
-        elif isinstance(value, random.Random):
-            value.setstate(saved["python_random"])
-        elif type(value) is list:
-            value[:] = copy.deepcopy(saved["data"])
-        else:
-            value.clear()
-            value.update(copy.deepcopy(saved["data"]))
-
-
-def _read_resume(path: Path, fingerprint: dict) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file only costs the restart
-        warnings.warn(f"resume file {path} is unreadable ({e}); training this stage from its start")
-        return None
-    if state.get("fingerprint") != fingerprint:
-        warnings.warn(f"resume file {path} belongs to other settings, data or starting weights; "
-                      "training this stage from its start")
-        return None
-    return state
-
-
-class _SaveOnSigterm:
-    """While a call trains with a resume file: SIGTERM (a cluster's time limit,
-    a requeue, a workflow stopping its jobs) lets the step end and the state be
-    saved, then takes its course (the default ends the process; a Python
-    handler that was installed before gets it). Main thread only; not where
-    SIGTERM is ignored."""
-
-    def __init__(self, active: bool):
-        self.requested = False
-        self.old = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-        self.active = active and (self.old is signal.SIG_DFL or callable(self.old))
-
-    def _handler(self, signum, frame) -> None:
-        self.requested = True
-
-    def __enter__(self) -> "_SaveOnSigterm":
-        if self.active:
-            signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    def deliver(self) -> None:
-        self.requested = False
-        if callable(self.old):  # e.g. one that raises: it propagates from here
-            self.old(signal.SIGTERM, None)
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)  # the process ends here
-
-    def __exit__(self, *exc) -> None:
-        if self.active:  # one that arrives after the last step is delivered once the result is saved
-            signal.signal(signal.SIGTERM, self.old)
-
-
-def _fits(model, state: dict) -> bool:
-    own = model.state_dict()
-    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
-
-
-def _write_resume(path: Path, state: dict) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
-
-
 def finetune(
     model,
     task: TaskSpec,
@@ -428,22 +195,15 @@ def finetune(
     closures = {"loss": user_loss, "score": user_score}
     every_s = float(cfg.checkpoint_minutes or 0) * 60
     every_steps = int(cfg.checkpoint_every_steps or 0)
-    resume = Path(resume) if resume is not None and (every_s > 0 or every_steps > 0) else None
-    saved = None
-    if resume is not None:
-        fingerprint = _fingerprint(desc, resume_key, cfg, checkpoint, model, outside, train,
-                                   [(len(g["params"]), g["lr"], g["weight_decay"]) for g in opt.param_groups])
-        saved = _read_resume(resume, fingerprint)
-        if saved is not None and not _fits(model, saved["model"]):  # a stage that changed the model's structure
-            warnings.warn(f"resume file {resume} holds weights of another shape; training this stage from its start")
-            saved = None
+    file, saved = None, None
+    if resume is not None and (every_s > 0 or every_steps > 0):
+        file = ResumeFile(resume, fingerprint(desc, resume_key, cfg, checkpoint, model, outside, train,
+                                              [(len(g["params"]), g["lr"], g["weight_decay"])
+                                               for g in opt.param_groups]),
+                          model, outside, closures)
+        saved = file.read()
         if saved is not None and saved["done"]:  # a finished call of a retried job: its result, at once
-            model.load_state_dict(saved["model"])
-            with torch.no_grad():
-                for p, value in zip(outside, saved["outside"]):
-                    p.copy_(value)
-            _restore_closures(closures, saved["closures"])
-            _set_rng_state(saved["rng"])
+            file.restore(saved)
             model.eval()
             return saved["log"]
 
@@ -468,10 +228,7 @@ def finetune(
     log: dict = {"validation": [], "steps": total, "checkpoint": checkpoint}
     step, epoch, perm, pos = 0, 0, None, 0
     if saved is not None:  # continue where the killed run last saved
-        model.load_state_dict(saved["model"])
-        with torch.no_grad():
-            for p, value in zip(outside, saved["outside"]):
-                p.copy_(value)
+        file.restore(saved)  # model, outside parameters, closures, global generators
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         rng.bit_generator.state = saved["shuffle"]
@@ -480,22 +237,19 @@ def finetune(
         best, log = saved["best"], saved["log"]
         if saved["best_state"] is not None:
             best_state = {k: v.to(device) for k, v in saved["best_state"].items()}
-        _restore_closures(closures, saved["closures"])
-        _set_rng_state(saved["rng"])
 
     def save_progress() -> None:
-        _write_resume(resume, {
-            "fingerprint": fingerprint, "done": False, "step": step, "epoch": epoch, "pos": pos,
-            "perm": None if perm is None else torch.from_numpy(np.asarray(perm, dtype=np.int64)),
-            "shuffle": rng.bit_generator.state, "model": model.state_dict(),
-            "outside": [p.detach() for p in outside], "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "best": _py(best), "best_state": best_state, "log": _py(log), "start": _py(start),
-            "closures": _closure_state(closures), "rng": _rng_state(),
-        })
+        nonlocal last_save
+        file.write(
+            done=False, step=step, epoch=epoch, pos=pos,
+            perm=None if perm is None else torch.from_numpy(np.asarray(perm, dtype=np.int64)),
+            shuffle=rng.bit_generator.state, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+            best=to_python(best), best_state=best_state, log=to_python(log), start=to_python(start),
+        )
+        last_save = time.monotonic()
 
     last_save = time.monotonic()
-    with _SaveOnSigterm(resume is not None) as term:
+    with SaveOnSigterm(file is not None) as term:
         bar = tqdm(total=total, initial=step, desc=desc, leave=False, mininterval=2.0)
         while step < total:
             if perm is None or pos >= len(perm):  # a new epoch: a fresh permutation
@@ -522,13 +276,11 @@ def finetune(
                 log["validation"].append(entry)
                 if best is None or entry["score"] > best["score"]:
                     best, best_state = entry, copy.deepcopy(model.state_dict())
-            if resume is not None and step < total and (
+            if file is not None and step < total and (
                     (every_steps and step % every_steps == 0) or (every_s and time.monotonic() - last_save >= every_s)):
                 save_progress()
-                last_save = time.monotonic()
             if term.requested:  # the cluster's time limit: save this step, then end as asked
                 save_progress()
-                last_save = time.monotonic()
                 term.deliver()
         bar.close()
     if best_state is not None:
@@ -543,11 +295,9 @@ def finetune(
     model.eval()
     log["best_validation"] = best["score"] if best is not None else None
     log["kept_validation"] = best
-    if resume is not None:  # this call's result, for a retried job to return at once
-        log = _py(log)
-        _write_resume(resume, {"fingerprint": fingerprint, "done": True, "model": model.state_dict(),
-                               "outside": [p.detach() for p in outside], "log": log,
-                               "closures": _closure_state(closures), "rng": _rng_state()})
+    if file is not None:  # this call's result, for a retried job to return at once
+        log = to_python(log)
+        file.write(done=True, log=log)
     if term.requested:  # SIGTERM after the last step: now that the result is saved
         term.deliver()
     return log
