@@ -139,7 +139,7 @@ def run_profile(profile: str, out: Path) -> dict:
     jobs = re.search(r"^total\s+(\d+)", log, re.M)
     peaks = {}
     for f in (out / "work" / "logs").glob("*.log"):
-        m = re.findall(r"^peak resident memory: (\d+) MiB$", f.read_text(errors="replace"), re.M)
+        m = re.findall(r"peak resident memory: (\d+) MiB", f.read_text(errors="replace"))  # after tqdm's \r
         if m:
             peaks[f.stem] = int(m[-1])
     top = max(peaks, key=peaks.get) if peaks else None
