@@ -40,3 +40,4 @@ def test_a_cuda_config_fails_only_where_a_model_is_needed(tmp_path):
     (ctx.model_dir() / "model.pt").write_bytes(b"")
     with pytest.raises(HarnessError, match="no GPU is visible"):
         ctx.load_model()
+

@@ -169,6 +169,13 @@ class RunContext:
         return parse_settings(self.plugin.Settings, self.method_cfg, where)
 
     @property
+    def given_settings(self) -> dict:
+        """The settings the config gave this job (defaults not repeated), as the
+        plugin's Settings typed them: a nested `--config` value arrives as a
+        string, and records must not carry "1" for 1."""
+        return {k: v for k, v in as_dict(self.settings).items() if k in self.method_cfg}
+
+    @property
     def settings_log(self) -> dict:
         """The settings as JSON, for training logs."""
         return as_dict(self.settings)

@@ -29,7 +29,7 @@ def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
     return {
         "method": ctx.method,
         "base_method": ctx.base_method,
-        "method_config": ctx.method_cfg,
+        "method_config": ctx.given_settings,
         "operating_point": op.name,
         "knobs": op.knobs,
         "task": ctx.task.name,
