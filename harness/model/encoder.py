@@ -243,14 +243,14 @@ class BertClassifier(nn.Module):
         (explicit probabilities, what attention-score pruners need) or "none"
         (no heads left). Read from the policy, not traced, so the timed forward
         pays nothing for it; the evaluate job stores it with the timings."""
-        eager = getattr(self, "attention_kernel", "auto") == "eager"
-        out = []
-        for i, layer in enumerate(self.layers):
-            if layer.num_heads == 0:
-                out.append("none")
-            else:
-                out.append("eager" if eager or self.policy.needs_attention_probs(i) else "sdpa")
-        return out
+        return ["none" if layer.num_heads == 0 else "eager" if self._eager_at(i) else "sdpa"
+                for i, layer in enumerate(self.layers)]
+
+    def _eager_at(self, layer: int) -> bool:
+        """Whether layer `layer` runs explicit-softmax attention: the one rule
+        `encode` follows and `attention_kernels` reports."""
+        # models saved before the field run "auto"
+        return getattr(self, "attention_kernel", "auto") == "eager" or self.policy.needs_attention_probs(layer)
 
     def arch(self) -> ArchShape:
         first = self.layers[0]
@@ -280,7 +280,6 @@ class BertClassifier(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         policy = self.policy
-        eager = getattr(self, "attention_kernel", "auto") == "eager"  # models saved before the field: auto
         policy.on_forward(self)
         x = self.embeddings(input_ids, token_type_ids, self.embedding_hidden_gate)
         device = input_ids.device
@@ -301,7 +300,7 @@ class BertClassifier(nn.Module):
             state.recorder.attention(i, state.rows, state.mask)
             state.layer_input = state.hidden if state.restore else None
             state.hidden, state.attn_probs = layer.attention(
-                state.hidden, state.mask, eager or policy.needs_attention_probs(i), state.key_weight
+                state.hidden, state.mask, self._eager_at(i), state.key_weight
             )
             policy.after_attention(i, state)
             state.layer_input = None
