@@ -97,3 +97,16 @@ def test_policy_time_share_times_the_policy_modules(tiny_model):
     share = policy_time_share(tiny_model, enc, "batch", 64, 4, threads=1)
     assert share is not None and 0.0 < share < 1.0
     assert not tiny_model.policy.predictors["0"]._forward_hooks  # the hooks are removed
+
+
+def test_device_times_get_the_same_statistics_as_wall_times():
+    """On a GPU the CUDA-event times are summarised like the wall times: median
+    ratio and its interval (checked here without a GPU, from given times)."""
+    from harness.measure.timing import PairedTiming, median_interval
+
+    point, dense = [0.5, 1.0, 0.75, 0.6, 0.7], [1.0, 1.2, 1.5, 1.3, 1.1]
+    d = PairedTiming(1, 4, 1, 1, [1.0] * 5, [1.0] * 5, 0, point, dense).to_dict()
+    ratios = np.asarray(dense) / np.asarray(point)
+    assert d["gpu_speedup"] == float(np.median(ratios))
+    assert (d["gpu_speedup_low"], d["gpu_speedup_high"]) == median_interval(ratios)
+    assert "gpu_speedup" not in PairedTiming(1, 4, 1, 1, [1.0], [1.0]).to_dict()

@@ -35,6 +35,7 @@ speedups within their intervals in 1.7-4.1x less time). Both models are warmed u
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import ctypes.util
 import math
 import time
@@ -148,10 +149,11 @@ class PairedTiming:
     def _gpu_dict(self) -> dict:
         if not self.point_gpu_s:
             return {}
-        ratios = np.asarray(self.dense_gpu_s) / np.asarray(self.point_gpu_s)
-        lo, hi = median_interval(ratios)
+        device = dataclasses.replace(self, point_s=self.point_gpu_s, dense_s=self.dense_gpu_s, point_gpu_s=None,
+                                     dense_gpu_s=None)  # the same statistics, on the device times
+        lo, hi = device.interval
         return {"point_gpu_s": self.point_gpu_s, "dense_gpu_s": self.dense_gpu_s,
-                "gpu_speedup": float(np.median(ratios)), "gpu_speedup_low": lo, "gpu_speedup_high": hi}
+                "gpu_speedup": device.speedup, "gpu_speedup_low": lo, "gpu_speedup_high": hi}
 
 
 def _runner(model, batches, sync):
