@@ -25,7 +25,7 @@ figures: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH snakemake --cores 1 figures $(if $(filter-out default,$(PROFILE)),--profile profiles/$(PROFILE))
 
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH python -m pytest -q
+	PATH=$(abspath $(BIN)):$$PATH python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .snakemake work

@@ -11,8 +11,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from harness.errors import HarnessError
 from harness.data.tasks import TaskSpec
@@ -26,12 +24,39 @@ def _correlation(fn: Callable, predictions: np.ndarray, labels: np.ndarray) -> f
     return 0.0 if math.isnan(value) else value
 
 
+# scipy and sklearn are imported where a metric runs, not with this module: every job imports it, and
+# the two cost about 1.5 s of each job's start-up
+def _accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import accuracy_score
+    return float(accuracy_score(y, p))
+
+
+def _f1(p: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+    return float(f1_score(y, p, pos_label=1, average="binary", zero_division=0))
+
+
+def _matthews(p: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+    return float(matthews_corrcoef(y, p))
+
+
+def _pearson(p: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import pearsonr
+    return _correlation(pearsonr, p, y)
+
+
+def _spearman(p: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+    return _correlation(spearmanr, p, y)
+
+
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda p, y: float(accuracy_score(y, p)),
-    "f1": lambda p, y: float(f1_score(y, p, pos_label=1, average="binary", zero_division=0)),
-    "matthews": lambda p, y: float(matthews_corrcoef(y, p)),
-    "pearson": lambda p, y: _correlation(pearsonr, p, y),
-    "spearman": lambda p, y: _correlation(spearmanr, p, y),
+    "accuracy": _accuracy,
+    "f1": _f1,
+    "matthews": _matthews,
+    "pearson": _pearson,
+    "spearman": _spearman,
 }
 
 # span tasks (SQuAD): harness.measure.squad_metrics

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binom
 
 from harness.data.encoding import Encoded
 from harness.data.padding import make_batches
@@ -78,6 +77,11 @@ class TimingSpec:
     round_warmups: int = 0  # untimed passes before each timed half-round (torch's Timer.timeit runs 2)
 
 
+def _half_binomial_cdf(j: int, n: int) -> float:
+    """P(Bin(n, 1/2) <= j), exactly (integer sums; scipy's binom would add a second to every job's start)."""
+    return sum(math.comb(n, i) for i in range(j + 1)) / 2 ** n
+
+
 def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Distribution-free interval for the median of `values`: order statistics
     x_(j) .. x_(n+1-j) with the largest j whose binomial coverage is at least
@@ -85,7 +89,7 @@ def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, floa
     x = np.sort(np.asarray(values, dtype=np.float64))
     n = len(x)
     j = 0
-    while j + 1 <= n // 2 and 1.0 - 2.0 * binom.cdf(j, n, 0.5) >= confidence:
+    while j + 1 <= n // 2 and 1.0 - 2.0 * _half_binomial_cdf(j, n) >= confidence:
         j += 1
     # coverage of [x_(j), x_(n+1-j)] (1-indexed) is 1 - 2 * P(Bin(n, .5) <= j - 1)
     j = max(j, 1)
