@@ -1,12 +1,17 @@
-"""Claims are decided by their config rule from records alone (harness/report/claims.py)."""
+"""Claims are decided by their config rule from records alone (rules: harness/claim_spec.py; measures:
+harness/report/claim_measures.py; verdicts: harness/report/claims.py)."""
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from harness.claim_spec import check_claims, rule_text
 from harness.config import load_config
 from harness.errors import HarnessError
-from harness.report.claims import FAILS, HOLDS, INCONCLUSIVE, check_claims, claims_table, judge, rule_text
+from harness.report.claims import FAILS, HOLDS, INCONCLUSIVE, claims_table, judge
 from harness.report.experiments import run_experiments
 from harness.report.load import load_records
 from harness.storage import write_json
@@ -227,7 +232,7 @@ def test_task_methods_run_each_task_with_only_the_methods_its_claims_read():
 
 def test_the_claims_profile_runs_every_claims_method_on_its_tasks():
     """Each claim's methods run on the tasks it names (so no claim is inconclusive for want of a run)."""
-    from harness.report.claims import methods_of, per_task
+    from harness.claim_spec import methods_of, per_task
     from harness.run.plan import runs_on
 
     cfg = load_config("claims")
@@ -238,3 +243,13 @@ def test_the_claims_profile_runs_every_claims_method_on_its_tasks():
             assert task in cfg["tasks"], (claim["id"], task)
             for method in methods_of(claim["rule"]):
                 assert runs_on(cfg, task, method), (claim["id"], task, method)
+
+
+def test_the_plan_checks_claims_without_the_report():
+    """The claim spec sits below run/ (data -> model -> measure -> plugin -> run -> report): checking the
+    claims profile's rules, as the plan does before any job, imports no report module and not pandas."""
+    code = ("import sys; from harness.config import load_config; from harness.run.plan import check_experiments; "
+            "check_experiments(load_config('claims')); "
+            "print(sorted(m for m in sys.modules if m.startswith(('harness.report', 'pandas'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from harness.claim_spec import check_claims
 from harness.data.sources import available_locally
 from harness.errors import HarnessError
 from harness.plugin.registry import get_method, method_names
@@ -88,8 +89,6 @@ def check_settings(cfg: dict) -> None:
 def check_experiments(cfg: dict) -> None:
     """What the schema cannot check of the experiments (a claim's rule: its
     measure, arguments and test), before any job runs."""
-    from harness.report.claims import check_claims
-
     for name, spec in (cfg.get("experiments") or {}).items():
         if spec["kind"] == "claims":
             check_claims(spec, f"experiments.{name}")

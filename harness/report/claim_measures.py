@@ -1,0 +1,326 @@
+"""The claims' measures: each a query of the records that gives one value.
+
+Why this module: a measure is a computation over records (which point a
+selection rule picks, its speedup under a protocol, a length bucket's
+metric), the report's business, while its name and arguments are the claim
+spec's (`harness.claim_spec`, below `run` so the plan can check a rule before
+any job runs; it documents what each measure computes). The verdict (holds,
+does not hold, inconclusive) is `harness.report.claims`'s. Kept apart, the
+rule language stays free of pandas, and a measure can change how it reads the
+records (e.g. with intervals) without touching the spec or the verdict table.
+
+Every measure has the signature `(df, task, rule, results_dir) -> Reading`
+and raises `Inconclusive` when what it needs is not in the records. Points
+are selected with the report's own rules (`harness.report.rules`:
+`fastest_within`, `nearest_speedup`, `same_point`, and its filter of one
+method's records on a task under a protocol), so a claim reads the same point
+the tables show.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.claim_spec import BUCKETS, MEASURES, TESTS
+from harness.pareto import pareto_front
+from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
+from harness.report.load import per_example
+from harness.report.rules import _points, dense_row, fastest_within, nearest_speedup, same_point
+
+
+class Inconclusive(Exception):
+    """What the measure needs is not in the records (the message says what)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A measure's value and what it rests on (the point, its speedup, its metric)."""
+    value: float  # NaN: the claim's condition cannot be met (e.g. no point within tolerance)
+    detail: str
+    fails: str = ""  # why NaN means "does not hold"
+
+
+def fmt(x: float) -> str:
+    """A measured value as the table shows it (`n/a` when there is none)."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ran(df, task, method) -> bool:
+    """Whether `method` has any record on `task` (under any protocol)."""
+    return bool(((df["task"] == task) & (df["method"] == method)).any())
+
+
+def _chosen(df, task, method, tolerance, select="none"):
+    """(row, met) of `fastest_within`, or Inconclusive when nothing is there."""
+    if not _ran(df, task, method):
+        raise Inconclusive(f"no records of {method} on {task}")
+    if dense_row(df, task, select) is None:
+        raise Inconclusive(f"no dense record on {task}")
+    row, met = fastest_within(df, task, method, tolerance, select)
+    if row is None:
+        raise Inconclusive(f"no records of {method} on {task} under {select}")
+    return row, met
+
+
+def _flag(met: bool) -> str:
+    return "" if met else " (none within tolerance: the most accurate point)"
+
+
+def _under(df, row, protocol):
+    rec = same_point(df, row, protocol)
+    if rec is None:
+        raise Inconclusive(f"{row['method']} {row['operating_point']} has no record under {protocol}")
+    return rec
+
+
+def _wall(rec, batch_size) -> float:
+    timing = rec.get("timing")
+    by_bs = (timing.get("by_batch_size") or {}) if isinstance(timing, dict) else {}
+    if not by_bs:
+        raise Inconclusive(f"{rec['method']} {rec['operating_point']} was not timed under {rec['protocol']}")
+    size = str(batch_size) if batch_size is not None else str(max(int(b) for b in by_bs))
+    if size not in by_bs:
+        raise Inconclusive(f"{rec['method']} was not timed at batch {size} (timed: {', '.join(sorted(by_bs))})")
+    return float(by_bs[size]["speedup"])
+
+
+def _speedup(df, task, a) -> Reading:
+    row, met = _chosen(df, task, a["method"], a.get("tolerance", 0.01))
+    tol = a.get("tolerance", 0.01)
+    if not met:
+        return Reading(math.nan, f"{a['method']}: no point within {tol:g} of dense",
+                       f"no point of {a['method']} is within {tol:g} of dense on validation")
+    rec = _under(df, row, a.get("protocol", "none"))
+    if a.get("quantity", "flops") == "wall":
+        value, what = _wall(rec, a.get("batch_size")), "wall-clock"
+    else:
+        value, what = float(rec["flops_speedup"]), "FLOPs"
+        if a.get("unreached") == "inconclusive":
+            _reachable(df, task, a, value)
+    acc = 100 * (row["primary_value"] - dense_row(df, task, "none")["primary_value"])
+    return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
+                          f"{a.get('protocol', 'none')}, eval {acc:+.1f} pts vs dense")
+
+
+def _reachable(df, task, a, value) -> None:
+    """With `unreached: inconclusive`: a lower bound on a FLOPs speedup that
+    no point of the method reaches at any accuracy was never tested (the
+    sweep, or the backbone, e.g. 6 layers for early exit, stops short of it),
+    so the claim is inconclusive rather than failed. Default (`fails`): a
+    bound out of reach is a failure like any other."""
+    bound = a.get("at_least", a.get("above"))
+    if bound is None or value >= bound:
+        return
+    rows = _points(df, task, a["method"], a.get("protocol", "none"))
+    fastest = float(rows["flops_speedup"].max())
+    if fastest < bound:
+        raise Inconclusive(f"no point of {a['method']} reaches {bound:g}x at any accuracy (its fastest: "
+                           f"{fastest:.2f}x under {a.get('protocol', 'none')}), so the claim was not tested")
+
+
+def _m_speedup_within(df, task, a, results_dir) -> Reading:
+    return _speedup(df, task, a)
+
+
+def _m_speedup_margin(df, task, a, results_dir) -> Reading:
+    plain = {k: v for k, v in a.items() if k not in TESTS}  # the margin's test is not a speedup bound
+    mine = _speedup(df, task, plain)
+    others = [_speedup(df, task, {**plain, "method": b}) for b in a["baselines"]]
+    if not math.isfinite(mine.value):
+        return Reading(math.nan, mine.detail, mine.fails)
+    best = max((o.value for o in others if math.isfinite(o.value)), default=1.0)  # none within: dense, 1x
+    return Reading(mine.value - best, "; ".join([mine.detail, *(o.detail for o in others)]))
+
+
+def _front(df, task, method, protocol):
+    rows = _points(df, task, method, protocol)
+    if rows.empty:
+        raise Inconclusive(f"no records of {method} on {task} under {protocol}")
+    rows = rows[rows["primary_value"].notna()]
+    if rows.empty:
+        raise Inconclusive(f"{method} has no metric value on {task}")
+    cost = (1.0 / rows["flops_speedup"]).to_numpy()
+    value = (100 * rows["primary_value"]).to_numpy()
+    keep = pareto_front(list(cost), list(value))
+    return cost[keep], value[keep], cost, value
+
+
+def _m_metric_gap(df, task, a, results_dir) -> Reading:
+    protocol = a.get("protocol", "none")
+    fc, fv, _, _ = _front(df, task, a["method"], protocol)
+    _, _, bc, bv = _front(df, task, a["baseline"], protocol)
+    inside = bc >= fc.min()
+    if not inside.any():
+        raise Inconclusive(f"{a['baseline']}'s relative FLOPs ({fmt(bc.min())}-{fmt(bc.max())}) are all below "
+                           f"{a['method']}'s cheapest point ({fmt(fc.min())})")
+    # what the method reaches at a cost: the best eval metric of its points at that cost or below (a step, so
+    # it is never credited with an accuracy between two of its points that none of them has)
+    reached = fv[np.searchsorted(fc, bc[inside], side="right") - 1]
+    gaps = reached - bv[inside]
+    value = float(gaps.max() if a.get("statistic", "max") == "max" else gaps.mean())
+    return Reading(value, f"{a['method']} - {a['baseline']} at {int(inside.sum())} equal-FLOPs points "
+                          f"(relative FLOPs {fmt(bc[inside].min())}-{fmt(bc[inside].max())}): "
+                          f"max {gaps.max():+.2f}, mean {gaps.mean():+.2f} pts")
+
+
+def _m_protocol_ratio(df, task, a, results_dir) -> Reading:
+    row, met = _chosen(df, task, a["method"], a.get("tolerance", 0.01))
+    num, den = a.get("numerator", "sequence"), a.get("denominator", "batch")
+    top, bottom = float(_under(df, row, num)["flops_speedup"]), float(_under(df, row, den)["flops_speedup"])
+    return Reading(top / bottom, f"{a['method']} {row['operating_point']}{_flag(met)}: {num} {top:.2f}x / "
+                                 f"{den} {bottom:.2f}x")
+
+
+def _buckets(df, task, a):
+    row, met = _chosen(df, task, a["method"], a.get("tolerance", 0.01))
+    return row, met, bucket_table(row, FIXED_BUCKETS)
+
+
+def _bucket(table, name, minimum, task):
+    b = table.iloc[BUCKETS[name]]
+    if b["n"] < minimum:
+        raise Inconclusive(f"needs inputs in the {b['bucket']} bucket: {task} has {int(b['n'])} "
+                           f"of the {minimum} eval examples asked")
+    return float(b["speedup"]), b["bucket"]
+
+
+def _m_bucket_speedup_ratio(df, task, a, results_dir) -> Reading:
+    row, met, table = _buckets(df, task, a)
+    minimum = a.get("min_examples", 20)
+    top, top_name = _bucket(table, a["numerator"], minimum, task)
+    bottom, bottom_name = _bucket(table, a["denominator"], minimum, task)
+    return Reading(top / bottom, f"{a['method']} {row['operating_point']}{_flag(met)}: {top_name} {top:.2f}x / "
+                                 f"{bottom_name} {bottom:.2f}x")
+
+
+def _m_bucket_margin(df, task, a, results_dir) -> Reading:
+    minimum = a.get("min_examples", 20)
+    tables = {m: _buckets(df, task, {**a, "method": m})[2] for m in [a["method"], *a["baselines"]]}
+    margins, parts = [], []
+    for name in BUCKETS:
+        try:
+            mine, label = _bucket(tables[a["method"]], name, minimum, task)
+        except Inconclusive:
+            continue
+        best = max(_bucket(tables[b], name, 0, task)[0] for b in a["baselines"])
+        margins.append(mine - best)
+        parts.append(f"{label}: {mine:.2f}x vs {best:.2f}x")
+    if not margins:
+        raise Inconclusive(f"no length bucket of {task} holds {minimum} eval examples")
+    return Reading(min(margins), f"{a['method']} vs max of {', '.join(a['baselines'])}: " + "; ".join(parts))
+
+
+def _long_drop(df, task, method, tolerance):
+    row, met = _chosen(df, task, method, tolerance)
+    dense = dense_row(df, task, "none")
+    buckets = quartile_buckets(per_example(dense)["length"])[-1:]
+    mine, base = bucket_table(row, buckets).iloc[0], bucket_table(dense, buckets).iloc[0]
+    if mine["n"] == 0:
+        raise Inconclusive(f"{task}'s longest quarter is empty")
+    drop = float(mine["value"] - base["value"])
+    return drop, (f"{method} {row['operating_point']}{_flag(met)}: {drop:+.1f} pts vs dense on the longest quarter "
+                  f"(n={int(mine['n'])})")
+
+
+def _m_long_quarter_drop(df, task, a, results_dir) -> Reading:
+    tol = a.get("tolerance", 0.01)
+    drop, detail = _long_drop(df, task, a["method"], tol)
+    if not a.get("versus"):
+        return Reading(drop, detail)
+    other, other_detail = _long_drop(df, task, a["versus"], tol)
+    return Reading(drop - other, f"{detail}; {other_detail}")
+
+
+def _at_knobs(df, task, a):
+    protocol = a.get("protocol", "none")
+    rows = _points(df, task, a["method"], protocol)
+    if rows.empty:
+        raise Inconclusive(f"no records of {a['method']} on {task}")
+    want = a["knobs"]
+    match = rows[[all(_close(json.loads(k).get(n), v) for n, v in want.items()) for k in rows["knobs_json"]]]
+    if match.empty:
+        raise Inconclusive(f"{a['method']} has no point with {want} on {task}")
+    dense = dense_row(df, task, protocol)
+    if dense is None:
+        raise Inconclusive(f"no dense record on {task}")
+    return match.iloc[0], dense
+
+
+def _close(have, want) -> bool:
+    try:
+        return have is not None and abs(float(have) - float(want)) < 1e-9
+    except (TypeError, ValueError):
+        return have == want
+
+
+def _m_metric_retained(df, task, a, results_dir) -> Reading:
+    row, dense = _at_knobs(df, task, a)
+    value = float(row["primary_value"] / dense["primary_value"])
+    return Reading(value, f"{a['method']} {row['operating_point']}: {100 * row['primary_value']:.1f} of dense "
+                          f"{100 * dense['primary_value']:.1f} at {row['flops_speedup']:.2f}x")
+
+
+def _m_speedup_at(df, task, a, results_dir) -> Reading:
+    row, _ = _at_knobs(df, task, a)
+    if a.get("quantity", "flops") == "wall":
+        value, what = _wall(row, a.get("batch_size")), "wall-clock"
+    else:
+        value, what = float(row["flops_speedup"]), "FLOPs"
+    return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
+                          f"{a.get('protocol', 'none')}")
+
+
+def _m_selection_cost_ratio(df, task, a, results_dir) -> Reading:
+    path = Path(results_dir) / "benchmarks" / "selection_cost.json"
+    if not path.is_file():
+        raise Inconclusive("the selection-cost benchmark has not run")
+    rows = pd.DataFrame(json.loads(path.read_text())["rows"])
+    column = a.get("column", "ratio_topk_torch_over_threshold")
+    if column not in rows.columns:
+        raise Inconclusive(f"the benchmark has no column {column!r}")
+    at = rows[rows["length"] == a["length"]]
+    if at.empty:
+        raise Inconclusive(f"the benchmark has no length {a['length']} (has {sorted(rows['length'].unique())})")
+    value = float(at[column].median())
+    return Reading(value, f"n={a['length']}: {column} median {value:.2f} over ratios "
+                          f"{', '.join(f'{r:g}' for r in at['ratio'])}")
+
+
+def _m_wall_over_flops(df, task, a, results_dir) -> Reading:
+    protocol = a.get("protocol", "none")
+    if not _ran(df, task, a["method"]):
+        raise Inconclusive(f"no records of {a['method']} on {task}")
+    target = a.get("target", 2.0)
+    row = nearest_speedup(df, task, a["method"], target, "none")
+    if row is None:
+        raise Inconclusive(f"no records of {a['method']} on {task} under none")
+    if abs(row["flops_speedup"] - target) > 0.25 * target:
+        raise Inconclusive(f"no point of {a['method']} is near {target:g}x (nearest: {row['flops_speedup']:.2f}x)")
+    rec = _under(df, row, protocol)
+    wall, flops = _wall(rec, a.get("batch_size")), float(rec["flops_speedup"])
+    return Reading(wall / flops, f"{a['method']} {row['operating_point']}: wall-clock {wall:.2f}x for FLOPs "
+                                 f"{flops:.2f}x under {protocol}")
+
+
+COMPUTE: dict[str, Callable[..., Reading]] = {
+    "speedup_within": _m_speedup_within, "speedup_margin": _m_speedup_margin, "metric_gap": _m_metric_gap,
+    "protocol_ratio": _m_protocol_ratio, "bucket_speedup_ratio": _m_bucket_speedup_ratio,
+    "bucket_margin": _m_bucket_margin, "long_quarter_drop": _m_long_quarter_drop,
+    "metric_retained": _m_metric_retained, "speedup_at": _m_speedup_at,
+    "selection_cost_ratio": _m_selection_cost_ratio, "wall_over_flops": _m_wall_over_flops,
+}
+assert COMPUTE.keys() == MEASURES.keys(), "every measure of the spec is computed here, and no other"
+
+
+def read(df: pd.DataFrame, task: str | None, rule: dict, results_dir) -> Reading:
+    """The value of one (checked, single) rule's measure on `task` (None: a task-independent measure)."""
+    return COMPUTE[rule["measure"]](df, task, rule, results_dir)
