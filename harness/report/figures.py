@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from harness.errors import HarnessError
 from harness.pareto import pareto_front
 from harness.data.lengths import histogram_edges, length_stats
 from harness.storage import atomic_output
+from harness.report.style import DENSE_IDENTITY, bases_from, identities, legend_order
 from harness.report.tables import DENSE_METHOD, FRACTION_METRICS
 
 STYLE: dict[str, Any] = {
@@ -113,15 +114,8 @@ def length_histograms(
 # --------------------------------------------------------------------------- trade-off curves
 
 
-def _method_colors(methods: Iterable[str]) -> dict[str, Any]:
-    """A fixed colour per method so a method looks the same in every panel and figure."""
-    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
-               "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-    return {m: palette[i % len(palette)] for i, m in enumerate(sorted(methods))}
-
-
 def _select_methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
-    available = sorted(set(df["method"]) - {DENSE_METHOD})
+    available = legend_order(set(df["method"]) - {DENSE_METHOD}, bases_from(df))
     if methods is None:
         return available
     unknown = sorted(set(methods) - set(df["method"]))
@@ -145,8 +139,12 @@ def tradeoff_curves(
     x = the record's relative_flops (1.0 = dense cost under the same padding
     protocol); y = primary metric x 100. The dense result is a
     solid horizontal line and a star at x = 1; "dense - 1" (the usual
-    "within one point" acceptance bar) is dotted. Saved as
-    tradeoff_<protocol>.{png,pdf}.
+    "within one point" acceptance bar) is dotted. Each method is drawn in its
+    look from `harness.report.style` (a variant: its base method's hue, a
+    hollow marker, a dashed line). Saved as tradeoff_<protocol>.{png,pdf}.
+
+    No error bars and no band around dense: relative FLOPs are analytic, and
+    records carry no interval on their metrics yet.
     """
     sub = df[df["protocol"] == protocol]
     if sub.empty:
@@ -155,7 +153,8 @@ def tradeoff_curves(
             f"choose one of {sorted(set(df['protocol']))} or run the workflow for that protocol",
         )
     chosen = _select_methods(sub, methods)
-    colors = _method_colors(set(sub["method"]) - {DENSE_METHOD})
+    # one look per method, fixed by its name and base method (not by plotting order)
+    looks = identities(set(sub["method"]) - {DENSE_METHOD}, bases_from(sub))
     sub = sub.assign(
         rel_flops=sub["relative_flops"].astype(float),
         value_pct=sub["primary_value"].astype(float) * 100.0,
@@ -170,18 +169,19 @@ def tradeoff_curves(
             dense = t[t["method"] == DENSE_METHOD]
             if not dense.empty:
                 base = float(dense["value_pct"].iloc[0])
-                handles["dense"] = ax.axhline(base, color="black", lw=1.2, label="dense")
-                handles["dense − 1"] = ax.axhline(base - 1.0, color="black", lw=1.0, ls=":", label="dense − 1")
-                ax.plot([1.0], [base], marker="*", ms=11, color="black", ls="none")
+                handles["dense"] = ax.axhline(base, color=DENSE_IDENTITY.color, lw=1.2, label="dense")
+                handles["dense − 1"] = ax.axhline(base - 1.0, color=DENSE_IDENTITY.color, lw=1.0, ls=":",
+                                                  label="dense − 1")
+                ax.plot([1.0], [base], **DENSE_IDENTITY.line(ms=11, linestyle="none"))
             for method in chosen:
                 m = t[t["method"] == method].sort_values("rel_flops")
                 if m.empty:
                     continue
                 front = pareto_front(m["rel_flops"].to_numpy(), m["value_pct"].to_numpy())
-                ax.plot(m["rel_flops"], m["value_pct"], marker="o", ms=4, ls="none", alpha=0.4,
-                        color=colors[method])
-                (line,) = ax.plot(m["rel_flops"].to_numpy()[front], m["value_pct"].to_numpy()[front], marker="o",
-                                  ms=5, lw=1.5, color=colors[method], label=method)
+                look = looks[method]
+                ax.plot(m["rel_flops"], m["value_pct"], **look.line(ms=4, linestyle="none", alpha=0.4))
+                (line,) = ax.plot(m["rel_flops"].to_numpy()[front], m["value_pct"].to_numpy()[front],
+                                  **look.line(ms=6, lw=1.5, label=method))
                 handles[method] = line
             ax.set_title(task)
             ax.set_xlabel("relative FLOPs (× dense)")

@@ -12,6 +12,14 @@
 * `tradeoff_figure`     - Infor-Coef Figs. 2-4: metric vs FLOPs speedup (or
                           remaining FLOPs) per method under one protocol, dense
                           as a line, an optional shaded speedup range.
+
+Every per-method series is drawn in its method's look from
+`harness.report.style` (one colour and marker per method in every figure; a
+variant or a knob series takes its base method's hue with a hollow marker, a
+dashed line or a hatched bar). Error bars are drawn where the table carries an
+interval: today only wall-clock speedups have one (`wall_bs<b>_low/_high`, the
+95% interval of the median over timing rounds). Metrics, FLOPs and sparsity
+carry none, so their points have no bars and dense's line no band.
 """
 from __future__ import annotations
 
@@ -23,17 +31,49 @@ from matplotlib import rc_context
 from matplotlib.ticker import MaxNLocator
 
 from harness.report.figures import STYLE, _new_figure, _save
+from harness.report.style import DENSE, Identity, bases_from, identities
+
+# Batch sizes in one figure: a method's marker, filled differently per size (the largest filled).
+SIZE_FILLS = ("none", "bottom", "left", "top", "right")
+
+
+def _fill(i: int, n: int) -> str:
+    return "full" if i == n - 1 else SIZE_FILLS[i % len(SIZE_FILLS)]
+
+
+def _size_handles(sizes) -> list:
+    """Legend entries for the batch sizes: a grey circle in each size's fill."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color="0.4", marker="o", linestyle="none", fillstyle=_fill(i, len(sizes)),
+                   label=f"batch {b}") for i, b in enumerate(sizes)]
+
+
+def _proxy(look: Identity, **extra):
+    """A legend entry in a series' look."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **look.line(**extra))
+
+
+def _wall_errors(pts: pd.DataFrame, column: str):
+    """Asymmetric error bars from `<column>_low/_high` where the table has them, else None."""
+    if f"{column}_low" not in pts.columns or f"{column}_high" not in pts.columns:
+        return None
+    return [(pts[column] - pts[f"{column}_low"]).clip(lower=0), (pts[f"{column}_high"] - pts[column]).clip(lower=0)]
 
 
 def _grouped_bars(ax, table: pd.DataFrame, group: str, series: str, value: str, ylabel: str) -> None:
     groups = list(dict.fromkeys(table[group]))
     names = list(dict.fromkeys(table[series]))
+    looks = identities(names, bases_from(table, series))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(groups))
     for i, name in enumerate(names):
         sub = table[table[series] == name].set_index(group)
         ys = [float(sub[value].get(g, np.nan)) if g in sub.index else np.nan for g in groups]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, ys, width, label=name)
+        # no error bars: bucket metrics and FLOPs speedups carry no interval
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, ys, width, label=name, **looks[name].bar())
     ax.set_xticks(x, groups)
     ax.set_ylabel(ylabel)
 
@@ -53,7 +93,8 @@ def robustness_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem:
 
 
 def trajectories_figure(traj: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
-    """traj columns: task, method, length, tokens_per_layer (list)."""
+    """traj columns: task, method, length, tokens_per_layer (list). One method
+    per panel (named in its title); colour here is the example's length."""
     panels = list(dict.fromkeys(zip(traj["task"], traj["method"])))
     lengths = traj["length"].astype(float)
     norm = (lengths - lengths.min()) / max(1.0, lengths.max() - lengths.min())
@@ -114,49 +155,70 @@ def bucket_speedup_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
 
 
 def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
+    """Measured vs FLOPs speedup: each method in its look, one marker fill per
+    batch size, the timing's 95% interval as vertical error bars."""
     protocols = list(dict.fromkeys(table["protocol"]))
     sizes = sorted(int(c[len("wall_bs"):]) for c in table.columns if c.startswith("wall_bs") and c[7:].isdigit())
+    looks = identities(table["method"], bases_from(table))
+    several_tasks = table["task"].nunique() > 1
     with rc_context(STYLE):
         fig, axes = _new_figure(len(protocols), (5.0, 4.0))
         for ax, p in zip(axes, protocols):
             sub = table[table["protocol"] == p]
-            for b, marker in zip(sizes, "os^Dv"):
-                err = [sub[f"wall_bs{b}"] - sub[f"wall_bs{b}_low"], sub[f"wall_bs{b}_high"] - sub[f"wall_bs{b}"]]
-                ax.errorbar(sub["flops_speedup"], sub[f"wall_bs{b}"], yerr=err, fmt=marker, capsize=2,
-                            label=f"batch {b}")
-            if sizes:
+            handles = {}
+            for method, pts in sub.groupby("method", sort=False):
+                look = looks[method]
+                for i, b in enumerate(sizes):
+                    col = f"wall_bs{b}"
+                    # the fill says the batch size here, so a variant's marker is filled too (its shape differs)
+                    ax.errorbar(pts["flops_speedup"], pts[col], yerr=_wall_errors(pts, col), capsize=2,
+                                ecolor=look.color, elinewidth=0.8,
+                                **look.line(linestyle="none", markerfacecolor=look.color,
+                                            fillstyle=_fill(i, len(sizes))))
+                handles[method] = _proxy(look, markerfacecolor=look.color)  # filled: as at the largest batch
+            if sizes and several_tasks:
                 for _, r in sub.iterrows():
-                    ax.annotate(f"{r['method']} ({r['task']})", (r["flops_speedup"], r[f"wall_bs{sizes[-1]}"]),
+                    ax.annotate(str(r["task"]), (r["flops_speedup"], r[f"wall_bs{sizes[-1]}"]),
                                 fontsize=7, xytext=(3, 3), textcoords="offset points")
             hi = float(np.nanmax([sub["flops_speedup"].max(), *(sub[f"wall_bs{b}"].max() for b in sizes), 1.0]))
-            ax.plot([0, hi * 1.1], [0, hi * 1.1], color="black", lw=0.8, ls=":", label="wall = FLOPs")
+            (diag,) = ax.plot([0, hi * 1.1], [0, hi * 1.1], color="black", lw=0.8, ls=":", label="wall = FLOPs")
             ax.set_xlabel("FLOPs speedup (× dense)")
             ax.set_ylabel("measured throughput speedup (× dense)")
             ax.set_title(f"{p} padding protocol")
-            ax.legend(fontsize=8)
+            ax.legend([*handles.values(), *_size_handles(sizes), diag],
+                      [*handles.keys(), *(f"batch {b}" for b in sizes), "wall = FLOPs"], fontsize=8)
         fig.tight_layout()
         return _save(fig, figures_dir, stem)
 
 
 def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
-    """One row of two panels per task: metric vs sparsity, metric vs speedup."""
+    """One row of two panels per task: metric vs sparsity, metric vs speedup
+    (FLOPs: the series' look; wall-clock: its colour and marker, dotted, one
+    marker fill per batch size, horizontal error bars where the table carries
+    the timing's interval as `wall_bs<b>_low/_high`; `sparsity_curve`'s table
+    keeps only the median today, so none are drawn)."""
     tasks = list(dict.fromkeys(table["task"]))
-    walls = [c for c in table.columns if c.startswith("wall_bs") and table[c].notna().any()]
+    walls = [c for c in table.columns if c.startswith("wall_bs") and c[7:].isdigit() and table[c].notna().any()]
+    key = "series" if "series" in table.columns else "method"
+    looks = identities(table.loc[table["method"] != DENSE, key], bases_from(table, key))
     with rc_context(STYLE):
         fig, axes = _new_figure(2 * len(tasks), (4.8, 3.8), max_cols=2)  # one row per task
         for i, task in enumerate(tasks):
             sub = table[table["task"] == task]
-            dense = sub[sub["method"] == "dense"]
+            dense = sub[sub["method"] == DENSE]
             left, right = axes[2 * i], axes[2 * i + 1]
-            key = "series" if "series" in sub.columns else "method"
-            for method, pts in sub[sub["method"] != "dense"].groupby(key, sort=False):
+            for method, pts in sub[sub["method"] != DENSE].groupby(key, sort=False):
                 pts = pts.sort_values("sparsity")
-                left.plot(pts["sparsity"], pts["value"], "o-", label=method)
-                right.plot(pts["flops_speedup"], pts["value"], "o-", label=f"{method} (FLOPs)")
-                for c, marker in zip(walls, "s^Dv"):
-                    right.plot(pts[c], pts["value"], marker + "--", label=f"{method} (wall, batch {c[7:]})")
+                look = looks[method]
+                left.plot(pts["sparsity"], pts["value"], **look.line(label=method))
+                right.plot(pts["flops_speedup"], pts["value"], **look.line(label=f"{method} (FLOPs)"))
+                for j, c in enumerate(walls):
+                    right.errorbar(pts[c], pts["value"], xerr=_wall_errors(pts, c), capsize=2, ecolor=look.color,
+                                   elinewidth=0.8, label=f"{method} (wall, batch {c[7:]})",
+                                   **look.line(linestyle=":", markerfacecolor=look.color,
+                                               fillstyle=_fill(j, len(walls))))
             for ax in (left, right):
-                if len(dense):
+                if len(dense):  # a line without a band: records carry no interval on their metrics yet
                     ax.axhline(float(dense["value"].iloc[0]), color="black", lw=0.8, ls=":", label="dense")
                 ax.set_ylabel(f"{sub['metric'].iloc[0]} (x100)")
                 ax.set_title(f"{task}, {sub['protocol'].iloc[0]} padding")
@@ -169,20 +231,22 @@ def sparsity_curve_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, s
 
 def tradeoff_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: str) -> list[str]:
     """One panel per task: each series' points (sorted along x) joined by a
-    line (a series is a method, or a method at one value of a knob)."""
+    line (a series is a method, or a method at one value of a knob), in its
+    look. No error bars: FLOPs and metrics carry no interval."""
     x = "relative_flops" if table.attrs.get("x") == "relative_flops" else "flops_speedup"
     shade = table.attrs.get("shade")
     tasks = list(dict.fromkeys(table["task"]))
+    key = "series" if "series" in table.columns else "method"
+    looks = identities(table.loc[table["method"] != DENSE, key], bases_from(table, key))
     with rc_context(STYLE):
         fig, axes = _new_figure(len(tasks), (5.2, 4.0), max_cols=2)
         for ax, task in zip(axes, tasks):
             sub = table[table["task"] == task]
-            dense = sub[sub["method"] == "dense"]
-            key = "series" if "series" in sub.columns else "method"
-            for method, pts in sub[sub["method"] != "dense"].groupby(key, sort=False):
+            dense = sub[sub["method"] == DENSE]
+            for method, pts in sub[sub["method"] != DENSE].groupby(key, sort=False):
                 pts = pts.sort_values(x)
-                ax.plot(pts[x], pts["value"], "o-", label=method)
-            if len(dense):
+                ax.plot(pts[x], pts["value"], **looks[method].line(label=method))
+            if len(dense):  # a line without a band: records carry no interval on their metrics yet
                 ax.axhline(float(dense["value"].iloc[0]), color="black", lw=0.8, ls=":", label="dense")
             if shade:
                 ax.axvspan(float(shade[0]), float(shade[1]), color="grey", alpha=0.12, label=f"{shade[0]}-{shade[1]}x")
