@@ -13,7 +13,11 @@ another job's record; 2 = `timing` measured side by side with the dense model
 parameters kept, sparsity, heads / FFN dims / hidden dims per layer);
 4 = `policy_flops_per_example` (what the policy's own products cost) and,
 per timed batch size, `policy_time_share` (the share of the point's forward
-time spent in the policy's modules).
+time spent in the policy's modules); 5 = `metrics_interval` ({metric: [low, high]}, a
+bootstrap over the eval examples, or questions for span tasks: `harness.measure.bootstrap`;
+`provenance.bootstrap` says the resamples, confidence, seed and method). A version-4 record is
+still read: `check_record` computes its interval from its own per-example predictions and labels
+with the default bootstrap (and says so in `provenance.bootstrap`).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
 
 
@@ -89,6 +93,8 @@ class ResultRecord:
     notes: dict
     per_example: PerExample
     provenance: dict
+    # {metric: [low, high]} of every metric in `metrics` over resampled eval examples (filled by evaluate_job)
+    metrics_interval: dict = field(default_factory=dict)
     schema_version: int = field(default=SCHEMA_VERSION)
 
     def to_dict(self) -> dict:
@@ -115,6 +121,9 @@ def check_record(data: Any, path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise HarnessError(f"malformed result record {path}: expected a JSON object", _regenerate(path))
     version = data.get("schema_version", 1)
+    if version == 4 and isinstance(data.get("per_example"), dict) and "metrics_interval" not in data:
+        data = _from_version_4(data, path)
+        version = data["schema_version"]
     if version != SCHEMA_VERSION:
         raise HarnessError(
             f"result record {path} has schema version {version}; this harness reads version {SCHEMA_VERSION}",
@@ -142,4 +151,25 @@ def check_record(data: Any, path: str | Path) -> dict:
             f"result record {path}: primary metric {data['metric']!r} is not in its metrics {sorted(data['metrics'])}",
             _regenerate(path),
         )
+    interval = data["metrics_interval"]
+    if not isinstance(interval, dict) or any(k not in data["metrics"] for k in interval):
+        raise HarnessError(f"result record {path}: metrics_interval must map metrics of {sorted(data['metrics'])} "
+                           "to [low, high]", _regenerate(path))
     return data
+
+
+def _from_version_4(data: dict, path) -> dict:
+    """A version-4 record read as version 5: the bootstrap interval computed now
+    from the record's own per-example predictions and labels (default settings)."""
+    from harness.measure.bootstrap import BootstrapSpec, metric_interval
+
+    spec, per = BootstrapSpec(), data["per_example"]
+    try:
+        interval = metric_interval(data["task"], per["prediction"], per["label"], spec)
+    except (HarnessError, KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"result record {path} has schema version 4 and its interval cannot be computed "
+                           f"from its per-example data: {exc}", _regenerate(path)) from exc
+    prov = dict(data.get("provenance") or {})
+    prov["bootstrap"] = {**spec.to_dict(), "computed": "when read (a schema-version-4 record)"}
+    return {**data, "metrics_interval": {k: list(v) for k, v in interval.items()}, "provenance": prov,
+            "schema_version": SCHEMA_VERSION}

@@ -25,8 +25,9 @@ def record(task: str, method: str, op: str, protocol: str, *, metric: str = "acc
            validation_metrics: dict, flops: float, baseline_flops: float, n_eval: int = 4, knobs: dict | None = None,
            wall: dict | None = None, per_example: dict | None = None, latency_ms: float | None = None,
            throughput: float | None = None, batch_size: int = 32, provenance: dict | None = None,
-           sparsity: float = 0.0) -> dict:
-    """A complete, valid record; `per_example` defaults to `n_eval` trivial rows."""
+           sparsity: float = 0.0, metrics_interval: dict | None = None) -> dict:
+    """A complete, valid record; `per_example` defaults to `n_eval` trivial rows;
+    `metrics_interval` to +-0.02 around each metric (None stays None)."""
     n = n_eval
     per = per_example or {"length": [10] * n, "label": [0] * n, "prediction": [0] * n, "flops": [flops] * n,
                           "baseline_flops": [baseline_flops] * n, "exit_layer": [2] * n}
@@ -49,5 +50,7 @@ def record(task: str, method: str, op: str, protocol: str, *, metric: str = "acc
         latency_ms_median=latency_ms, throughput_examples_per_s=throughput,
         wallclock_speedup=wall.get(batch_size) if wall else None,
         deviations=[], policy={}, notes={}, per_example=PerExample(**per),
+        metrics_interval=metrics_interval if metrics_interval is not None else
+        {k: [None, None] if v is None else [v - 0.02, v + 0.02] for k, v in metrics.items()},
         provenance=provenance or {"git_commit": "abc123", "config_hash": "cfg42"},
     ).to_dict()

@@ -66,18 +66,20 @@ def _as_float(value: Any) -> float:
 
 def _flatten_record(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """One record -> one flat row (see load_records for the column rules)."""
-    check_record(data, path)
+    data = check_record(data, path)  # a version-4 record comes back with its interval computed
     metrics, val_metrics, metric = data["metrics"], data["validation_metrics"], data["metric"]
 
     row: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("metrics", "validation_metrics", "knobs", "provenance", "per_example"):
+        if key in ("metrics", "validation_metrics", "metrics_interval", "knobs", "provenance", "per_example"):
             continue  # per-example arrays stay in the record file: see per_example()
         row[key] = value
     row["operating_point"] = str(data["operating_point"])
     row["knobs_json"] = json.dumps(data.get("knobs") or {}, sort_keys=True)
     for name, value in metrics.items():
         row[f"metric_{name}"] = _as_float(value)
+    for name, (low, high) in (data.get("metrics_interval") or {}).items():
+        row[f"metric_{name}_low"], row[f"metric_{name}_high"] = _as_float(low), _as_float(high)
     for name, value in val_metrics.items():
         row[f"val_{name}"] = _as_float(value)
     row["primary_value"] = _as_float(metrics[metric])
@@ -92,7 +94,8 @@ def _flatten_record(data: dict[str, Any], path: Path) -> dict[str, Any]:
 def load_records(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Read every `<results_dir>/records/**/*.json` into one DataFrame, one row per file.
 
-    Column rules: `metrics` -> `metric_<name>`, `validation_metrics` -> `val_<name>`,
+    Column rules: `metrics` -> `metric_<name>`, `metrics_interval` -> `metric_<name>_low` /
+    `metric_<name>_high` (the record's bootstrap interval), `validation_metrics` -> `val_<name>`,
     `primary_value` / `val_primary_value` hold the primary metric, `knobs` is kept
     as a sorted-key JSON string `knobs_json` (so rows stay hashable and CSV-safe),
     and of `provenance` only `provenance_git_commit` and `provenance_config_hash`

@@ -21,6 +21,7 @@ import torch
 from harness.data.encoding import token_lengths
 from harness.data.windows import Windows
 from harness.errors import HarnessError
+from harness.measure.bootstrap import BootstrapSpec, metric_interval
 from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
 from harness.measure.timing import TimingSpec, policy_time_share, steady_allocator, time_side_by_side
@@ -179,6 +180,10 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
     timed = cfg["timing"].get("protocols", cfg["eval"]["protocols"])
     prov = provenance(cfg, cfg["timing"]["threads"])
+    boot = BootstrapSpec.from_config(cfg)
+    prov["bootstrap"] = {**boot.to_dict(), "unit": "question" if ctx.task.is_span else "example",
+                         "interval": "metrics_interval: {metric: [low, high]}, each record's eval examples resampled "
+                                     "with replacement (harness.measure.bootstrap)"}
     records = []
     for op in ctx.plugin.operating_points(ctx):
         if str(ctx.device).startswith("cuda"):
@@ -189,9 +194,13 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
         for protocol in cfg["eval"]["protocols"]:
             run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
             timings = side_by_side(ctx, model, dense, protocol) if protocol in timed else None
-            records.append(build_record(ctx, op, run, val, dense.arch(), timings,
-                                        {**prov, "steady_allocator": steady,
-                                         "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)}))
+            record = build_record(ctx, op, run, val, dense.arch(), timings,
+                                  {**prov, "steady_allocator": steady,
+                                   "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)})
+            per = record.per_example
+            record.metrics_interval = {k: list(v) for k, v in
+                                       metric_interval(ctx.task, per.prediction, per.label, boot).items()}
+            records.append(record)
     if not records:
         raise HarnessError(
             f"method {method} yielded no operating points for {task}",
