@@ -32,6 +32,7 @@ from harness.pareto import pareto_front
 from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.load import per_example
 from harness.report.rules import _points, dense_row, fastest_within, nearest_speedup, same_point
+from harness.report.tables import paired_comparison
 
 
 class Inconclusive(Exception):
@@ -71,6 +72,11 @@ def _chosen(df, task, method, tolerance, select="none"):
     return row, met
 
 
+def _interval(c) -> str:
+    """A paired bootstrap interval in points (x100), as the detail text shows it."""
+    return f"[{100 * c.low:+.1f}, {100 * c.high:+.1f}]"
+
+
 def _flag(met: bool) -> str:
     return "" if met else " (none within tolerance: the most accurate point)"
 
@@ -106,9 +112,11 @@ def _speedup(df, task, a) -> Reading:
         value, what = float(rec["flops_speedup"]), "FLOPs"
         if a.get("unreached") == "inconclusive":
             _reachable(df, task, a, value)
-    acc = 100 * (row["primary_value"] - dense_row(df, task, "none")["primary_value"])
+    dense = dense_row(df, task, "none")
+    acc = 100 * (row["primary_value"] - dense["primary_value"])
     return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
-                          f"{a.get('protocol', 'none')}, eval {acc:+.1f} pts vs dense")
+                          f"{a.get('protocol', 'none')}, eval {acc:+.1f} pts vs dense "
+                          f"{_interval(paired_comparison([row, dense]))}")
 
 
 def _reachable(df, task, a, value) -> None:
@@ -151,25 +159,38 @@ def _front(df, task, method, protocol):
     cost = (1.0 / rows["flops_speedup"]).to_numpy()
     value = (100 * rows["primary_value"]).to_numpy()
     keep = pareto_front(list(cost), list(value))
-    return cost[keep], value[keep], cost, value
+    return cost[keep], value[keep], cost, value, rows.iloc[list(keep)], rows
 
 
 def _m_metric_gap(df, task, a, results_dir) -> Reading:
     protocol = a.get("protocol", "none")
-    fc, fv, _, _ = _front(df, task, a["method"], protocol)
-    _, _, bc, bv = _front(df, task, a["baseline"], protocol)
+    fc, fv, _, _, front, _ = _front(df, task, a["method"], protocol)
+    _, _, bc, bv, _, base_rows = _front(df, task, a["baseline"], protocol)
     inside = bc >= fc.min()
     if not inside.any():
         raise Inconclusive(f"{a['baseline']}'s relative FLOPs ({fmt(bc.min())}-{fmt(bc.max())}) are all below "
                            f"{a['method']}'s cheapest point ({fmt(fc.min())})")
     # what the method reaches at a cost: the best eval metric of its points at that cost or below (a step, so
     # it is never credited with an accuracy between two of its points that none of them has)
-    reached = fv[np.searchsorted(fc, bc[inside], side="right") - 1]
+    at = np.searchsorted(fc, bc[inside], side="right") - 1
+    reached = fv[at]
     gaps = reached - bv[inside]
-    value = float(gaps.max() if a.get("statistic", "max") == "max" else gaps.mean())
+    statistic = a.get("statistic", "max")
+    value = float(gaps.max() if statistic == "max" else gaps.mean())
+    # the same statistic over resampled eval examples, each gap's two points fixed at the ones chosen above
+    mine = [front.iloc[i] for i in at]
+    theirs = [base_rows.iloc[i] for i in np.nonzero(inside)[0]]
+    k = len(mine)
+
+    def combine(*metrics):
+        g = np.stack([metrics[i] - metrics[k + i] for i in range(k)])
+        return g.max(0) if statistic == "max" else g.mean(0)
+
+    c = paired_comparison(mine + theirs, combine=combine)
     return Reading(value, f"{a['method']} - {a['baseline']} at {int(inside.sum())} equal-FLOPs points "
                           f"(relative FLOPs {fmt(bc[inside].min())}-{fmt(bc[inside].max())}): "
-                          f"max {gaps.max():+.2f}, mean {gaps.mean():+.2f} pts")
+                          f"max {gaps.max():+.2f}, mean {gaps.mean():+.2f} pts; {statistic} {_interval(c)} "
+                          f"(paired bootstrap over the eval examples)")
 
 
 def _m_protocol_ratio(df, task, a, results_dir) -> Reading:
@@ -227,17 +248,22 @@ def _long_drop(df, task, method, tolerance):
     if mine["n"] == 0:
         raise Inconclusive(f"{task}'s longest quarter is empty")
     drop = float(mine["value"] - base["value"])
+    bucket = tuple(float(x) for x in buckets[0][1:])
+    c = paired_comparison([row, dense], buckets=bucket)
     return drop, (f"{method} {row['operating_point']}{_flag(met)}: {drop:+.1f} pts vs dense on the longest quarter "
-                  f"(n={int(mine['n'])})")
+                  f"(n={int(mine['n'])}) {_interval(c)}"), row, dense, bucket
 
 
 def _m_long_quarter_drop(df, task, a, results_dir) -> Reading:
     tol = a.get("tolerance", 0.01)
-    drop, detail = _long_drop(df, task, a["method"], tol)
+    drop, detail, row, dense, bucket = _long_drop(df, task, a["method"], tol)
     if not a.get("versus"):
         return Reading(drop, detail)
-    other, other_detail = _long_drop(df, task, a["versus"], tol)
-    return Reading(drop - other, f"{detail}; {other_detail}")
+    other, other_detail, other_row, _, _ = _long_drop(df, task, a["versus"], tol)
+    # (a - dense) - (b - dense) on the same resampled long examples
+    c = paired_comparison([row, other_row, dense], combine=lambda m, o, d: (m - d) - (o - d), buckets=bucket)
+    return Reading(drop - other, f"{detail}; {other_detail}; difference {drop - other:+.1f} pts {_interval(c)} "
+                                 "(paired bootstrap)")
 
 
 def _at_knobs(df, task, a):

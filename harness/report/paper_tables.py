@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.record import PROTOCOLS
 from harness.report.rules import dense_row, fastest_within, nearest_speedup, same_point
-from harness.report.tables import metric_x100
+from harness.report.tables import metric_x100, paired_note, vs_dense_columns
 
 SELECT_NOTE = (
     "Each method's point is the fewest-FLOPs point whose validation metric is within {tol} (absolute, "
@@ -52,6 +52,7 @@ def selected_points_table(
                 "dense": metric_x100(base["metric"], base["primary_value"]),
                 "method": method,
                 "value": metric_x100(base["metric"], chosen["primary_value"]),
+                **vs_dense_columns(chosen, base),
                 "operating_point": chosen["operating_point"],
                 "met": met,
             }
@@ -66,8 +67,11 @@ def selected_points_table(
                 row[f"speedup_{p}"] = rec["flops_speedup"] if rec is not None else math.nan
             rows.append(row)
     out = pd.DataFrame(rows)
-    out.attrs["note"] = SELECT_NOTE.format(tol=tolerance)
-    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", **{c: ".3f" for c in out.columns if "gflops" in c},
+    bases = [r for r in (dense_row(df, t, "none") for t in sorted(df["task"].unique())) if r is not None]
+    out.attrs["note"] = SELECT_NOTE.format(tol=tolerance) + (
+        " vs_dense = value - dense (points); [vs_dense_low, vs_dense_high] = its " + paired_note(bases))
+    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", **{c: ".2f" for c in out.columns if c.startswith("vs_")},
+                             **{c: ".3f" for c in out.columns if "gflops" in c},
                              **{c: ".2f" for n in extra_metrics for c in (n, f"dense_{n}")},
                              **{c: ".2f" for c in out.columns if c.startswith("speedup")}}
     return out

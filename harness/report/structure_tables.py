@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 from harness.report.rules import DENSE, dense_row, same_point
-from harness.report.tables import metric_x100
+from harness.report.tables import metric_x100, paired_comparison, paired_note
 
 RATIO_NOTE = (
     "Point = the method's point with the largest {knob}. ratio = eval metric / dense eval metric (accuracy, or "
@@ -42,6 +43,15 @@ def _wall(rec, size: str) -> tuple[float, float, float]:
     timing = rec.get("timing") if rec is not None else None
     t = (timing or {}).get("by_batch_size", {}).get(size)
     return (t["speedup"], t["speedup_low"], t["speedup_high"]) if t else (math.nan, math.nan, math.nan)
+
+
+def _ratio_interval(top, base) -> dict[str, float]:
+    """ratio_low / ratio_high: the paired bootstrap interval of metric / dense metric."""
+    def ratio(a, b):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
+    c = paired_comparison([top, base], combine=ratio)
+    return {"ratio_low": c.low, "ratio_high": c.high}
 
 
 def _timed_sizes(df: pd.DataFrame) -> list[str]:
@@ -72,7 +82,8 @@ def ratio_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataFram
                    "params_kept": top["structure"]["encoder_params"], "metric": base["metric"],
                    "dense": metric_x100(base["metric"], base["primary_value"]),
                    "value": metric_x100(base["metric"], top["primary_value"]),
-                   "ratio": top["primary_value"] / base["primary_value"] if base["primary_value"] else math.nan}
+                   "ratio": top["primary_value"] / base["primary_value"] if base["primary_value"] else math.nan,
+                   **_ratio_interval(top, base)}
             for p in ("sequence", "batch", "none"):
                 rec = same_point(df, top, p)
                 row[f"speedup_{p}"] = rec["flops_speedup"] if rec is not None else math.nan
@@ -91,7 +102,11 @@ def ratio_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataFram
     backbones = ", ".join(sorted(df["backbone"].unique()))
     out.attrs["note"] = RATIO_NOTE.format(knob=knob, wall=wall, source=spec.get("reference_source", "reference"),
                                           backbones=backbones)
-    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", "ratio": ".3f", "ref_ratio": ".3f", "sparsity": ".3f",
+    bases = [b for b in (dense_row(df, t, "none") for t in sorted(ran)) if b is not None]
+    if bases:
+        out.attrs["note"] += " [ratio_low, ratio_high] = the ratio's " + paired_note(bases)
+    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", "ratio": ".3f", "ratio_low": ".3f", "ratio_high": ".3f",
+                             "ref_ratio": ".3f", "sparsity": ".3f",
                              **{c: ".2f" for c in out.columns if c.startswith(("speedup", "wall", "ref_speedup"))}}
     return out
 

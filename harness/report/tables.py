@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
 from harness.data.lengths import length_stats
+from harness.measure.bootstrap import BootstrapSpec, Comparison, paired_statistic
 from harness.record import PROTOCOLS
 from harness.storage import atomic_write_text
 
@@ -45,6 +48,10 @@ LENGTH_NOTE = (
 LTP_TABLE2_KL = {"mnli": 0.0055, "qqp": 0.0006, "qnli": 0.0092, "sst2": 1.2250, "stsb": 0.0925,
                  "mrpc": 0.0033, "rte": 0.0261}
 DEFAULT_FLOATFMT = ".4g"
+PAIRED_NOTE = (
+    "paired bootstrap interval: the same eval examples resampled for both records ({resamples} resamples, "
+    "{confidence:.0%}, percentile; questions for span tasks; eval-sampling noise only, not training noise)."
+)
 
 # --------------------------------------------------------------------------- formatting
 
@@ -205,6 +212,77 @@ def baseline_table(df: pd.DataFrame) -> pd.DataFrame:
         **{f"throughput_{p}": ".1f" for p in PROTOCOLS},
     }
     return out
+
+
+# --------------------------------------------------------------------------- paired intervals
+
+
+@lru_cache(maxsize=64)
+def _cached_record(path: str, mtime_ns: int, size: int) -> dict:
+    from harness.report.load import _read_json
+    return _read_json(Path(path), "result record")
+
+
+def _record_file(path: str) -> dict:
+    """A record file, read once per report (re-read when the file changes)."""
+    st = os.stat(path)
+    return _cached_record(path, st.st_mtime_ns, st.st_size)
+
+
+def _examples(row: Mapping) -> tuple[dict, BootstrapSpec]:
+    data = _record_file(str(row["record_path"]))
+    per = data.get("per_example") or {}
+    if "prediction" not in per:
+        raise HarnessError(f"result record {row['record_path']} has no per-example predictions",
+                           "regenerate it with the current workflow")
+    return per, BootstrapSpec.from_dict((data.get("provenance") or {}).get("bootstrap"))
+
+
+def paired_comparison(rows: list[Mapping], metric: str | None = None, combine=None, *,
+                      buckets: tuple[float, float] | None = None) -> Comparison:
+    """`combine(metric of rows[0], metric of rows[1], ...)` (default: rows[0] - rows[1]) from the
+    records' per-example predictions, with its paired bootstrap interval (fractions, as the records'
+    metrics). The records must cover the same eval examples (same count, lengths and labels): a
+    HarnessError names the two that do not. `buckets=(lo, hi)` keeps the examples with lo < length <= hi.
+    The bootstrap settings are the first record's (`provenance.bootstrap`; defaults where absent)."""
+    from harness.data.tasks import get_task
+
+    first = rows[0]
+    metric = metric or first["metric"]
+    per, spec = _examples(first)
+    pers = [per] + [_examples(r)[0] for r in rows[1:]]
+    for r, other in zip(rows[1:], pers[1:]):
+        for key in ("prediction", "length", "label"):
+            same = len(other.get(key, [])) == len(per.get(key, [])) and (key == "prediction" or other[key] == per[key])
+            if not same:
+                raise HarnessError(
+                    f"cannot pair {r['method']} {r['operating_point']} ({r['record_path']}) with {first['method']} "
+                    f"{first['operating_point']} ({first['record_path']}): their eval examples differ ({key}s)",
+                    "compare records evaluated on the same eval split: re-run both with the same data, caps and seed")
+    keep = None
+    if buckets is not None:
+        lengths = np.asarray(per["length"])
+        keep = np.nonzero((lengths > buckets[0]) & (lengths <= buckets[1]))[0]
+    pick = (lambda xs: xs) if keep is None else (lambda xs: [xs[i] for i in keep])
+    combine = combine or (lambda a, b: a - b)
+    return paired_statistic(get_task(first["task"]), metric, [pick(p["prediction"]) for p in pers],
+                            pick(per["label"]), combine, spec)
+
+
+def vs_dense_columns(row: Mapping, dense: Mapping | None, prefix: str = "vs_dense") -> dict[str, float]:
+    """{prefix, prefix_low, prefix_high}: row's eval metric - dense's (x100, from the records' metrics, so
+    it is exactly the difference of the tables' value columns) and its paired interval (per-example data)."""
+    if dense is None:
+        return {prefix: math.nan, f"{prefix}_low": math.nan, f"{prefix}_high": math.nan}
+    c = paired_comparison([row, dense])
+    value = metric_x100(row["metric"], row["primary_value"]) - metric_x100(row["metric"], dense["primary_value"])
+    return {prefix: round(value, 2), f"{prefix}_low": 100 * c.low, f"{prefix}_high": 100 * c.high}
+
+
+def paired_note(rows: list[Mapping]) -> str:
+    """How the paired intervals of `rows`' comparisons were drawn, for a table's note."""
+    spec = _examples(rows[0])[1] if rows else BootstrapSpec()
+    return PAIRED_NOTE.format(resamples=spec.resamples, confidence=spec.confidence)
 
 
 def _float(value: Any) -> float:
