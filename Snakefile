@@ -36,6 +36,7 @@ REPORT = planned_outputs(CFG, METHODS)
 wildcard_constraints:
     task="[a-z0-9_]+",
     method="[a-z0-9_]+",
+    seed="[0-9]+",
 
 
 include: "rules/data.smk"

@@ -76,22 +76,22 @@ def cmd_train(args) -> None:
     from harness.run.jobs import train_job, train_point_job
 
     if args.point is not None:
-        print(train_point_job(_config(args), args.task, args.method, args.point))
+        print(train_point_job(_config(args), args.task, args.method, args.point, args.seed))
     else:
-        print(train_job(_config(args), args.task, args.method))
+        print(train_job(_config(args), args.task, args.method, args.seed))
     _print_peak_memory()
 
 
 def cmd_gather(args) -> None:
     from harness.run.jobs import gather_points_job
 
-    print(gather_points_job(_config(args), args.task, args.method))
+    print(gather_points_job(_config(args), args.task, args.method, args.seed))
 
 
 def cmd_evaluate(args) -> None:
     from harness.run.jobs import evaluate_job
 
-    print(evaluate_job(_config(args), args.task, args.method))
+    print(evaluate_job(_config(args), args.task, args.method, args.seed))
     _print_peak_memory()
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
 
-    def add(name, fn, help_, task=False, method=False):
+    def add(name, fn, help_, task=False, method=False, seed=False):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--profile", default="default", help="config/<profile>.yaml (default: default)")
         p.add_argument("--configfile", help="a config file instead of a profile")
@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--task", required=True)
         if method:
             p.add_argument("--method", required=True)
+        if seed:
+            p.add_argument("--seed", type=int, default=None,
+                           help="the training seed, one of the config's `seeds` (default: its first)")
         p.set_defaults(fn=fn)
         return p
 
@@ -163,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     fetcher = add("prefetch", cmd_prefetch, "download the hub models, tokenizers and datasets a profile needs, "
                   "once, into the Hugging Face cache (jobs then run with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1)")
     fetcher.add_argument("--dry-run", action="store_true", help="only list what would be downloaded (no network)")
-    trainer = add("train", cmd_train, "train one method on one task (every point, or --point)", task=True, method=True)
+    trainer = add("train", cmd_train, "train one method on one task (every point, or --point)", task=True, method=True,
+                  seed=True)
     trainer.add_argument("--point", help="only this one of the points the method trains independently")
     add("gather", cmd_gather, "join a method's trained points into its points manifest and done.json",
-        task=True, method=True)
-    add("evaluate", cmd_evaluate, "evaluate, count FLOPs, time, write records", task=True, method=True)
+        task=True, method=True, seed=True)
+    add("evaluate", cmd_evaluate, "evaluate, count FLOPs, time, write records", task=True, method=True, seed=True)
     add("lengths", cmd_lengths, "write a task's token-length record", task=True)
     add("selection-cost", cmd_selection_cost, "benchmark top-k vs threshold token selection (LTP Fig. A.1)")
     add("report", cmd_report, "summary, tables and figures from existing records")

@@ -8,7 +8,10 @@ share their common settings instead of copying them. Overrides are
 schema asks for a number or a boolean are read as one (`snakemake --config`
 passes nested values as strings). The data directory comes from the config's
 `data_dir`, else from `$HARNESS_DATA_DIR`. A claims experiment may name its list of
-claims by file (`claims: claims/papers.yaml`, under config/). The config hash (SHA-256 of the
+claims by file (`claims: claims/papers.yaml`, under config/). Two seeds: `split_seed`
+(splits, caps, bootstrap resamples) and `seeds` (a list of training seeds, each
+its own train and evaluate jobs); the deprecated `seed: N` is read as
+`split_seed: N, seeds: [N]`. The config hash (SHA-256 of the
 canonical JSON of the resolved config) goes into every result record.
 """
 from __future__ import annotations
@@ -116,6 +119,12 @@ def _coerce(value, schema: dict):
         if (parsed is None and "null" in types) or isinstance(parsed, (bool, int, float)):
             return parsed
         return value
+    if isinstance(value, str) and "array" in types and "string" not in types:  # `seeds="[0,1]"`
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        value = parsed if isinstance(parsed, list) else value
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_coerce(v, schema["items"]) for v in value]
     if isinstance(value, dict):
@@ -152,6 +161,22 @@ def _include_claims(cfg: dict) -> dict:
     return cfg
 
 
+def _desugar_seed(cfg: dict) -> None:
+    """The old single `seed: N` (before `split_seed` and `seeds`) read as
+    `split_seed: N, seeds: [N]`: the data, caps and training it always meant.
+    Refused beside either new key, where it would be ambiguous."""
+    if "seed" not in cfg:
+        return
+    clash = [k for k in ("split_seed", "seeds") if k in cfg]
+    if clash:
+        raise HarnessError(
+            f"the config gives the deprecated `seed` ({cfg['seed']}) and {' and '.join(clash)}",
+            "drop `seed`: `split_seed` sets the splits and caps, `seeds` (a list) the training runs",
+        )
+    n = cfg.pop("seed")
+    cfg["split_seed"], cfg["seeds"] = n, [n]
+
+
 def validate(cfg: dict) -> dict:
     """Validate against the schema, fill defaults and resolve the data dir."""
     import jsonschema
@@ -167,6 +192,7 @@ def validate(cfg: dict) -> dict:
             f"edit config/{cfg.get('profile', '<profile>')}.yaml or the override for {where}"
             " (config/schema.yaml lists what is allowed)",
         )
+    _desugar_seed(cfg)
     _fill_defaults(schema, cfg)
     if not cfg.get("data_dir"):
         cfg["data_dir"] = os.environ.get("HARNESS_DATA_DIR") or None

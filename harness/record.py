@@ -15,9 +15,12 @@ parameters kept, sparsity, heads / FFN dims / hidden dims per layer);
 per timed batch size, `policy_time_share` (the share of the point's forward
 time spent in the policy's modules); 5 = `metrics_interval` ({metric: [low, high]}, a
 bootstrap over the eval examples, or questions for span tasks: `harness.measure.bootstrap`;
-`provenance.bootstrap` says the resamples, confidence, seed and method). A version-4 record is
+`provenance.bootstrap` says the resamples, confidence, seed and method); 6 = `split_seed` (the
+data: splits, caps, bootstrap) beside `seed`, now the training seed alone (one of the config's
+`seeds`; records of several training seeds share their eval examples). A version-4 record is
 still read: `check_record` computes its interval from its own per-example predictions and labels
-with the default bootstrap (and says so in `provenance.bootstrap`).
+with the default bootstrap (and says so in `provenance.bootstrap`). A version-4 or -5 record's one
+`seed` set both, so it is read as `split_seed` = `seed`.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
 
 
@@ -56,7 +59,8 @@ class ResultRecord:
     task: str
     protocol: str
     backbone: str
-    seed: int
+    split_seed: int  # splits, caps' subsamples and bootstrap resamples (the config's split_seed)
+    seed: int  # the training seed: initialisation, data order, dropout (one of the config's seeds)
     # data
     n_eval: int
     n_validation: int
@@ -124,6 +128,9 @@ def check_record(data: Any, path: str | Path) -> dict:
     if version == 4 and isinstance(data.get("per_example"), dict) and "metrics_interval" not in data:
         data = _from_version_4(data, path)
         version = data["schema_version"]
+    if version == 5 and isinstance(data.get("seed"), int):
+        data = _from_version_5(data)
+        version = data["schema_version"]
     if version != SCHEMA_VERSION:
         raise HarnessError(
             f"result record {path} has schema version {version}; this harness reads version {SCHEMA_VERSION}",
@@ -159,7 +166,7 @@ def check_record(data: Any, path: str | Path) -> dict:
 
 
 def _from_version_4(data: dict, path) -> dict:
-    """A version-4 record read as version 5: the bootstrap interval computed now
+    """A version-4 record read as version 5 (then 6): the bootstrap interval computed now
     from the record's own per-example predictions and labels (default settings)."""
     from harness.measure.bootstrap import BootstrapSpec, metric_interval
 
@@ -172,4 +179,15 @@ def _from_version_4(data: dict, path) -> dict:
     prov = dict(data.get("provenance") or {})
     prov["bootstrap"] = {**spec.to_dict(), "computed": "when read (a schema-version-4 record)"}
     return {**data, "metrics_interval": {k: list(v) for k, v in interval.items()}, "provenance": prov,
-            "schema_version": SCHEMA_VERSION}
+            "schema_version": 5}
+
+
+def _from_version_5(data: dict) -> dict:
+    """A version-5 record read as version 6: its one `seed` set the splits as well as the training."""
+    out = {}
+    for key, value in data.items():  # split_seed goes where version 6 writes it, before seed
+        if key == "seed":
+            out["split_seed"] = data.get("split_seed", value)
+        if key != "split_seed":
+            out[key] = value
+    return {**out, "schema_version": SCHEMA_VERSION}

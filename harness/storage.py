@@ -1,9 +1,11 @@
 """Files on disk: where results live, and atomic writes.
 
-One JSON record per (method, operating point, task, protocol) at
-`<results_dir>/records/<task>/<method>/<op>/<protocol>.json`, plus one
-manifest per (task, method) at `<results_dir>/manifests/<task>/<method>.json`
-listing them, written last (the workflow's evaluate output). Every write goes
+One JSON record per (method, operating point, task, protocol, training seed) at
+`<results_dir>/records/<task>/<method>/seed<s>/<op>/<protocol>.json`, plus one
+manifest per (task, method, seed) at `<results_dir>/manifests/<task>/<method>/seed<s>.json`
+listing them, written last (the workflow's evaluate output). Models live in
+`<work_dir>/models/<task>/<method>/seed<s>/` (`seed_dir`): jobs of different
+training seeds share no file. Every write goes
 to a temporary file in the same folder and is renamed into place, and a job
 writes nothing until all its records are computed, so a failure leaves no
 partial result files. Report writers (tables, figures) use the same helpers.
@@ -35,12 +37,17 @@ def safe_name(name: str) -> str:
     return name
 
 
-def record_path(results_dir: str | Path, task: str, method: str, op: str, protocol: str) -> Path:
-    return Path(results_dir) / "records" / task / method / safe_name(op) / f"{protocol}.json"
+def seed_dir(seed: int) -> str:
+    """The path segment of one training seed: `seed0`, `seed1`, ..."""
+    return f"seed{int(seed)}"
 
 
-def manifest_path(results_dir: str | Path, task: str, method: str) -> Path:
-    return Path(results_dir) / "manifests" / task / f"{method}.json"
+def record_path(results_dir: str | Path, task: str, method: str, op: str, protocol: str, seed: int = 0) -> Path:
+    return Path(results_dir) / "records" / task / method / seed_dir(seed) / safe_name(op) / f"{protocol}.json"
+
+
+def manifest_path(results_dir: str | Path, task: str, method: str, seed: int = 0) -> Path:
+    return Path(results_dir) / "manifests" / task / method / f"{seed_dir(seed)}.json"
 
 
 def lengths_path(results_dir: str | Path, task: str) -> Path:

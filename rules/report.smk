@@ -1,4 +1,4 @@
-# Tables and figures from the records alone, each a declared output in the HTML
+# Tables and figures from the records alone (of every training seed: plan.all_manifests), each a declared output in the HTML
 # report (`snakemake --report report.html`); `figures` rebuilds them on demand.
 
 

@@ -25,7 +25,7 @@ def record(task: str, method: str, op: str, protocol: str, *, metric: str = "acc
            validation_metrics: dict, flops: float, baseline_flops: float, n_eval: int = 4, knobs: dict | None = None,
            wall: dict | None = None, per_example: dict | None = None, latency_ms: float | None = None,
            throughput: float | None = None, batch_size: int = 32, provenance: dict | None = None,
-           sparsity: float = 0.0, metrics_interval: dict | None = None) -> dict:
+           sparsity: float = 0.0, metrics_interval: dict | None = None, seed: int = 0) -> dict:
     """A complete, valid record; `per_example` defaults to `n_eval` trivial rows;
     `metrics_interval` to +-0.02 around each metric (None stays None)."""
     n = n_eval
@@ -37,7 +37,7 @@ def record(task: str, method: str, op: str, protocol: str, *, metric: str = "acc
     per = {k: (v if k == "tokens_per_layer" else np.asarray(v).tolist()) for k, v in per.items()}
     return ResultRecord(
         method=method, base_method=method, method_config={}, operating_point=op, knobs=knobs or {}, task=task,
-        protocol=protocol, backbone="bert-base-uncased", seed=0, n_eval=n, n_validation=n, n_train=10 * n,
+        protocol=protocol, backbone="bert-base-uncased", split_seed=0, seed=seed, n_eval=n, n_validation=n, n_train=10 * n,
         caps={}, data_source="glue", split_note="GLUE dev as eval; 10% of train as validation",
         metric=metric, metrics=metrics, validation_metrics=validation_metrics,
         flops_per_example=flops, macs_per_example=flops / 2, baseline_flops_per_example=baseline_flops,

@@ -275,7 +275,7 @@ def test_a_schema_version_4_record_is_read_with_its_interval_computed(tmp_path):
     p, q, y = _pair(tmp_path)
     path = next((tmp_path / "records" / "mr" / "ltp").rglob("*.json"))
     old = json.loads(path.read_text())
-    del old["metrics_interval"]
+    del old["metrics_interval"], old["split_seed"]
     old["schema_version"] = 4
     path.write_text(json.dumps(old))
     df = load_records(tmp_path).set_index("method")

@@ -37,11 +37,15 @@ Choices:
   metrics are the means over the resampled questions of their group.
 * Deterministic: resample indices come from `numpy.random.default_rng(seed)`,
   so the same seed and the same number of examples draw the same indices in
-  every call (every metric of a record, and both sides of a comparison).
+  every call (every metric of a record, and both sides of a comparison). The
+  seed is the config's `split_seed`, never the training seed: records of
+  every training seed (same split_seed, same eval examples) draw the same
+  resamples, so their intervals and paired comparisons across training seeds
+  compare like with like.
 
 Only eval-sampling noise is in these intervals, not training noise: a second
 training seed gives another model on the same examples. **Combining with
-several training seeds** (a later `seeds` setting): for S seeds of the same
+several training seeds** (the config's `seeds`): for S seeds of the same
 method on the same eval examples, pass each seed's predictions as one record
 to `paired_statistic` with `combine` the mean over seeds (for a comparison,
 the mean over seeds of a's metric minus the mean over seeds of b's); every
@@ -86,7 +90,7 @@ class BootstrapSpec:
         ev = cfg.get("eval") or {}
         return cls(resamples=int(ev.get("bootstrap_resamples", DEFAULT_RESAMPLES)),
                    confidence=float(ev.get("bootstrap_confidence", DEFAULT_CONFIDENCE)),
-                   seed=int(cfg.get("seed", 0)))
+                   seed=int(cfg.get("split_seed", cfg.get("seed", 0))))
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> "BootstrapSpec":

@@ -82,6 +82,7 @@ def provenance(cfg: dict, threads: int | None = None) -> dict:
         "threads": threads if threads is not None else torch.get_num_threads(),
         "config_hash": config_hash(cfg),
         "profile": cfg.get("profile"),
-        "seed": cfg.get("seed"),
+        "split_seed": cfg.get("split_seed"),
+        "seeds": cfg.get("seeds"),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

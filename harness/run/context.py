@@ -1,7 +1,8 @@
 """Everything a method plugin needs for one (task, method) job: the toolkit.
 
-Data (with the config's caps applied by a seeded subsample), tokenized
-splits, the length-filtered training split, the backbone, the method's typed
+Data (split and capped by the config's `split_seed`: the same examples for
+every training seed), the job's training seed (`seed`, one of the config's
+`seeds`: initialisation, data order, dropout), tokenized splits, the length-filtered training split, the backbone, the method's typed
 settings, the fine-tuning loop, and atomic stores for models and a method's
 own files (points manifests, search results). A plugin touches the workflow
 only through this object.
@@ -28,7 +29,7 @@ from harness.measure.metrics import primary
 from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
 from harness.model.policy import Policy
 from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
-from harness.storage import atomic_output, read_json, write_json
+from harness.storage import atomic_output, read_json, seed_dir, write_json
 from harness.run.finetune import TrainConfig, finetune
 from harness.run.inference import evaluate
 from harness.run.plan import base_method, method_values, plugin_for
@@ -38,11 +39,19 @@ _CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_exampl
 
 
 class RunContext:
-    def __init__(self, cfg: dict, task: str, method: str):
+    def __init__(self, cfg: dict, task: str, method: str, seed: int | None = None):
         self.cfg = cfg
         self.task: TaskSpec = get_task(task)
         self.method = method
-        self.seed: int = cfg["seed"]
+        # the data: splits and caps (and the bootstrap, harness.measure.bootstrap), whatever the training seed
+        self.split_seed: int = int(cfg["split_seed"])
+        seeds = [int(s) for s in cfg["seeds"]]
+        # the training seed: initialisation, data order, dropout; its models live in their own folders
+        self.seed: int = seeds[0] if seed is None else int(seed)
+        if self.seed not in seeds:
+            raise HarnessError(f"training seed {self.seed} is not one of the config's seeds {seeds}",
+                               f"add it to the config's seeds (e.g. --config seeds='{sorted(seeds + [self.seed])}')"
+                               " or pass one of them")
         # checked where a model is built or loaded (`model_device`), not here: jobs that only
         # read data or JSON (lengths, gather_points) run on machines without a GPU
         self.device: str = cfg.get("device", "cpu")
@@ -55,16 +64,16 @@ class RunContext:
         return load_task(
             self.task.name,
             self.cfg.get("data_dir"),
-            seed=self.seed,
+            seed=self.split_seed,
             validation_fraction=self.cfg["train"].get("validation_fraction", 0.1),
             allow_hub=self.cfg.get("allow_hub", False),
         )
 
     @cached_property
     def data(self) -> TaskData:
-        """The splits with the config's caps applied (seeded subsamples)."""
+        """The splits with the config's caps applied (subsamples seeded by split_seed)."""
         raw, caps = self.full_data, self.caps
-        capped = {s: cap(getattr(raw, s), caps[s], self.seed + i) for i, s in enumerate(SPLITS)}
+        capped = {s: cap(getattr(raw, s), caps[s], self.split_seed + i) for i, s in enumerate(SPLITS)}
         return dataclasses.replace(raw, **capped)
 
     @property
@@ -256,18 +265,18 @@ class RunContext:
     def resume_key(self) -> str:
         """A hash of the job's config (but for the checkpoint interval): a resume
         file written under other settings (a method's, the data caps, the
-        backbone) never counts."""
+        backbone, the training seed) never counts."""
         from harness.config import config_hash
 
         cfg = copy.deepcopy(self.cfg)
         for k in ("checkpoint_minutes", "checkpoint_every_steps"):
             cfg.get("train", {}).pop(k, None)
-        return f"{self.task.name}/{self.method}/{config_hash(cfg)}"
+        return f"{self.task.name}/{self.method}/{seed_dir(self.seed)}/{config_hash(cfg)}"
 
     @property
     def resume_dir(self) -> Path:
-        """Resume files of this job's fine-tuning calls: `<work_dir>/resume/<task>/<method>`."""
-        return self.work_dir / "resume" / self.task.name / self.method
+        """Resume files of this job's fine-tuning calls: `<work_dir>/resume/<task>/<method>/seed<s>`."""
+        return self.work_dir / "resume" / self.task.name / self.method / seed_dir(self.seed)
 
     def resume_file(self, desc: str) -> Path:
         """The next finetune call's resume file: its number within the job
@@ -317,7 +326,9 @@ class RunContext:
                        "seconds": round(time.time() - t0, 2)}
 
     def model_dir(self, method: str | None = None) -> Path:
-        return self.work_dir / "models" / self.task.name / (method or self.method)
+        """This job's model folder, or `method`'s (one it starts from) of the same
+        training seed: `<work_dir>/models/<task>/<method>/seed<s>`."""
+        return self.work_dir / "models" / self.task.name / (method or self.method) / seed_dir(self.seed)
 
     def save_model(self, model, name: str = "model.pt") -> Path:
         """Save atomically into this job's model folder."""

@@ -51,18 +51,20 @@ def lengths_job(cfg: dict, task: str) -> Path:
     return write_json(lengths_path(cfg["results_dir"], task), record)
 
 
-def train_job(cfg: dict, task: str, method: str) -> Path:
-    ctx = RunContext(cfg, task, method)
+def train_job(cfg: dict, task: str, method: str, seed: int | None = None) -> Path:
+    """Train `method` on `task` with training seed `seed` (None: the config's first)."""
+    ctx = RunContext(cfg, task, method, seed)
     seed_everything(ctx.seed)
     start = time.time()
     excluded = ctx.plugin.exclusion(ctx.task)
     if excluded:
-        return write_json(ctx.model_dir() / "done.json", {"task": task, "method": method, "excluded": excluded,
-                                                          "provenance": provenance(cfg)})
+        return write_json(ctx.model_dir() / "done.json", {"task": task, "method": method, "seed": ctx.seed,
+                                                          "excluded": excluded, "provenance": provenance(cfg)})
     log = ctx.plugin.train(ctx) or {}
     done = {
         "task": task,
         "method": method,
+        "seed": ctx.seed,
         "train_seconds": time.time() - start,
         "log": log,
         "n_train": len(ctx.data.train),
@@ -74,29 +76,29 @@ def train_job(cfg: dict, task: str, method: str) -> Path:
     return path
 
 
-def train_point_job(cfg: dict, task: str, method: str, point: str) -> Path:
+def train_point_job(cfg: dict, task: str, method: str, point: str, seed: int | None = None) -> Path:
     """One of the points a method trains independently (`harness.run.points`)."""
-    ctx = RunContext(cfg, task, method)
+    ctx = RunContext(cfg, task, method, seed)
     path = point_job(ctx, point)
     ctx.clear_resume()
     return path
 
 
-def gather_points_job(cfg: dict, task: str, method: str) -> Path:
-    """A pointwise method's `done.json` from its point jobs' results (or, where
-    the method cannot serve the task, the reason)."""
+def gather_points_job(cfg: dict, task: str, method: str, seed: int | None = None) -> Path:
+    """A pointwise method's `done.json` from its point jobs' results of one
+    training seed (or, where the method cannot serve the task, the reason)."""
     from harness.run.plan import done_path, point_names
 
-    ctx = RunContext(cfg, task, method)
+    ctx = RunContext(cfg, task, method, seed)
     excluded = ctx.plugin.exclusion(ctx.task)
     if excluded:
-        return write_json(ctx.model_dir() / "done.json", {"task": task, "method": method, "excluded": excluded,
-                                                          "provenance": provenance(cfg)})
+        return write_json(ctx.model_dir() / "done.json", {"task": task, "method": method, "seed": ctx.seed,
+                                                          "excluded": excluded, "provenance": provenance(cfg)})
     names = point_names(cfg, task, method)
     if not names:
         raise HarnessError(f"{method} trains in one job on {task}, not point by point",
                            f"run `python -m harness train --task {task} --method {method}`")
-    return gather_job(cfg, task, method, names, done_path(cfg, task, method).parent)
+    return gather_job(cfg, task, method, names, done_path(cfg, task, method, ctx.seed).parent)
 
 
 @contextmanager
@@ -169,14 +171,18 @@ def peak_gpu_memory(device: str) -> int | None:
     return torch.cuda.max_memory_allocated() if str(device).startswith("cuda") else None
 
 
-def evaluate_job(cfg: dict, task: str, method: str) -> Path:
+def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> Path:
+    """Records of `method`'s points trained with training seed `seed` (None:
+    the config's first), on the eval split of `split_seed` (the same examples
+    for every training seed), and their manifest."""
     steady = steady_allocator()  # before any model is loaded: timings must not depend on what ran before
-    ctx = RunContext(cfg, task, method)
+    ctx = RunContext(cfg, task, method, seed)
     seed_everything(ctx.seed)
     excluded = ctx.plugin.exclusion(ctx.task)
     if excluded:  # the method cannot serve this task: say why, in the results, instead of failing
-        return write_json(manifest_path(cfg["results_dir"], task, method),
-                          {"task": task, "method": method, "records": [], "summary": [], "excluded": excluded})
+        return write_json(manifest_path(cfg["results_dir"], task, method, ctx.seed),
+                          {"task": task, "method": method, "seed": ctx.seed, "records": [], "summary": [],
+                           "excluded": excluded})
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
     timed = cfg["timing"].get("protocols", cfg["eval"]["protocols"])
     prov = provenance(cfg, cfg["timing"]["threads"])
@@ -207,7 +213,7 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
             f"check the settings of {method} (its knob lists may be empty)",
         )
     paths = [
-        write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol), r.to_dict())
+        write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol, ctx.seed), r.to_dict())
         for r in records
     ]
     summary = [
@@ -215,8 +221,8 @@ def evaluate_job(cfg: dict, task: str, method: str) -> Path:
         for r in records
     ]
     return write_json(
-        manifest_path(cfg["results_dir"], task, method),
-        {"task": task, "method": method, "records": [str(p) for p in paths], "summary": summary},
+        manifest_path(cfg["results_dir"], task, method, ctx.seed),
+        {"task": task, "method": method, "seed": ctx.seed, "records": [str(p) for p in paths], "summary": summary},
     )
 
 

@@ -1,7 +1,10 @@
 """What the workflow runs for a config: tasks, methods, jobs and their files.
 
 Shared by the Snakefile and the CLI so `python -m harness` lists exactly what
-`snakemake` would run.
+`snakemake` would run. Every model, point, record and manifest path carries
+the training seed (`seed<s>`, one of the config's `seeds`); a method that
+starts from another (`requirements`) starts from that method's model of the
+same seed.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from harness.data.sources import available_locally
 from harness.errors import HarnessError
 from harness.plugin.registry import get_method, method_names
 from harness.plugin.settings import parse_settings
-from harness.storage import lengths_path, manifest_path
+from harness.storage import lengths_path, manifest_path, seed_dir
 from harness.data.tasks import get_task, task_names
 
 
@@ -136,8 +139,15 @@ def write_resolved_config(cfg: dict) -> str:
     return str(path)
 
 
-def done_path(cfg: dict, task: str, method: str) -> Path:
-    return Path(cfg["work_dir"]) / "models" / task / method / "done.json"
+def seeds(cfg: dict) -> list[int]:
+    """The training seeds: every train and evaluate job runs once per seed."""
+    return [int(s) for s in cfg["seeds"]]
+
+
+def done_path(cfg: dict, task: str, method: str, seed: int) -> Path:
+    """A trained method's marker, in its seed's model folder
+    (`<work_dir>/models/<task>/<method>/seed<s>/done.json`)."""
+    return Path(cfg["work_dir"]) / "models" / task / method / seed_dir(seed) / "done.json"
 
 
 def point_names(cfg: dict, task: str, method: str) -> list[str]:
@@ -161,19 +171,20 @@ def any_of(names) -> str:
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
-def point_files(cfg: dict, task: str, method: str) -> list[str]:
+def point_files(cfg: dict, task: str, method: str, seed: int) -> list[str]:
     from harness.run.points import point_file
 
-    return [str(point_file(done_path(cfg, task, method).parent, n)) for n in point_names(cfg, task, method)]
+    return [str(point_file(done_path(cfg, task, method, seed).parent, n)) for n in point_names(cfg, task, method)]
 
 
-def required_models(cfg: dict, task: str, method: str) -> list[str]:
-    return [str(done_path(cfg, task, r)) for r in requirements(cfg, method)]
+def required_models(cfg: dict, task: str, method: str, seed: int) -> list[str]:
+    """The models `method` starts from, trained with the same seed."""
+    return [str(done_path(cfg, task, r, seed)) for r in requirements(cfg, method)]
 
 
-def evaluate_inputs(cfg: dict, task: str, method: str) -> list[str]:
-    """A point's model, and the dense model it is timed side by side with."""
-    return list(dict.fromkeys([str(done_path(cfg, task, method)), str(done_path(cfg, task, "dense"))]))
+def evaluate_inputs(cfg: dict, task: str, method: str, seed: int) -> list[str]:
+    """A point's model, and the dense model (same seed) it is timed side by side with."""
+    return list(dict.fromkeys([str(done_path(cfg, task, method, seed)), str(done_path(cfg, task, "dense", seed))]))
 
 
 def runs_on(cfg: dict, task: str, method: str) -> bool:
@@ -202,11 +213,13 @@ def check_task_methods(cfg: dict, tasks: list[str], methods: list[str]) -> None:
 
 
 def all_manifests(cfg: dict) -> list[str]:
+    """Every evaluate job's manifest: each task, method it runs and training seed."""
     return [
-        str(manifest_path(cfg["results_dir"], t, m))
+        str(manifest_path(cfg["results_dir"], t, m, s))
         for t in resolve_tasks(cfg)
         for m in resolve_methods(cfg)
         if runs_on(cfg, t, m)
+        for s in seeds(cfg)
     ]
 
 

@@ -3,8 +3,9 @@
 A plugin whose points are trained independently (one model per lambda, per
 sparsity, per alpha) names them in `train_points(settings, task)` and trains
 one in `train_point(ctx, name, knob)`. The workflow then runs one `train_point`
-job per name, each in its own process from `seed_everything(seed)` (so a point
-depends on the seed alone, never on which points ran before it or where), and
+job per name and training seed, each in its own process from
+`seed_everything(seed)` (so a point depends on the seed alone, never on which
+points ran before it or where), and
 a `gather_points` step that joins their results into the method's
 `points.json` (read by `operating_points`) and `done.json` (what evaluate waits
 for). Gathering reads only the point files: it loads no data and no model.
@@ -31,7 +32,7 @@ POINTS_MANIFEST = "points.json"
 
 
 def seed_everything(seed: int) -> None:
-    """Python, NumPy and torch generators from the config seed: a job then
+    """Python, NumPy and torch generators from the job's training seed: a job then
     creates and trains everything (e.g. exit heads made before the fine-tuning
     loop seeds itself) the same way in every process; torch otherwise starts
     each process from a random seed."""
@@ -69,6 +70,7 @@ def train_one(ctx, name: str) -> dict:
     return {
         "task": ctx.task.name,
         "method": ctx.method,
+        "seed": ctx.seed,
         "point": name,
         "entries": list(entries),
         "log": log,
@@ -108,7 +110,8 @@ def gather_job(cfg: dict, task: str, method: str, names: list[str], model_dir: P
     manifest, log = gather(results)
     write_json(Path(model_dir) / POINTS_MANIFEST, manifest)
     return write_json(Path(model_dir) / "done.json", {
-        "task": task, "method": method, "train_seconds": round(sum(r["seconds"] for r in results), 2),
+        "task": task, "method": method, "seed": results[0].get("seed"),
+        "train_seconds": round(sum(r["seconds"] for r in results), 2),
         "trained_as": "one job per point", "log": log,
         "n_train": results[0]["n_train"], "n_validation": results[0]["n_validation"],
         "provenance": provenance(cfg),

@@ -35,6 +35,7 @@ def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
         "task": ctx.task.name,
         "protocol": protocol,
         "backbone": ctx.cfg["backbone"]["name"],
+        "split_seed": ctx.split_seed,
         "seed": ctx.seed,
         "n_eval": ctx.n_examples("eval"),
         "n_validation": ctx.n_examples("validation"),
