@@ -218,12 +218,12 @@ def test_task_methods_run_each_task_with_only_the_methods_its_claims_read():
     from harness.run.plan import all_manifests, check_task_methods, resolve_methods, runs_on
 
     cfg = load_config("smoke", ["tasks=[mr, sst2]", "task_methods={sst2: [infor_coef]}"])
-    runs = {tuple(p.split("/")[-2:]) for p in all_manifests(cfg)}
+    runs = {tuple(p.split("/")[-3:-1]) for p in all_manifests(cfg)}  # manifests/<task>/<method>/seed<s>.json
     # on sst2 only infor_coef, with dense and cofi (it starts from CoFi); on mr every method
-    assert {m[:-5] for t, m in runs if t == "sst2"} == {"dense", "cofi", "infor_coef"}
+    assert {m for t, m in runs if t == "sst2"} == {"dense", "cofi", "infor_coef"}
     everywhere = {**cfg, "task_methods": {}}
-    assert {m[:-5] for t, m in runs if t == "mr"} == {m for m in resolve_methods(cfg) if runs_on(everywhere, "mr", m)}
-    assert "ltp" in {m[:-5] for t, m in runs if t == "mr"}
+    assert {m for t, m in runs if t == "mr"} == {m for m in resolve_methods(cfg) if runs_on(everywhere, "mr", m)}
+    assert "ltp" in {m for t, m in runs if t == "mr"}
     with pytest.raises(HarnessError, match="task_methods names 'qnli', which this profile does not run"):
         check_task_methods({**cfg, "task_methods": {"qnli": ["ltp"]}}, ["mr", "sst2"], resolve_methods(cfg))
     with pytest.raises(HarnessError, match=r"task_methods.sst2 names \['ltpp'\]"):

@@ -15,6 +15,7 @@ from harness.errors import HarnessError
 from harness.model.skim import SkimStep
 from harness.plugin.registry import get_method
 from harness.run.plan import required_models, resolve_methods
+from harness.storage import write_json
 from methods.infor_coef import InforCoefPolicy, computing_layers, kept_norm, negative_entropy
 
 from .conftest import random_batch
@@ -84,7 +85,7 @@ def test_dynamic_only_starts_from_dense_and_needs_no_cofi(tmp_path):
     cfg = load_config("smoke", [f"work_dir={tmp_path}/w", "methods=[dyn]", "data_dir=",
                                 "variants={dyn: {method: infor_coef, config: {static: none}}}"])
     assert resolve_methods(cfg) == ["dense", "dyn"]
-    assert [p.split("/")[-2] for p in required_models(cfg, "mr", "dyn")] == ["dense"]
+    assert [p.split("/")[-3] for p in required_models(cfg, "mr", "dyn", 0)] == ["dense"]
     cfg = load_config("smoke", [f"work_dir={tmp_path}/w", "methods=[infor_coef]", "data_dir="])
     assert resolve_methods(cfg) == ["dense", "cofi", "infor_coef"]
 
@@ -99,7 +100,7 @@ def test_a_sparsity_cofi_does_not_train_is_one_clear_error(smoke_context, tmp_pa
     assert "methods_config.cofi.sparsities" in err.value.fix
     # and at train time, when the cofi models on disk came from another config
     ctx = smoke_context("infor_coef", ["methods_config.infor_coef={sparsities: [0.7]}"])
-    ctx.write_json("../cofi/points.json", [{"name": "sparsity=0.6", "target_sparsity": 0.6, "file": "x.pt",
+    write_json(ctx.model_dir("cofi") / "points.json", [{"name": "sparsity=0.6", "target_sparsity": 0.6, "file": "x.pt",
                                             "achieved_sparsity": 0.6}])
     with pytest.raises(HarnessError) as err:
         get_method("infor_coef").train(ctx)

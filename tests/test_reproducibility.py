@@ -44,7 +44,7 @@ def _run(root, scramble: int) -> dict:
         train_job(cfg, "mr", method)
         evaluate_job(cfg, "mr", method)
         models = {p.name: torch.load(p, weights_only=False).state_dict()
-                  for p in sorted((root / "w" / "models" / "mr" / method).glob("*.pt"))}
+                  for p in sorted((root / "w" / "models" / "mr" / method / "seed0").glob("*.pt"))}
         records = {}
         for p in sorted((root / "r" / "records" / "mr" / method).rglob("*.json")):
             rec = json.loads(p.read_text())

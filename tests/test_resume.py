@@ -239,7 +239,7 @@ def test_run_context_gives_each_call_its_file_and_clears_them(tmp_path, monkeypa
     ctx.finetune(None, cfg=_cfg(), desc="mr/x soft a=0.5")
     ctx.finetune(None, cfg=_cfg(), desc="mr/x soft a=0.5")
     assert [p.name for p in seen] == ["00-mr_dense.pt", "01-mr_x_soft_a=0.5.pt", "02-mr_x_soft_a=0.5.pt"]
-    assert all(p.parent == tmp_path / "w" / "resume" / "mr" / "dense" for p in seen)
+    assert all(p.parent == tmp_path / "w" / "resume" / "mr" / "dense" / "seed0" for p in seen)
     for p in seen[:2]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
@@ -276,7 +276,7 @@ def test_retried_cofi_point_job_skips_its_pruning_and_resumes_its_finetuning(tmp
     def cfg_in(root):
         cfg = load_config("smoke", [f"results_dir={root}/r", f"work_dir={root}/w", "data_dir=",
                                     "train.checkpoint_every_steps=1"])
-        shutil.copytree(_smoke_dense_dir, root / "w" / "models" / "mr" / "dense", dirs_exist_ok=True)
+        shutil.copytree(_smoke_dense_dir, root / "w" / "models" / "mr" / "dense" / "seed0", dirs_exist_ok=True)
         return cfg
 
     point = "sparsity=0.5"
@@ -298,7 +298,7 @@ def test_retried_cofi_point_job_skips_its_pruning_and_resumes_its_finetuning(tmp
     calls["n"], calls["limit"] = 0, total - 2  # killed two steps before the end: in the fine-tuning stage
     with pytest.raises(Killed):
         train_point_job(cfg, "mr", "cofi", point)
-    resume = tmp_path / "b" / "w" / "resume" / "mr" / "cofi"
+    resume = tmp_path / "b" / "w" / "resume" / "mr" / "cofi" / "seed0"
     states = {p.name: torch.load(p, weights_only=True) for p in resume.iterdir()}
     assert [s["done"] for _, s in sorted(states.items())] == [True, False]  # prune done, finetune under way
 

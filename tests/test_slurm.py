@@ -112,7 +112,7 @@ def test_smoke_workflow_on_slurm_survives_scancel_and_equals_local_run(cluster, 
     assert f"SLURM-job '{killed}' failed, SLURM status is: 'CANCELLED'" in _tail(out, 0), _tail(out, 0)
     results = out / "results"
     task, method = "mr", KILLED[1]
-    assert not (results / "manifests" / task / f"{method}.json").exists()
+    assert not (results / "manifests" / task / method / "seed0.json").exists()
     assert not list((results / "records" / task / method).rglob("*.json")), "a killed job left records"
     # what had finished: at least the train jobs the killed evaluate job waited for (dense, and the
     # method's points, each its own SLURM job, joined by a local gather)
@@ -126,7 +126,7 @@ def test_smoke_workflow_on_slurm_survives_scancel_and_equals_local_run(cluster, 
     rc = _wait(_popen(out, cluster, retries=2), out, 2)
     assert rc == 0, _tail(out, 2)
     wall = time.monotonic() - began
-    assert (results / "manifests" / task / f"{method}.json").exists()
+    assert (results / "manifests" / task / method / "seed0.json").exists()
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "the resume reran finished jobs"
     logs = [(out / f"snakemake_retries{r}.log").read_text() for r in (0, 2)]
     submitted = [text.count(" has been submitted") for text in logs]
