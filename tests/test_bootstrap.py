@@ -217,7 +217,7 @@ def test_a_record_built_by_the_smoke_path_has_metrics_interval(smoke_context):
             assert low <= rec["metrics"][name] <= high
         per = rec["per_example"]
         assert rec["metrics_interval"] == {k: list(v) for k, v in metric_interval(
-            "mr", per["prediction"], per["label"], BootstrapSpec(seed=ctx.cfg["seed"])).items()}
+            "mr", per["prediction"], per["label"], BootstrapSpec(seed=ctx.cfg["split_seed"])).items()}
         assert rec["provenance"]["bootstrap"]["resamples"] == 1000
         assert rec["provenance"]["bootstrap"]["confidence"] == 0.95
     df = load_records(ctx.cfg["results_dir"])

@@ -2,7 +2,9 @@
 
 `planned_outputs` says, from the config alone, which files the report writes
 (the workflow declares them as outputs and wraps them in Snakemake's
-`report()`); `build_report` writes exactly those. All records are read and
+`report()`); `build_report` writes exactly those. summary.csv lists every
+record (one row per training seed); the tables and figures read one row per
+point, the mean over the training seeds (`harness.report.seeds.over_seeds`). All records are read and
 checked before the first file is written, so a bad record fails the whole
 report without touching the output folders; each file is written atomically
 (temp file + os.replace) so an error mid-way never leaves a truncated file.
@@ -15,6 +17,7 @@ from pathlib import Path
 from harness.report.experiments import KINDS, figure_stems, planned, run_experiments, wanted_methods
 from harness.report.figures import length_histograms, tradeoff_curves
 from harness.report.load import load_length_records, load_records, write_summary_frame
+from harness.report.seeds import over_seeds
 from harness.report.tables import baseline_table, length_table, write_table
 from harness.storage import atomic_write_text
 
@@ -57,17 +60,18 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
     and every planned experiment; return the paths (see `planned_outputs`).
     Raises HarnessError (before writing anything) if records are missing or malformed."""
     results_dir, figures_dir = cfg["results_dir"], cfg["figures_dir"]
-    df = load_records(results_dir)
+    records = load_records(results_dir)  # one row per record: per training seed
+    df = over_seeds(records)  # one row per point: the mean over seeds (harness.report.seeds)
     lengths = load_length_records(results_dir)
     baseline = baseline_table(df)
     lengths_tab = length_table(lengths)
 
-    written = [write_summary_frame(df, Path(results_dir) / "summary.csv")]
+    written = [write_summary_frame(records, Path(results_dir) / "summary.csv")]
     written += write_table(baseline, results_dir, "baseline")
     written += write_table(lengths_tab, results_dir, "length_stats")
     written += length_histograms(lengths, figures_dir)
     for protocol in cfg["eval"]["protocols"]:
-        written += tradeoff_curves(df, figures_dir, protocol)
+        written += tradeoff_curves(df, figures_dir, protocol, per_seed=records)
     written += run_experiments(df, cfg.get("experiments"), methods, results_dir, figures_dir,
                                cfg["eval"]["protocols"])
     building = planned(cfg.get("experiments"), methods)

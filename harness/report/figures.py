@@ -127,11 +127,24 @@ def _select_methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str
     return [m for m in methods if m != DENSE_METHOD]
 
 
+SEED_ALPHA = 0.2  # each training seed's points behind the mean over seeds
+
+
+def _seed_points(per_seed: pd.DataFrame | None, protocol: str, task: str) -> pd.DataFrame | None:
+    """One task's per-seed records under `protocol` (relative FLOPs, metric %), or None
+    where there is at most one training seed (nothing to draw behind the mean)."""
+    if per_seed is None or "seed" not in per_seed.columns or per_seed["seed"].nunique() < 2:
+        return None
+    s = per_seed[(per_seed["protocol"] == protocol) & (per_seed["task"] == task)]
+    return s.assign(rel_flops=s["relative_flops"].astype(float), value_pct=s["primary_value"].astype(float) * 100.0)
+
+
 def tradeoff_curves(
     df: pd.DataFrame,
     figures_dir: str | os.PathLike[str],
     protocol: str,
     methods: Sequence[str] | None = None,
+    per_seed: pd.DataFrame | None = None,
 ) -> list[str]:
     """Per task: primary metric (%) vs relative FLOPs, one line per method
     through its Pareto-optimal points (the others as faint markers).
@@ -143,8 +156,12 @@ def tradeoff_curves(
     look from `harness.report.style` (a variant: its base method's hue, a
     hollow marker, a dashed line). Saved as tradeoff_<protocol>.{png,pdf}.
 
-    No error bars and no band around dense: relative FLOPs are analytic, and
-    records carry no interval on their metrics yet.
+    With several training seeds, `df` holds the means over seeds
+    (`harness.report.seeds.over_seeds`) and `per_seed` the records of each
+    seed (`load_records`): each seed's points are drawn faintly (alpha
+    `SEED_ALPHA`, small, no line) in the method's look behind the mean's curve,
+    and each seed's dense value as a faint line beside the mean's. Relative
+    FLOPs are analytic.
     """
     sub = df[df["protocol"] == protocol]
     if sub.empty:
@@ -173,10 +190,18 @@ def tradeoff_curves(
                 handles["dense − 1"] = ax.axhline(base - 1.0, color=DENSE_IDENTITY.color, lw=1.0, ls=":",
                                                   label="dense − 1")
                 ax.plot([1.0], [base], **DENSE_IDENTITY.line(ms=11, linestyle="none"))
+            seeds_t = _seed_points(per_seed, protocol, task)
+            if seeds_t is not None:
+                for _, d in seeds_t[seeds_t["method"] == DENSE_METHOD].iterrows():
+                    ax.axhline(d["value_pct"], color=DENSE_IDENTITY.color, lw=0.8, alpha=SEED_ALPHA)
             for method in chosen:
                 m = t[t["method"] == method].sort_values("rel_flops")
                 if m.empty:
                     continue
+                if seeds_t is not None:  # each seed's points, faint, behind the mean
+                    s = seeds_t[seeds_t["method"] == method]
+                    ax.plot(s["rel_flops"], s["value_pct"],
+                            **looks[method].line(ms=3, linestyle="none", alpha=SEED_ALPHA))
                 front = pareto_front(m["rel_flops"].to_numpy(), m["value_pct"].to_numpy())
                 look = looks[method]
                 ax.plot(m["rel_flops"], m["value_pct"], **look.line(ms=4, linestyle="none", alpha=0.4))

@@ -102,22 +102,24 @@ def load_records(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     survive (the rest is bulky and belongs in the record, not the summary).
     `record_path` says which file a row came from. Raises HarnessError when no
     records exist, a file is malformed, or two files claim the same
-    (task, method, operating_point, protocol).
+    (task, method, operating_point, protocol) and training seed. Records of
+    several training seeds give one row each (`seed`, `split_seed`);
+    `harness.report.seeds.over_seeds` folds them into one row per point.
     """
     records_dir = Path(results_dir) / "records"
     files = sorted(records_dir.rglob("*.json")) if records_dir.is_dir() else []
     if not files:
         raise HarnessError(
             f"no result records were found under {records_dir}",
-            "run the workflow first so it writes records/<task>/<method>/<op>/<protocol>.json",
+            "run the workflow first so it writes records/<task>/<method>/seed<s>/<op>/<protocol>.json",
         )
     rows = [_flatten_record(_read_json(f, "result record"), f) for f in files]
     df = pd.DataFrame(rows)
-    dup = df.duplicated(KEY_COLUMNS, keep=False)
+    dup = df.duplicated(KEY_COLUMNS + ["seed"], keep=False)
     if dup.any():
         clash = df.loc[dup, "record_path"].tolist()
         raise HarnessError(
-            f"several records share one (task, method, operating_point, protocol): {clash}",
+            f"several records share one (task, method, operating_point, protocol, seed): {clash}",
             "remove the stale copies so each run has exactly one record",
         )
     lead = [c for c in _LEAD_COLUMNS if c in df.columns]
@@ -131,10 +133,11 @@ def _natural_key(value: Any) -> tuple[Any, ...]:
 
 
 def sort_records(df: pd.DataFrame) -> pd.DataFrame:
-    """Order rows by task, method, operating_point (natural order), protocol."""
+    """Order rows by task, method, operating_point (natural order), protocol, seed."""
+    keys = KEY_COLUMNS + (["seed"] if "seed" in df.columns else [])
     order = sorted(
         range(len(df)),
-        key=lambda i: tuple(_natural_key(df.iloc[i][c]) for c in KEY_COLUMNS),
+        key=lambda i: tuple(_natural_key(df.iloc[i][c]) for c in keys),
     )
     return df.iloc[order].reset_index(drop=True)
 

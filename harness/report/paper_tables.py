@@ -16,7 +16,8 @@ import pandas as pd
 
 from harness.record import PROTOCOLS
 from harness.report.rules import dense_row, fastest_within, nearest_speedup, same_point
-from harness.report.tables import metric_x100, paired_note, vs_dense_columns
+from harness.report.seeds import SEED_NOTE, several_seeds
+from harness.report.tables import metric_x100, paired_note, seed_columns, vs_dense_columns
 
 SELECT_NOTE = (
     "Each method's point is the fewest-FLOPs point whose validation metric is within {tol} (absolute, "
@@ -36,7 +37,13 @@ def selected_points_table(
     df: pd.DataFrame, methods: list[str], tolerance: float = 0.01, protocols=PROTOCOLS, extra_metrics=()
 ) -> pd.DataFrame:
     """See the module doc; `extra_metrics` (e.g. SQuAD's exact_match) adds
-    the dense and the chosen point's eval value of each (x100) as columns."""
+    the dense and the chosen point's eval value of each (x100) as columns.
+    From an `over_seeds` frame with several training seeds, dense and value
+    are means over seeds, each followed by its t interval over seeds
+    (`dense_seed_low/high`, `value_seed_low/high`) and the seeds behind it
+    (`dense_n_seeds`, `n_seeds`); vs_dense's paired interval then compares the
+    seed means on the same resampled examples. One seed: no extra columns."""
+    several = several_seeds(df)
     rows = []
     for task in sorted(df["task"].unique()):
         base = dense_row(df, task, "none")
@@ -50,8 +57,10 @@ def selected_points_table(
                 "task": task,
                 "metric": base["metric"],
                 "dense": metric_x100(base["metric"], base["primary_value"]),
+                **(seed_columns(base, "dense") if several else {}),
                 "method": method,
                 "value": metric_x100(base["metric"], chosen["primary_value"]),
+                **(seed_columns(chosen, "value", base["metric"]) if several else {}),
                 **vs_dense_columns(chosen, base),
                 "operating_point": chosen["operating_point"],
                 "met": met,
@@ -69,8 +78,9 @@ def selected_points_table(
     out = pd.DataFrame(rows)
     bases = [r for r in (dense_row(df, t, "none") for t in sorted(df["task"].unique())) if r is not None]
     out.attrs["note"] = SELECT_NOTE.format(tol=tolerance) + (
-        " vs_dense = value - dense (points); [vs_dense_low, vs_dense_high] = its " + paired_note(bases))
-    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", **{c: ".2f" for c in out.columns if c.startswith("vs_")},
+        " vs_dense = value - dense (points); [vs_dense_low, vs_dense_high] = its " + paired_note(bases)) + (
+        " " + SEED_NOTE if several else "")
+    out.attrs["floatfmt"] = {"dense": ".2f", "value": ".2f", **{c: ".2f" for c in out.columns if "_seed_" in c}, **{c: ".2f" for c in out.columns if c.startswith("vs_")},
                              **{c: ".3f" for c in out.columns if "gflops" in c},
                              **{c: ".2f" for n in extra_metrics for c in (n, f"dense_{n}")},
                              **{c: ".2f" for c in out.columns if c.startswith("speedup")}}

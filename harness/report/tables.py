@@ -175,8 +175,13 @@ def baseline_table(df: pd.DataFrame) -> pd.DataFrame:
     (sequence, batch, none): gflops_<p> (flops_per_example / 1e9),
     latency_ms_<p> (median) and throughput_<p> (examples/s); NaN where a
     protocol was not run. The dense row is the reference every other method's
-    speed-up is measured against, so it is reported on its own.
+    speed-up is measured against, so it is reported on its own. From an
+    `over_seeds` frame with several training seeds, eval_value is the mean over
+    seeds, followed by eval_value_seed_low / _high (its t interval) and n_seeds.
     """
+    from harness.report.seeds import SEED_NOTE, several_seeds
+
+    several = several_seeds(df)
     dense = df[df["method"] == DENSE_METHOD]
     if dense.empty:
         raise HarnessError(
@@ -191,6 +196,8 @@ def baseline_table(df: pd.DataFrame) -> pd.DataFrame:
             "task": task,
             "metric": first["metric"],
             "eval_value": metric_x100(first["metric"], first["primary_value"]),
+            **({k.replace("value_", "eval_value_"): v for k, v in seed_columns(first, "value").items()}
+               if several else {}),
             "n_eval": int(first["n_eval"]),
         }
         for p, g in by_proto.items():
@@ -204,9 +211,9 @@ def baseline_table(df: pd.DataFrame) -> pd.DataFrame:
             row[f"throughput_{p}"] = math.nan if rec is None else _float(rec.get("throughput_examples_per_s"))
         rows.append(row)
     out = pd.DataFrame(rows)
-    out.attrs["note"] = BASELINE_NOTE
+    out.attrs["note"] = BASELINE_NOTE + (" " + SEED_NOTE if several else "")
     out.attrs["floatfmt"] = {
-        "eval_value": ".2f",
+        "eval_value": ".2f", "eval_value_seed_low": ".2f", "eval_value_seed_high": ".2f",
         **{f"gflops_{p}": ".3f" for p in PROTOCOLS},
         **{f"latency_ms_{p}": ".2f" for p in PROTOCOLS},
         **{f"throughput_{p}": ".1f" for p in PROTOCOLS},
@@ -229,13 +236,22 @@ def _record_file(path: str) -> dict:
     return _cached_record(path, st.st_mtime_ns, st.st_size)
 
 
-def _examples(row: Mapping) -> tuple[dict, BootstrapSpec]:
-    data = _record_file(str(row["record_path"]))
+def _examples(row: Mapping, path: str | None = None) -> tuple[dict, BootstrapSpec]:
+    path = str(path or row["record_path"])
+    data = _record_file(path)
     per = data.get("per_example") or {}
     if "prediction" not in per:
-        raise HarnessError(f"result record {row['record_path']} has no per-example predictions",
+        raise HarnessError(f"result record {path} has no per-example predictions",
                            "regenerate it with the current workflow")
     return per, BootstrapSpec.from_dict((data.get("provenance") or {}).get("bootstrap"))
+
+
+def _seed_paths(row: Mapping) -> list[str]:
+    """The records behind a row: every training seed's (an `over_seeds` row), else its own."""
+    paths = row.get("record_paths") if hasattr(row, "get") else None
+    if isinstance(paths, (list, tuple)) and len(paths) > 0:
+        return [str(p) for p in paths]
+    return [str(row["record_path"])]
 
 
 def paired_comparison(rows: list[Mapping], metric: str | None = None, combine=None, *,
@@ -244,29 +260,57 @@ def paired_comparison(rows: list[Mapping], metric: str | None = None, combine=No
     records' per-example predictions, with its paired bootstrap interval (fractions, as the records'
     metrics). The records must cover the same eval examples (same count, lengths and labels): a
     HarnessError names the two that do not. `buckets=(lo, hi)` keeps the examples with lo < length <= hi.
-    The bootstrap settings are the first record's (`provenance.bootstrap`; defaults where absent)."""
+    The bootstrap settings are the first record's (`provenance.bootstrap`; defaults where absent).
+    A row folding several training seeds (`record_paths`, from `harness.report.seeds.over_seeds`) enters
+    `combine` as the mean over its seeds of the metric, every seed's record on the same resampled examples.
+    """
     from harness.data.tasks import get_task
 
     first = rows[0]
     metric = metric or first["metric"]
-    per, spec = _examples(first)
-    pers = [per] + [_examples(r)[0] for r in rows[1:]]
-    for r, other in zip(rows[1:], pers[1:]):
+    groups = [_seed_paths(r) for r in rows]
+    per, spec = _examples(first, groups[0][0])
+    pers, owners = [], []
+    for r, paths in zip(rows, groups):
+        for path in paths:
+            pers.append(per if path == groups[0][0] else _examples(r, path)[0])
+            owners.append((r, path))
+    for (r, path), other in zip(owners[1:], pers[1:]):
         for key in ("prediction", "length", "label"):
             same = len(other.get(key, [])) == len(per.get(key, [])) and (key == "prediction" or other[key] == per[key])
             if not same:
                 raise HarnessError(
-                    f"cannot pair {r['method']} {r['operating_point']} ({r['record_path']}) with {first['method']} "
-                    f"{first['operating_point']} ({first['record_path']}): their eval examples differ ({key}s)",
-                    "compare records evaluated on the same eval split: re-run both with the same data, caps and seed")
+                    f"cannot pair {r['method']} {r['operating_point']} ({path}) with {first['method']} "
+                    f"{first['operating_point']} ({groups[0][0]}): their eval examples differ ({key}s)",
+                    "compare records evaluated on the same eval split: re-run both with the same data, caps and "
+                    "split_seed")
     keep = None
     if buckets is not None:
         lengths = np.asarray(per["length"])
         keep = np.nonzero((lengths > buckets[0]) & (lengths <= buckets[1]))[0]
     pick = (lambda xs: xs) if keep is None else (lambda xs: [xs[i] for i in keep])
     combine = combine or (lambda a, b: a - b)
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    if bounds[-1] > len(groups):  # several seeds somewhere: each row's metric is its seeds' mean
+        inner = combine
+
+        def combine(*values):
+            return inner(*(np.mean(np.stack(values[a:b]), axis=0) for a, b in zip(bounds[:-1], bounds[1:])))
     return paired_statistic(get_task(first["task"]), metric, [pick(p["prediction"]) for p in pers],
                             pick(per["label"]), combine, spec)
+
+
+def seed_columns(row: Mapping | None, prefix: str, metric: str | None = None) -> dict[str, float]:
+    """{prefix_seed_low, prefix_seed_high, <n>}: the t-based interval over training seeds of a row's
+    primary metric (x100; `harness.report.seeds`) and how many seeds are behind it (`n_seeds` for the
+    value column, `<prefix>_n_seeds` otherwise). NaN bounds with one seed."""
+    n_key = "n_seeds" if prefix == "value" else f"{prefix}_n_seeds"
+    if row is None:
+        return {f"{prefix}_seed_low": math.nan, f"{prefix}_seed_high": math.nan, n_key: 0}
+    metric = metric or row["metric"]
+    return {f"{prefix}_seed_low": metric_x100(metric, row.get("primary_value_seed_low", math.nan)),
+            f"{prefix}_seed_high": metric_x100(metric, row.get("primary_value_seed_high", math.nan)),
+            n_key: int(row.get("n_seeds", 1) or 1)}
 
 
 def vs_dense_columns(row: Mapping, dense: Mapping | None, prefix: str = "vs_dense") -> dict[str, float]:
