@@ -52,6 +52,7 @@ from __future__ import annotations
 import copy
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,9 +261,12 @@ def train_reference(cfg: dict, task: str, seed: int) -> ReferenceResult:
     eval_every = hp.eval_every or per_epoch
     val_bs = int(hp.validation_batch_size)
 
+    from tqdm.auto import tqdm
+
     t0 = time.time()
     step, best, best_state, log = 0, None, None, []
     model.train()
+    bar = tqdm(total=total, desc=f"{spec.name}/hf_reference seed {seed}", leave=False, mininterval=2.0)
     while step < total:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -274,15 +278,19 @@ def train_reference(cfg: dict, task: str, seed: int) -> ReferenceResult:
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            bar.update(1)
             if step % eval_every == 0 or step == total:
                 metrics, _ = evaluate_reference(model, ref, "validation", tok, val_bs, device)
                 entry = {"step": step, "score": _score(spec, metrics), "metrics": metrics,
                          "loss": float(loss.detach())}
                 log.append(entry)
+                bar.write(f"step {step}/{total}: validation {spec.primary_metric} {entry['score']:.4f}",
+                          file=sys.stderr)
                 if best is None or entry["score"] > best["score"]:  # the first best on ties
                     best, best_state = entry, copy.deepcopy(model.state_dict())
             if step >= total:
                 break
+    bar.close()
     train_seconds = time.time() - t0
     if best_state is not None:
         model.load_state_dict(best_state)
