@@ -1,7 +1,7 @@
 """Command line: `python -m harness <command>`.
 
 Commands: list, plan, check-config, prefetch, train, gather, evaluate, lengths, selection-cost,
-report, compare.
+report, compare, reference.
 
 Every user-facing failure is a `HarnessError`: one message naming the problem
 and the fix, exit status 2, no traceback.
@@ -116,6 +116,14 @@ def cmd_selection_cost(args) -> None:
     print(selection_cost_job(_config(args)))
 
 
+def cmd_reference(args) -> None:
+    from harness.run.hf_reference import reference_job
+
+    cfg = _config(args)
+    print(reference_job(cfg, args.task, cfg.get("seed", 0) if args.seed is None else args.seed, args.out))
+    _print_peak_memory()
+
+
 def cmd_compare(args) -> int:
     from harness.report.compare import report
 
@@ -175,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     add("lengths", cmd_lengths, "write a task's token-length record", task=True)
     add("selection-cost", cmd_selection_cost, "benchmark top-k vs threshold token selection (LTP Fig. A.1)")
     add("report", cmd_report, "summary, tables and figures from existing records")
+    ref = add("reference", cmd_reference, "fine-tune the dense model with Hugging Face's own model classes and the "
+              "example scripts' recipe on the dense job's splits; metrics to --out (JSON)", task=True)
+    ref.add_argument("--seed", type=int, help="the seed of the dense job to mirror (default: the config's seed)")
+    ref.add_argument("--out", required=True, metavar="PATH", help="where the JSON goes")
     cmp = sub.add_parser("compare", help="compare two runs' records field by field (exit 1 if they differ)")
     cmp.add_argument("first")
     cmp.add_argument("second")

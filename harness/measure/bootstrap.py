@@ -108,10 +108,6 @@ class Comparison:
     high: float
     n: int
 
-    def text(self, scale: float = 100.0, digits: int = 2) -> str:
-        """`+1.23 [-0.40, +2.90]` (x `scale`: points for fractions)."""
-        f = lambda x: "nan" if not math.isfinite(x) else f"{scale * x:+.{digits}f}"  # noqa: E731
-        return f"{f(self.value)} [{f(self.low)}, {f(self.high)}]"
 
 
 # --------------------------------------------------------------------------- vectorised metrics
@@ -276,9 +272,7 @@ def paired_difference(task, metric: str, preds_a, preds_b, labels, spec: Bootstr
     return paired_statistic(task, metric, [preds_a, preds_b], labels, lambda a, b: a - b, spec)
 
 
-def paired_ratio(task, metric: str, preds_a, preds_b, labels, spec: BootstrapSpec | None = None) -> Comparison:
-    """metric(a) / metric(b) with the paired interval (NaN where b's metric is 0)."""
-    def ratio(a, b):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
-    return paired_statistic(task, metric, [preds_a, preds_b], labels, ratio, spec)
+def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b per resample, NaN where b is 0: the `combine` of a paired ratio (`paired_statistic`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)

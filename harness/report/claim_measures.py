@@ -31,7 +31,7 @@ from harness.claim_spec import BUCKETS, MEASURES, TESTS
 from harness.pareto import pareto_front
 from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.load import per_example
-from harness.report.rules import _points, dense_row, fastest_within, nearest_speedup, same_point
+from harness.report.rules import dense_row, fastest_within, method_points, nearest_speedup, same_point
 from harness.report.tables import paired_comparison
 
 
@@ -128,7 +128,7 @@ def _reachable(df, task, a, value) -> None:
     bound = a.get("at_least", a.get("above"))
     if bound is None or value >= bound:
         return
-    rows = _points(df, task, a["method"], a.get("protocol", "none"))
+    rows = method_points(df, task, a["method"], a.get("protocol", "none"))
     fastest = float(rows["flops_speedup"].max())
     if fastest < bound:
         raise Inconclusive(f"no point of {a['method']} reaches {bound:g}x at any accuracy (its fastest: "
@@ -150,7 +150,7 @@ def _m_speedup_margin(df, task, a, results_dir) -> Reading:
 
 
 def _front(df, task, method, protocol):
-    rows = _points(df, task, method, protocol)
+    rows = method_points(df, task, method, protocol)
     if rows.empty:
         raise Inconclusive(f"no records of {method} on {task} under {protocol}")
     rows = rows[rows["primary_value"].notna()]
@@ -268,7 +268,7 @@ def _m_long_quarter_drop(df, task, a, results_dir) -> Reading:
 
 def _at_knobs(df, task, a):
     protocol = a.get("protocol", "none")
-    rows = _points(df, task, a["method"], protocol)
+    rows = method_points(df, task, a["method"], protocol)
     if rows.empty:
         raise Inconclusive(f"no records of {a['method']} on {task}")
     want = a["knobs"]

@@ -20,12 +20,12 @@ import pandas as pd
 DENSE = "dense"
 
 
-def _points(df: pd.DataFrame, task: str, method: str, protocol: str) -> pd.DataFrame:
+def method_points(df: pd.DataFrame, task: str, method: str, protocol: str) -> pd.DataFrame:
     return df[(df["task"] == task) & (df["method"] == method) & (df["protocol"] == protocol)]
 
 
 def dense_row(df: pd.DataFrame, task: str, protocol: str) -> pd.Series | None:
-    rows = _points(df, task, DENSE, protocol)
+    rows = method_points(df, task, DENSE, protocol)
     return rows.iloc[0] if len(rows) else None
 
 
@@ -33,7 +33,7 @@ def fastest_within(
     df: pd.DataFrame, task: str, method: str, tolerance: float = 0.01, protocol: str = "none"
 ) -> tuple[pd.Series | None, bool]:
     """(chosen row, whether it met the tolerance) under `protocol`."""
-    points = _points(df, task, method, protocol)
+    points = method_points(df, task, method, protocol)
     base = dense_row(df, task, protocol)
     if base is None:
         return None, False
@@ -53,7 +53,7 @@ def fastest_of(points: pd.DataFrame, reference: float, tolerance: float = 0.01) 
 
 
 def nearest_speedup(df: pd.DataFrame, task: str, method: str, target: float = 2.0, protocol: str = "none"):
-    points = _points(df, task, method, protocol)
+    points = method_points(df, task, method, protocol)
     if points.empty:
         return None
     return points.loc[(points["flops_speedup"] - target).abs().idxmin()]

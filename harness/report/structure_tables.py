@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pandas as pd
 
+from harness.measure.bootstrap import ratio
 from harness.report.rules import DENSE, dense_row, same_point
 from harness.report.tables import metric_x100, paired_comparison, paired_note
 
@@ -47,9 +47,6 @@ def _wall(rec, size: str) -> tuple[float, float, float]:
 
 def _ratio_interval(top, base) -> dict[str, float]:
     """ratio_low / ratio_high: the paired bootstrap interval of metric / dense metric."""
-    def ratio(a, b):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
     c = paired_comparison([top, base], combine=ratio)
     return {"ratio_low": c.low, "ratio_high": c.high}
 
