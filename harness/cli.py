@@ -120,7 +120,7 @@ def cmd_reference(args) -> None:
     from harness.run.hf_reference import reference_job
 
     cfg = _config(args)
-    print(reference_job(cfg, args.task, cfg.get("seed", 0) if args.seed is None else args.seed, args.out))
+    print(reference_job(cfg, args.task, cfg["seeds"][0] if args.seed is None else args.seed, args.out))
     _print_peak_memory()
 
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     add("report", cmd_report, "summary, tables and figures from existing records")
     ref = add("reference", cmd_reference, "fine-tune the dense model with Hugging Face's own model classes and the "
               "example scripts' recipe on the dense job's splits; metrics to --out (JSON)", task=True)
-    ref.add_argument("--seed", type=int, help="the seed of the dense job to mirror (default: the config's seed)")
+    ref.add_argument("--seed", type=int, help="the training seed of the dense job to mirror (default: the config's first seed)")
     ref.add_argument("--out", required=True, metavar="PATH", help="where the JSON goes")
     cmp = sub.add_parser("compare", help="compare two runs' records field by field (exit 1 if they differ)")
     cmp.add_argument("first")

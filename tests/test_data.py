@@ -114,6 +114,42 @@ def test_regression_metrics_hand_computed() -> None:
     assert primary(stsb, got) == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_metrics_equal_sklearn_and_scipy(seed) -> None:
+    """The numpy metrics give sklearn's and scipy's numbers (they replace them to keep both imports out
+    of every job's start-up): F1 with zero_division=0, multiclass Matthews, Pearson, Spearman with ties,
+    and the degenerate cases (one class predicted, a constant side's correlation 0)."""
+    from scipy.stats import pearsonr, rankdata, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    from harness.measure.metrics import average_ranks
+
+    rng = np.random.default_rng(seed)
+    for classes in (2, 3, 4):
+        y = rng.integers(0, classes, 200)
+        p = np.where(rng.random(200) < 0.6, y, rng.integers(0, classes, 200))
+        if seed == 3:
+            p = np.full(200, 1)  # one class predicted everywhere
+        task = get_task("mnli" if classes == 3 else "cola")
+        got = compute_metrics(task, p, y)
+        assert got["matthews" if "matthews" in got else "accuracy"] == pytest.approx(
+            matthews_corrcoef(y, p) if "matthews" in got else accuracy_score(y, p), abs=1e-12)
+        if classes == 2:
+            f1 = compute_metrics(get_task("mrpc"), p, y)
+            assert f1["f1"] == pytest.approx(f1_score(y, p, pos_label=1, zero_division=0), abs=1e-12)
+            assert f1["accuracy"] == pytest.approx(accuracy_score(y, p), abs=1e-12)
+    y = rng.random(300) * 5
+    p = np.round(y + rng.normal(0, 1, 300))  # many ties
+    got = compute_metrics(get_task("stsb"), p, y)
+    assert got["pearson"] == pytest.approx(pearsonr(p, y)[0], abs=1e-12)
+    assert got["spearman"] == pytest.approx(spearmanr(p, y)[0], abs=1e-12)
+    assert np.array_equal(average_ranks(p), rankdata(p))
+    grid = np.round(rng.random((5, 40)) * 3)  # row-wise ranks, as the bootstrap uses them
+    assert np.array_equal(average_ranks(grid), rankdata(grid, axis=-1))
+    flat = compute_metrics(get_task("stsb"), np.full(300, 2.5), y)
+    assert flat == {"pearson": 0.0, "spearman": 0.0}
+
+
 def test_metrics_reject_mismatched_shapes() -> None:
     with pytest.raises(HarnessError):
         compute_metrics(get_task("sst2"), np.array([1, 0]), np.array([1, 0, 1]))

@@ -72,16 +72,20 @@ def test_same_seed_same_numbers_and_transformers_own_class(smoke_cfg):
 @pytest.mark.parametrize("seed", [0, 3])
 def test_reference_sees_the_dense_jobs_examples(smoke_cfg, seed):
     """The same eval (and train, validation) examples as the harness's dense
-    job at that seed, in the same order, and the same token ids."""
+    job at that training seed, in the same order, and the same token ids; a
+    training seed outside the config's `seeds` (3) is allowed and changes no
+    example (the splits follow `split_seed`)."""
     import copy
 
     from harness.run.context import RunContext
     from harness.run.hf_reference import data_context, reference_data
 
     cfg = copy.deepcopy(smoke_cfg)
-    cfg["seed"] = seed
-    dense = RunContext(cfg, "mr", "dense")  # what train_job / evaluate_job build for dense
-    ref = reference_data(data_context(smoke_cfg, "mr", seed))
+    cfg["seeds"] = [seed]
+    dense = RunContext(cfg, "mr", "dense", seed)  # what train_job / evaluate_job build for dense
+    ref_ctx = data_context(smoke_cfg, "mr", seed)
+    assert ref_ctx.seed == seed and ref_ctx.split_seed == smoke_cfg["split_seed"]
+    ref = reference_data(ref_ctx)
     for split in ("train", "validation", "eval"):
         ours, theirs = ref.examples[split], list(getattr(dense.data, split))
         assert [(e.text_a, e.text_b, e.label) for e in ours] == [(e.text_a, e.text_b, e.label) for e in theirs]

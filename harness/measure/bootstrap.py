@@ -27,10 +27,9 @@ Choices:
   intervals of a mean or a difference of means agree to well within their
   own Monte Carlo error; for skewed statistics on a few dozen examples
   (MCC on a tiny eval set) the percentile interval is the less accurate one.
-* The metrics are recomputed in vectorised form (confusion counts, ranks,
-  correlations along the resample axis), the same formulas as
-  `compute_metrics` (sklearn's F1 with zero_division=0 and multiclass
-  Matthews, a constant side's correlation 0); tests check they agree.
+* The metrics are the very functions `compute_metrics` uses
+  (`harness.measure.metrics.CLASSIFICATION_METRICS`, numpy, vectorised along
+  the resample axis), so the interval and the point cannot disagree.
 * Span tasks (SQuAD) resample **questions**: each question's exact match and
   F1 (the maximum over its gold answers, `squad_metrics.question_scores`) are
   computed once, and the resamples average those; v2.0's HasAns / NoAns
@@ -66,6 +65,7 @@ import numpy as np
 
 from harness.data.tasks import TaskSpec, get_task
 from harness.errors import HarnessError
+from harness.measure.metrics import CLASSIFICATION_METRICS
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
@@ -110,50 +110,7 @@ class Comparison:
 
 
 
-# --------------------------------------------------------------------------- vectorised metrics
-# Each takes resampled arrays with the examples on the last axis and returns one value per resample.
-
-
-def _accuracy(p, y):
-    return (p == y).mean(-1)
-
-
-def _f1(p, y):  # positive class 1, sklearn's zero_division=0
-    tp = ((p == 1) & (y == 1)).sum(-1)
-    fp = ((p == 1) & (y != 1)).sum(-1)
-    fn = ((p != 1) & (y == 1)).sum(-1)
-    den = 2 * tp + fp + fn
-    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
-
-
-def _matthews(p, y):  # sklearn's multiclass formula from the confusion counts
-    n = p.shape[-1]
-    classes = np.union1d(np.unique(p), np.unique(y))
-    correct = (p == y).sum(-1).astype(float)
-    t = np.stack([(y == k).sum(-1) for k in classes]).astype(float)
-    q = np.stack([(p == k).sum(-1) for k in classes]).astype(float)
-    cov_tp = correct * n - (t * q).sum(0)
-    cov_pp = n * n - (q * q).sum(0)
-    cov_tt = n * n - (t * t).sum(0)
-    den = np.sqrt(cov_tt * cov_pp)
-    return np.where(den > 0, cov_tp / np.where(den > 0, den, 1.0), 0.0)
-
-
-def _pearson(p, y):  # a constant side has no correlation: 0, as compute_metrics
-    dp, dy = p - p.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
-    den = np.sqrt((dp * dp).sum(-1) * (dy * dy).sum(-1))
-    constant = (np.ptp(p, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
-    ok = ~constant & (den > 0)
-    return np.where(ok, (dp * dy).sum(-1) / np.where(ok, den, 1.0), 0.0)
-
-
-def _spearman(p, y):
-    from scipy.stats import rankdata
-    return _pearson(rankdata(p, axis=-1), rankdata(y, axis=-1))
-
-
-_CLASSIFICATION: dict[str, Callable] = {"accuracy": _accuracy, "f1": _f1, "matthews": _matthews,
-                                         "pearson": _pearson, "spearman": _spearman}
+_CLASSIFICATION = CLASSIFICATION_METRICS  # one value per resample row
 
 
 def _group_mean(score, member):

@@ -7,7 +7,6 @@ match and token F1 (`squad_metrics`) for span tasks.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -16,48 +15,81 @@ from harness.errors import HarnessError
 from harness.data.tasks import TaskSpec
 
 
-def _correlation(fn: Callable, predictions: np.ndarray, labels: np.ndarray) -> float:
-    # A constant input has no defined correlation; report 0 instead of NaN.
-    if np.ptp(predictions) == 0 or np.ptp(labels) == 0:
-        return 0.0
-    value = float(fn(predictions, labels)[0])
-    return 0.0 if math.isnan(value) else value
+# The metrics are numpy only: every train job scores its validation split, and importing sklearn and
+# scipy.stats for that cost about 1.5 s of each job's start-up (tests/test_data.py checks them against
+# sklearn and scipy). Each takes arrays with the examples on the last axis and returns one value per row,
+# so harness.measure.bootstrap scores all its resamples at once with the same functions.
 
 
-# scipy and sklearn are imported where a metric runs, not with this module: every job imports it, and
-# the two cost about 1.5 s of each job's start-up
-def _accuracy(p: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import accuracy_score
-    return float(accuracy_score(y, p))
+def accuracy(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (p == y).mean(-1)
 
 
-def _f1(p: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-    return float(f1_score(y, p, pos_label=1, average="binary", zero_division=0))
+def f1(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """F1 of the positive class 1; 0 where it is undefined (sklearn's zero_division=0)."""
+    tp = ((p == 1) & (y == 1)).sum(-1)
+    fp = ((p == 1) & (y != 1)).sum(-1)
+    fn = ((p != 1) & (y == 1)).sum(-1)
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
 
 
-def _matthews(p: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import matthews_corrcoef
-    return float(matthews_corrcoef(y, p))
+def matthews(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Matthews correlation, multiclass (sklearn's formula from the confusion counts); 0 where undefined."""
+    n = p.shape[-1]
+    classes = np.union1d(np.unique(p), np.unique(y))
+    correct = (p == y).sum(-1).astype(float)
+    t = np.stack([(y == k).sum(-1) for k in classes]).astype(float)
+    q = np.stack([(p == k).sum(-1) for k in classes]).astype(float)
+    cov_tp = correct * n - (t * q).sum(0)
+    cov_pp = n * n - (q * q).sum(0)
+    cov_tt = n * n - (t * t).sum(0)
+    den = np.sqrt(cov_tt * cov_pp)
+    return np.where(den > 0, cov_tp / np.where(den > 0, den, 1.0), 0.0)
 
 
-def _pearson(p: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import pearsonr
-    return _correlation(pearsonr, p, y)
+def pearson(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson's r; a constant side has no defined correlation: 0 instead of NaN."""
+    p, y = np.asarray(p, float), np.asarray(y, float)
+    dp, dy = p - p.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    den = np.sqrt((dp * dp).sum(-1) * (dy * dy).sum(-1))
+    constant = (np.ptp(p, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
+    ok = ~constant & (den > 0)
+    return np.where(ok, (dp * dy).sum(-1) / np.where(ok, den, 1.0), 0.0)
 
 
-def _spearman(p: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-    return _correlation(spearmanr, p, y)
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties given their mean rank (scipy's `rankdata`, method "average")."""
+    a = np.asarray(a, float)
+    n = a.shape[-1]
+    order = np.argsort(a, axis=-1, kind="stable")
+    ordered = np.take_along_axis(a, order, -1)
+    starts = np.ones(a.shape, bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(a.shape, bool)
+    ends[..., :-1] = starts[..., 1:]
+    pos = np.broadcast_to(np.arange(1, n + 1, dtype=float), a.shape)
+    first = np.maximum.accumulate(np.where(starts, pos, 0.0), -1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n + 1.0), -1), -1), -1)
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2, -1)
+    return ranks
 
 
-_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": _accuracy,
-    "f1": _f1,
-    "matthews": _matthews,
-    "pearson": _pearson,
-    "spearman": _spearman,
+def spearman(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho: Pearson's r of the average ranks (0 where a side is constant)."""
+    return pearson(average_ranks(p), average_ranks(y))
+
+
+# name -> function of (predictions, labels) for sentence tasks
+CLASSIFICATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "matthews": matthews,
+    "pearson": pearson,
+    "spearman": spearman,
 }
+_METRICS = CLASSIFICATION_METRICS
 
 # span tasks (SQuAD): harness.measure.squad_metrics
 SPAN_METRIC_NAMES: tuple[str, ...] = ("f1", "exact_match", "has_answer_f1", "has_answer_exact_match",
@@ -95,7 +127,7 @@ def compute_metrics(task: TaskSpec, predictions, labels) -> dict[str, float]:
         if name not in _METRICS:
             raise HarnessError(f"{task.name}: unknown metric {name!r}",
                                f"use metrics from: {', '.join(_METRICS)}")
-        out[name] = _METRICS[name](preds, gold)
+        out[name] = float(_METRICS[name](preds, gold))
     return out
 
 

@@ -20,8 +20,9 @@ checkpoint kept as `load_best_model_at_end` with `metric_for_best_model` = the
 task's primary metric keeps it.)
 
 What it shares with the harness on purpose:
-* the data: the splits, caps and seeded subsamples of the dense job at this
-  seed (`RunContext(cfg with seed, task, "dense").data`), so the two are
+* the data: the splits, caps and seeded subsamples of the dense job (set by
+  the config's `split_seed`, `RunContext(cfg, task, "dense", seed).data`; the
+  training seed `seed` draws the weights, data order and dropout), so the two are
   compared on the same examples. Sentence tasks are tokenized here as
   `run_glue.py` does (truncation to the task's `seq_len`, padding per batch);
   span tasks use the harness's 384-token windows (`harness.data.windows`, the
@@ -90,13 +91,17 @@ class ReferenceResult:
 
 
 def data_context(cfg: dict, task: str, seed: int) -> RunContext:
-    """The context of the harness's dense job for `task` at `seed`: the
-    config with `seed` set, as the workflow runs dense at that seed."""
+    """The context of the harness's dense job for `task` at training seed
+    `seed`: its splits and caps come from the config's `split_seed` (the same
+    for every training seed), its weights from `seed`. A seed outside the
+    config's `seeds` is allowed here (the reference writes only its own file):
+    it is added to this copy of the config."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise HarnessError(f"seed must be a non-negative integer, got {seed!r}", "e.g. --seed 0")
     cfg = copy.deepcopy(cfg)
-    cfg["seed"] = seed
-    return RunContext(cfg, task, "dense")
+    if seed not in cfg["seeds"]:
+        cfg["seeds"] = list(cfg["seeds"]) + [seed]
+    return RunContext(cfg, task, "dense", seed)
 
 
 def _rows(input_ids, token_type_ids, labels, names) -> list[dict]:
