@@ -34,8 +34,10 @@ def _cfg(tmp_path, *overrides):
 
 
 def test_config_has_a_split_seed_and_a_list_of_training_seeds(tmp_path):
-    cfg = _cfg(tmp_path)
-    assert (cfg["split_seed"], cfg["seeds"]) == (0, [0]) and "seed" not in cfg
+    cfg = _cfg(tmp_path)  # the smoke profile runs two training seeds
+    assert (cfg["split_seed"], cfg["seeds"]) == (0, [0, 1]) and "seed" not in cfg
+    defaults = validate({k: v for k, v in cfg.items() if k not in ("split_seed", "seeds")})
+    assert (defaults["split_seed"], defaults["seeds"]) == (0, [0])  # the schema's defaults
     cfg = _cfg(tmp_path, "split_seed=4", "seeds=[0, 1, 2]")
     assert (cfg["split_seed"], cfg["seeds"]) == (4, [0, 1, 2])
     assert validate(json.loads(json.dumps(cfg))) == cfg  # the resolved config the jobs read validates as it is
@@ -49,13 +51,16 @@ def test_config_has_a_split_seed_and_a_list_of_training_seeds(tmp_path):
 
 
 def test_the_old_seed_means_split_seed_and_one_training_seed(tmp_path):
-    cfg = _cfg(tmp_path, "seed=3")
+    old = {k: v for k, v in _cfg(tmp_path).items() if k not in ("split_seed", "seeds")}  # a config of before
+    cfg = validate({**old, "seed": 3})
     assert (cfg["split_seed"], cfg["seeds"]) == (3, [3]) and "seed" not in cfg
     with pytest.raises(HarnessError, match="deprecated `seed`") as err:
-        _cfg(tmp_path, "seed=3", "seeds=[0, 1]")
+        validate({**old, "seed": 3, "seeds": [0, 1]})
     assert "split_seed" in err.value.fix
+    with pytest.raises(HarnessError, match="deprecated `seed`"):  # the smoke profile sets both new keys
+        _cfg(tmp_path, "seed=3")
     with pytest.raises(HarnessError, match="invalid config value at seed"):
-        _cfg(tmp_path, "seed=-1")
+        validate({**old, "seed": -1})
 
 
 # --------------------------------------------------------------------------- a job per training seed
@@ -88,7 +93,7 @@ def test_training_seeds_share_the_splits_and_differ_in_initial_weights(tmp_path)
 def test_the_plan_has_every_train_and_evaluate_job_per_seed_from_the_same_seeds_models(tmp_path):
     from harness.run import plan
 
-    one, two = _cfg(tmp_path), _cfg(tmp_path, "seeds=[0, 1]")
+    one, two = _cfg(tmp_path, "seeds=[0]"), _cfg(tmp_path, "seeds=[0, 1]")
     m1, m2 = plan.all_manifests(one), plan.all_manifests(two)
     assert len(m2) == 2 * len(m1) and all("/seed0.json" in m for m in m1)
     assert {m.replace("/seed1.json", "/seed0.json") for m in m2} == set(m1)
@@ -107,8 +112,8 @@ def _job_counts(tmp_path, *config) -> dict[str, int]:
 
 
 def test_the_workflow_dry_run_doubles_train_and_evaluate_jobs_with_two_seeds(tmp_path):
-    one = _job_counts(tmp_path)
-    two = _job_counts(tmp_path, "seeds=[0,1]")
+    one = _job_counts(tmp_path, "seeds=[0]")
+    two = _job_counts(tmp_path)  # the smoke profile's own seeds: [0, 1]
     for rule in ("train", "train_point", "gather_points", "evaluate"):
         assert one[rule] > 0 and two[rule] == 2 * one[rule], (rule, one, two)
     assert two["lengths"] == one["lengths"] and two["report"] == one["report"] == 1

@@ -26,7 +26,8 @@ def squad_smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("squad_smoke")
     data = out / "data"
     write_squad_dir(data, "1.1")
-    snakemake(out, config=("tasks=[squad]", "optional_tasks=[]", f"data_dir={data}",
+    # one training seed: the smoke workflow covers two (tests/test_workflow.py)
+    snakemake(out, config=("tasks=[squad]", "optional_tasks=[]", "seeds=[0]", f"data_dir={data}",
                            "timing={protocols: [none], batch_sizes: [1]}"))
     return out
 

@@ -20,19 +20,66 @@ from harness.record import check_record
 from .workflow_run import ROOT, records, snakemake
 
 
+def _smoke_cfg():
+    from harness.config import load_config
+    return load_config("smoke", [])
+
+
 def test_every_method_and_protocol_hasrecords(smoke):
+    """Every method the profile runs on a task (all of them on MR, `task_methods` on STS-B), under every
+    protocol, at both training seeds; each record valid and with its provenance."""
+    from harness.run.plan import runs_on
+
+    cfg = _smoke_cfg()
     recs = records(smoke)
     tasks = {r["task"] for r in recs}
-    assert "mr" in tasks
+    assert "mr" in tasks and cfg["seeds"] == [0, 1]
     for task in tasks:
-        for method in method_names():
-            protocols = {r["protocol"] for r in recs if r["task"] == task and r["method"] == method}
-            assert protocols == {"sequence", "batch", "none"}, (task, method)
+        expected = {m for m in method_names() if runs_on(cfg, task, m)}
+        assert {r["method"] for r in recs if r["task"] == task} >= expected, task
+        for method in {r["method"] for r in recs if r["task"] == task}:
+            for seed in cfg["seeds"]:
+                protocols = {r["protocol"] for r in recs
+                             if r["task"] == task and r["method"] == method and r["seed"] == seed}
+                assert protocols == {"sequence", "batch", "none"}, (task, method, seed)
+    if "stsb" in tasks:  # task_methods keeps STS-B to one method per family
+        assert {r["method"] for r in recs if r["task"] == "stsb"} == {"dense", "ltp", "cofi", "fastbert"}
     for r in recs:
         check_record(r, f"{r['task']}/{r['method']}/{r['operating_point']}/{r['protocol']}")  # the schema
         assert r["flops_per_example"] == pytest.approx(2 * r["macs_per_example"])
         prov = r["provenance"]
         assert {"git_commit", "git_dirty", "packages", "hardware", "threads", "config_hash", "seed"} <= set(prov)
+        assert r["split_seed"] == 0 and r["seed"] in (0, 1)
+        low, high = r["metrics_interval"][cfg_primary(r)]  # each record's bootstrap interval over its eval examples
+        assert low <= r["metrics"][cfg_primary(r)] <= high
+
+
+def cfg_primary(r: dict) -> str:
+    from harness.data.tasks import get_task
+    return get_task(r["task"]).primary_metric
+
+
+def test_two_seeds_give_a_mean_and_an_interval_over_seeds(smoke):
+    """The smoke run's two training seeds (same splits, other weights): the baseline table gives each
+    method's mean over both with its t interval and n_seeds 2; the points table the same per point, and
+    its paired interval against dense."""
+    import pandas as pd
+
+    base = pd.read_csv(smoke / "results" / "tables" / "baseline.csv")
+    assert not base.empty and (base["n_seeds"] == 2).all(), base
+    both = base.dropna(subset=["eval_value_seed_low", "eval_value_seed_high"])
+    assert len(both) == len(base)
+    assert ((both["eval_value_seed_low"] <= both["eval_value"] + 1e-9)
+            & (both["eval_value"] <= both["eval_value_seed_high"] + 1e-9)).all()
+    recs = records(smoke)
+    dense = {r["seed"]: r["metrics"]["accuracy"] for r in recs
+             if (r["task"], r["method"], r["protocol"]) == ("mr", "dense", "none")}
+    assert set(dense) == {0, 1}
+    row = base[base["task"] == "mr"]  # one row per task: dense, whose predictions every protocol shares
+    assert len(row) == 1 and row["eval_value"].iloc[0] == pytest.approx(100 * (dense[0] + dense[1]) / 2, abs=0.01)
+    points = pd.read_csv(smoke / "results" / "tables" / "selected_points.csv")
+    assert {"vs_dense", "vs_dense_low", "vs_dense_high", "n_seeds"} <= set(points.columns)
+    assert points["n_seeds"].max() == 2
 
 
 def test_train_and_evaluate_jobs_record_their_peak_memory(smoke):
