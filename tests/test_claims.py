@@ -46,10 +46,14 @@ def _judge(root, rule, task="mr"):
 def test_speedup_within_thresholds_decide_and_change_the_verdict(results):
     rule = {"measure": "speedup_within", "method": "ltp", "tolerance": 0.01, "protocol": "none"}
     verdict, ours, reason = _judge(results, {**rule, "at_least": 1.9})
-    assert verdict == HOLDS and ours.startswith("speedup_within = 2 (ltp b:") and reason == ""
-    # the same records, a stricter rule: the verdict follows the config, not the models
+    # validation chose b (2x); on eval a (3.33x) is as right as dense, so the speedup at 1 point spans [2, 3.33]
+    assert verdict == HOLDS and ours.startswith("speedup_within = 2 [2, 3.33], n=40 (ltp b:")
+    assert reason == "one training seed: training noise is not in the interval"
+    # the same records, stricter rules: the verdict follows the config, not the models
     verdict, ours, reason = _judge(results, {**rule, "at_least": 2.1})
-    assert verdict == FAILS and reason == "2 is not >= 2.1"
+    assert verdict == INCONCLUSIVE and reason.startswith("within noise: 2 [2, 3.33] straddles >= 2.1")
+    verdict, ours, reason = _judge(results, {**rule, "at_least": 3.4})
+    assert verdict == FAILS and reason.startswith("the whole interval [2, 3.33] is not >= 3.4")
     # a bound no point reaches at any accuracy (ltp's fastest is 3.33x) fails, or, where the rule says so,
     # was not tested
     assert _judge(results, {**rule, "at_least": 4})[0] == FAILS
@@ -57,8 +61,11 @@ def test_speedup_within_thresholds_decide_and_change_the_verdict(results):
     assert verdict == INCONCLUSIVE and reason.startswith("no point of ltp reaches 4x at any accuracy (its fastest: 3.33x")
     # under sequence the chosen point (chosen under none) is 0.5 * 0.8 of dense: 2.5x
     assert _judge(results, {**rule, "protocol": "sequence", "above": 2.4})[0] == HOLDS
-    # wall-clock at batch 32 (1.8), and a batch size never timed
-    assert _judge(results, {**rule, "quantity": "wall", "batch_size": 32, "at_least": 1.8})[0] == HOLDS
+    # wall-clock at batch 32: 1.8 with the timing's interval [1.71, 1.89]; a batch size never timed
+    assert _judge(results, {**rule, "quantity": "wall", "batch_size": 32, "at_least": 1.7})[0] == HOLDS
+    verdict, ours, reason = _judge(results, {**rule, "quantity": "wall", "batch_size": 32, "at_least": 1.8})
+    assert verdict == INCONCLUSIVE and "[1.71, 1.89], n=7" in ours and "7 interleaved rounds" in ours
+    assert _judge(results, {**rule, "quantity": "wall", "batch_size": 32, "at_least": 1.9})[0] == FAILS
     verdict, _, reason = _judge(results, {**rule, "quantity": "wall", "batch_size": 8, "at_least": 1})
     assert verdict == INCONCLUSIVE and "not timed at batch 8" in reason
 
@@ -85,15 +92,52 @@ def test_metric_gap_reads_what_the_method_reaches_at_each_baseline_cost(tmp_path
         _record(root, "base", op, "none", cost, _right(right), 0.9)
     rule = {"measure": "metric_gap", "method": "curve", "baseline": "base"}
     # at 0.45 the method reaches 70 (its 0.3 point; a line to 0.6 would say 80): +5; at 0.8 it reaches 90: +10
-    verdict, ours, _ = _judge(root, {**rule, "at_least": 10})
-    assert verdict == HOLDS and "at 2 equal-FLOPs points" in ours and "max +10.00, mean +7.50" in ours
-    assert _judge(root, {**rule, "statistic": "mean", "at_least": 7.6})[0] == FAILS
+    # on 40 eval examples the paired bootstrap of the max is [2.5, 20]: a rule at 10 is within noise
+    verdict, ours, reason = _judge(root, {**rule, "at_least": 10})
+    assert ours.startswith("metric_gap = 10 [2.5, 20], n=40 (") and "paired bootstrap over 40 eval examples" in ours
+    assert verdict == INCONCLUSIVE and "at 2 equal-FLOPs points" in ours and "max +10.00, mean +7.50" in ours
+    assert reason.startswith("within noise: 10 [2.5, 20] straddles >= 10")
+    assert _judge(root, {**rule, "at_least": 2})[0] == HOLDS
+    verdict, ours, _ = _judge(root, {**rule, "statistic": "mean", "at_least": 14})  # the mean: [2.5, 13.8]
+    assert verdict == FAILS and ours.startswith("metric_gap = 7.5 [2.5, 13.8]")
     # every baseline point cheaper than the method's cheapest: nothing to compare
     verdict, _, reason = _judge(root, {"measure": "metric_gap", "method": "base", "baseline": "curve", "above": 0})
     assert verdict == HOLDS  # base's 0.2 point (100%) beats every curve point
     _record(root, "cheap", "x", "none", 0.1, ALL, 0.9)
     verdict, _, reason = _judge(root, {**rule, "baseline": "cheap", "above": 0})
     assert verdict == INCONCLUSIVE and "are all below curve's cheapest point (0.3)" in reason
+
+
+def test_dense_seeds_set_a_training_noise_floor_that_can_turn_a_verdict_inconclusive(tmp_path):
+    """With three dense seeds (same splits), their spread stands for every method's training noise: a
+    metric gap whose bootstrap interval alone clears the bound becomes `within noise` once the floor
+    1.96 x sd x sqrt(1/n_method + 1/n_dense) is added; with one dense seed the verdict says that
+    training noise is not in the interval."""
+    from harness.report.claim_measures import Z95
+    from harness.report.seeds import over_seeds
+
+    root = tmp_path / "results"
+    base = np.arange(N) < 36  # dense: 90% right
+    _record(root, "dense", "dense", "none", 1.0, base, 0.9)
+    _record(root, "curve", "c", "none", 0.5, ALL, 0.9)  # 100% at half the FLOPs
+    _record(root, "flat", "f", "none", 0.5, base, 0.9)  # dense's predictions at half the FLOPs
+    rule = {"measure": "metric_gap", "method": "curve", "baseline": "flat", "above": 0}
+    check_claims({"claims": [{"id": "x", "rule": rule}]}, "test")
+    verdict, ours, reason = judge(over_seeds(load_records(root)), "mr", rule, root)
+    assert verdict == HOLDS and ours.startswith("metric_gap = 10 [2.5, 20], n=40")  # 4 examples differ, all one way
+    assert reason == "one training seed: training noise is not in the interval"
+    # dense at seeds 1 and 2: 33 and 39 of 40 right, so dense's sd over seeds is 7.5 points
+    _record(root, "dense", "dense", "none", 1.0, np.arange(N) < 33, 0.9, seed=1)
+    _record(root, "dense", "dense", "none", 1.0, np.arange(N) < 39, 0.9, seed=2)
+    df = over_seeds(load_records(root))
+    dense = df[df["method"] == "dense"].iloc[0]
+    assert dense["n_seeds"] == 3 and 100 * dense["primary_value_sd"] == pytest.approx(7.5)
+    verdict, ours, reason = judge(df, "mr", rule, root)
+    half = Z95 * 7.5 * np.sqrt(1 / 1 + 1 / 1)  # curve and flat: one seed each
+    low = 10 - np.hypot(10 - 2.5, half)
+    assert verdict == INCONCLUSIVE and reason.startswith(f"within noise: 10 [{low:.3g}, ")
+    assert f"training noise from dense's 3 seeds (sd 7.50 pts, assumed for every method) widens it by {half:.1f} pts" in ours
+    assert "one training seed" not in reason
 
 
 def test_the_other_measures_on_known_records(results):
@@ -104,21 +148,31 @@ def test_the_other_measures_on_known_records(results):
     margin = {"measure": "speedup_margin", "method": "ltp", "baselines": ["short_ok", "never"]}
     verdict, ours, _ = _judge(results, {**margin, "above": 0.33})
     assert verdict == HOLDS and ours.startswith("speedup_margin = 0.333")
-    assert _judge(results, {**margin, "above": 0.34})[0] == FAILS
+    # ltp's 2x spans [2, 3.33] (its 3.33x point is as right as dense on eval), short_ok's 1.67x is sure
+    verdict, ours, _ = _judge(results, {**margin, "above": 0.34})
+    assert verdict == INCONCLUSIVE and ours.startswith("speedup_margin = 0.333 [0.333, 1.67]")
+    assert _judge(results, {**margin, "above": 1.7})[0] == FAILS
     wall = {"measure": "wall_over_flops", "method": "ltp", "batch_size": 32}
-    verdict, ours, _ = _judge(results, {**wall, "at_least": 0.9})
+    verdict, ours, _ = _judge(results, {**wall, "at_least": 0.85})  # 0.9, the timing's [0.855, 0.945]
     assert verdict == HOLDS and "wall-clock 1.80x for FLOPs 2.00x" in ours
+    assert _judge(results, {**wall, "at_least": 0.9})[0] == INCONCLUSIVE
+    assert _judge(results, {**wall, "at_least": 0.95})[0] == FAILS
     verdict, _, reason = _judge(results, {**wall, "target": 5.0, "at_least": 0.9})
     assert verdict == INCONCLUSIVE and reason == "no point of ltp is near 5x (nearest: 3.33x)"
     kept = {"measure": "metric_retained", "method": "topk", "knobs": {"ratio": 0.4}}
-    assert _judge(results, {**kept, "at_least": 0.75})[0] == HOLDS
-    assert _judge(results, {**kept, "above": 0.75})[0] == FAILS
+    verdict, ours, _ = _judge(results, {**kept, "at_least": 0.75})  # 30 of 40 right, dense 40: 0.75, n=40
+    assert verdict == INCONCLUSIVE and ours.startswith("metric_retained = 0.75 [0.6")
+    assert _judge(results, {**kept, "at_least": 0.55})[0] == HOLDS
+    assert _judge(results, {**kept, "above": 0.9})[0] == FAILS
     verdict, _, reason = _judge(results, {**kept, "knobs": {"ratio": 0.5}, "at_least": 0})
     assert verdict == INCONCLUSIVE and reason == "topk has no point with {'ratio': 0.5} on mr"
     at = {"measure": "speedup_at", "method": "ltp", "knobs": {"lambda": 0.1}}
     assert _judge(results, {**at, "at_least": 2.0})[0] == HOLDS
-    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "at_least": 1.8})[0] == HOLDS
-    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "above": 1.8})[0] == FAILS
+    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "at_least": 1.7})[0] == HOLDS
+    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "above": 1.8})[0] == INCONCLUSIVE
+    assert _judge(results, {**at, "quantity": "wall", "batch_size": 32, "above": 1.9})[0] == FAILS
+    verdict, ours, _ = _judge(results, {**at, "at_least": 2.0})
+    assert verdict == HOLDS and "exact: FLOPs are counted" in ours  # a FLOPs speedup has no interval
     buckets = {"measure": "bucket_margin", "method": "ltp", "baselines": ["short_ok"], "min_examples": 10}
     verdict, ours, _ = _judge(results, {**buckets, "above": 0.33})
     assert verdict == HOLDS and "short (<=35): 2.00x vs 1.67x; middle (36-70): 2.00x vs 1.67x" in ours
@@ -150,11 +204,12 @@ def test_length_buckets_without_long_inputs_are_inconclusive(results):
 
 def test_all_of_rules_fail_on_any_failure_and_are_inconclusive_otherwise(results):
     ok = {"measure": "speedup_within", "method": "ltp", "at_least": 1.5}
-    bad = {"measure": "speedup_within", "method": "ltp", "at_least": 3}
+    bad = {"measure": "speedup_within", "method": "ltp", "at_least": 3.5}
     unknown = {"measure": "speedup_within", "method": "absent", "at_least": 1}
     assert _judge(results, {"all": [ok, ok]})[0] == HOLDS
     verdict, ours, reason = _judge(results, {"all": [ok, bad, unknown]})
-    assert verdict == FAILS and reason.startswith("part 2: 2 is not >= 3; part 3: no records")
+    assert verdict == FAILS and reason.startswith("part 2: the whole interval [2, 3.33] is not >= 3.5; ")
+    assert "part 3: no records" in reason
     assert ours.count(" | ") == 2
     assert _judge(results, {"all": [ok, unknown]})[0] == INCONCLUSIVE
 

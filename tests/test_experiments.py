@@ -19,8 +19,8 @@ LENGTHS = np.arange(10, 10 + N)  # eval lengths 10..49
 LABELS = np.arange(N) % 2
 
 
-def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None, wall=None, sparsity=0.0):
-    """A synthetic record: `correct` is a boolean mask over the N examples."""
+def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None, wall=None, sparsity=0.0, seed=0):
+    """A synthetic record: `correct` is a boolean mask over the N examples (of training seed `seed`)."""
     base = 1e6 * LENGTHS.astype(float)
     flops = base * rel_flops
     preds = np.where(correct, LABELS, 1 - LABELS)
@@ -29,8 +29,8 @@ def _record(root, method, op, protocol, rel_flops, correct, val_acc, knobs=None,
                  knobs=knobs, wall=wall or {1: 1.0, 32: 1.0}, sparsity=sparsity,
                  per_example={"length": LENGTHS, "label": LABELS, "prediction": preds, "flops": flops,
                               "baseline_flops": base, "exit_layer": np.full(N, 2),
-                              "tokens_per_layer": np.stack([LENGTHS, LENGTHS // 2], 1).tolist()})
-    write_json(record_path(root, "mr", method, op, protocol), rec)
+                              "tokens_per_layer": np.stack([LENGTHS, LENGTHS // 2], 1).tolist()}, seed=seed)
+    write_json(record_path(root, "mr", method, op, protocol, seed), rec)
 
 
 @pytest.fixture

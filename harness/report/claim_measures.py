@@ -41,10 +41,22 @@ class Inconclusive(Exception):
 
 @dataclass(frozen=True)
 class Reading:
-    """A measure's value and what it rests on (the point, its speedup, its metric)."""
+    """A measure's value, its interval and what it rests on (the point, its speedup, its metric)."""
     value: float  # NaN: the claim's condition cannot be met (e.g. no point within tolerance)
     detail: str
     fails: str = ""  # why NaN means "does not hold"
+    low: float = math.nan  # the value's interval, on its scale; NaN: no interval (see `noise`)
+    high: float = math.nan
+    n: int | None = None  # the eval examples (or timing rounds) the interval is drawn from
+    noise: str = ""  # what the interval holds, and what it leaves out
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+EXACT = "exact: FLOPs are counted, not sampled (the point's choice is not in it)"
 
 
 def fmt(x: float) -> str:
@@ -77,6 +89,42 @@ def _interval(c) -> str:
     return f"[{100 * c.low:+.1f}, {100 * c.high:+.1f}]"
 
 
+def _seeds(row) -> int:
+    n = row.get("n_seeds", 1) if hasattr(row, "get") else 1
+    return int(n) if n is not None and not (isinstance(n, float) and math.isnan(n)) else 1
+
+
+def training_floor(df, task, rows) -> tuple[float, str]:
+    """(half-width as a fraction, what it is) of the training noise added to a comparison of `rows`'
+    metrics. Measured on dense alone: with several dense seeds on the task (same splits), their sample
+    standard deviation sd stands for every method's (an assumption, stated in the table), and a
+    comparison of rows holding n_1, n_2, ... seeds each gets 1.96 x sd x sqrt(1/n_1 + 1/n_2 + ...).
+    With one dense seed there is nothing to measure it with: 0, and the text says the interval leaves
+    training noise out."""
+    dense = dense_row(df, task, "none") if task is not None else None
+    n_dense = _seeds(dense) if dense is not None else 1
+    sd = float(dense.get("primary_value_sd", math.nan)) if dense is not None else math.nan
+    if n_dense < 2 or not math.isfinite(sd):
+        return 0.0, "one training seed: training noise is not in the interval"
+    half = Z95 * sd * math.sqrt(sum(1.0 / _seeds(r) for r in rows))
+    return half, (f"training noise from dense's {n_dense} seeds (sd {100 * sd:.2f} pts, assumed for every "
+                  f"method) widens it by {100 * half:.1f} pts")
+
+
+def widened(value: float, low: float, high: float, half: float) -> tuple[float, float]:
+    """An interval around `value` with an independent +-half added in quadrature to each side."""
+    return value - math.hypot(value - low, half), value + math.hypot(high - value, half)
+
+
+def _metric_reading(df, task, value, c, rows, detail, scale=100.0, n=None, extra="") -> Reading:
+    """A metric comparison (value on `scale`; `c` its paired bootstrap as fractions) as a Reading whose
+    interval adds the training floor."""
+    half, what = training_floor(df, task, rows)
+    low, high = widened(value, scale * c.low, scale * c.high, scale * half)
+    noise = f"paired bootstrap over {n or c.n} eval examples; {what}{extra}"
+    return Reading(value, detail, low=low, high=high, n=n or c.n, noise=noise)
+
+
 def _flag(met: bool) -> str:
     return "" if met else " (none within tolerance: the most accurate point)"
 
@@ -99,24 +147,68 @@ def _wall(rec, batch_size) -> float:
     return float(by_bs[size]["speedup"])
 
 
+def _wall_reading(rec, batch_size, value=None, scale=1.0) -> tuple[float, float, float, int, str]:
+    """(speedup, low, high, rounds, noise) of a timed point at `batch_size` (the timing's own interval of
+    its median ratio over interleaved rounds), each divided by `scale`."""
+    v = _wall(rec, batch_size)  # Inconclusive where the point was not timed there
+    timing = rec["timing"]["by_batch_size"]
+    size = str(batch_size) if batch_size is not None else str(max(int(b) for b in timing))
+    t = timing[size]
+    low, high = float(t.get("speedup_low", math.nan)), float(t.get("speedup_high", math.nan))
+    rounds = int(t.get("rounds", 0) or 0)
+    return (v / scale, low / scale, high / scale, rounds,
+            f"the timing's interval of the median speedup over {rounds} interleaved rounds (batch {size})")
+
+
+def _tolerance_interval(df, task, method, tolerance, protocol, value) -> tuple[float, float, str]:
+    """The FLOPs speedup at a tolerance, as an interval: from the fastest point whose eval metric is
+    within `tolerance` of dense over its whole paired interval (with the training floor), to the fastest
+    whose interval reaches within it (dense itself, 1x, is always within). The validation choice's own
+    value is kept inside. How far "within 1 point" can be told from "within 2" on these examples."""
+    dense = dense_row(df, task, "none")
+    sure, maybe = [1.0], [1.0]
+    what = ""
+    for _, row in method_points(df, task, method, "none").iterrows():
+        if not math.isfinite(row["primary_value"]):
+            continue
+        c = paired_comparison([row, dense])
+        half, what = training_floor(df, task, [row, dense])
+        gap = row["primary_value"] - dense["primary_value"]
+        low, high = widened(gap, c.low, c.high, half)
+        rec = row if protocol == "none" else same_point(df, row, protocol)
+        if rec is None:
+            continue
+        speed = float(rec["flops_speedup"])
+        if low >= -tolerance:
+            sure.append(speed)
+        if high >= -tolerance:
+            maybe.append(speed)
+    return (min(max(sure), value), max(max(maybe), value),
+            f"the FLOPs speedup of points surely / possibly within {tolerance:g} of dense on eval (paired "
+            f"bootstrap{'; ' + what if what else ''})")
+
+
 def _speedup(df, task, a) -> Reading:
     row, met = _chosen(df, task, a["method"], a.get("tolerance", 0.01))
     tol = a.get("tolerance", 0.01)
     if not met:
         return Reading(math.nan, f"{a['method']}: no point within {tol:g} of dense",
                        f"no point of {a['method']} is within {tol:g} of dense on validation")
-    rec = _under(df, row, a.get("protocol", "none"))
+    protocol = a.get("protocol", "none")
+    rec = _under(df, row, protocol)
     if a.get("quantity", "flops") == "wall":
-        value, what = _wall(rec, a.get("batch_size")), "wall-clock"
+        value, low, high, n, noise = _wall_reading(rec, a.get("batch_size"))
+        what = "wall-clock"
     else:
-        value, what = float(rec["flops_speedup"]), "FLOPs"
+        value, what, n = float(rec["flops_speedup"]), "FLOPs", int(row["n_eval"])
         if a.get("unreached") == "inconclusive":
             _reachable(df, task, a, value)
+        low, high, noise = _tolerance_interval(df, task, a["method"], tol, protocol, value)
     dense = dense_row(df, task, "none")
     acc = 100 * (row["primary_value"] - dense["primary_value"])
     return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
-                          f"{a.get('protocol', 'none')}, eval {acc:+.1f} pts vs dense "
-                          f"{_interval(paired_comparison([row, dense]))}")
+                          f"{protocol}, eval {acc:+.1f} pts vs dense "
+                          f"{_interval(paired_comparison([row, dense]))}", low=low, high=high, n=n, noise=noise)
 
 
 def _reachable(df, task, a, value) -> None:
@@ -145,8 +237,14 @@ def _m_speedup_margin(df, task, a, results_dir) -> Reading:
     others = [_speedup(df, task, {**plain, "method": b}) for b in a["baselines"]]
     if not math.isfinite(mine.value):
         return Reading(math.nan, mine.detail, mine.fails)
-    best = max((o.value for o in others if math.isfinite(o.value)), default=1.0)  # none within: dense, 1x
-    return Reading(mine.value - best, "; ".join([mine.detail, *(o.detail for o in others)]))
+    finite = [o for o in others if math.isfinite(o.value)]
+    best = max((o.value for o in finite), default=1.0)  # none within: dense, 1x
+    ends = lambda r: (r.low, r.high) if r.has_interval else (r.value, r.value)  # noqa: E731
+    best_low = max((ends(o)[0] for o in finite), default=1.0)
+    best_high = max((ends(o)[1] for o in finite), default=1.0)
+    low, high = ends(mine)[0] - best_high, ends(mine)[1] - best_low
+    return Reading(mine.value - best, "; ".join([mine.detail, *(o.detail for o in others)]), low=low, high=high,
+                   n=mine.n, noise=f"each side's interval ({mine.noise}), combined at their extremes")
 
 
 def _front(df, task, method, protocol):
@@ -187,10 +285,10 @@ def _m_metric_gap(df, task, a, results_dir) -> Reading:
         return g.max(0) if statistic == "max" else g.mean(0)
 
     c = paired_comparison(mine + theirs, combine=combine)
-    return Reading(value, f"{a['method']} - {a['baseline']} at {int(inside.sum())} equal-FLOPs points "
-                          f"(relative FLOPs {fmt(bc[inside].min())}-{fmt(bc[inside].max())}): "
-                          f"max {gaps.max():+.2f}, mean {gaps.mean():+.2f} pts; {statistic} {_interval(c)} "
-                          f"(paired bootstrap over the eval examples)")
+    return _metric_reading(df, task, value, c, [mine[0], theirs[0]],
+                           f"{a['method']} - {a['baseline']} at {int(inside.sum())} equal-FLOPs points "
+                           f"(relative FLOPs {fmt(bc[inside].min())}-{fmt(bc[inside].max())}): "
+                           f"max {gaps.max():+.2f}, mean {gaps.mean():+.2f} pts; the {statistic} is the value")
 
 
 def _m_protocol_ratio(df, task, a, results_dir) -> Reading:
@@ -198,7 +296,7 @@ def _m_protocol_ratio(df, task, a, results_dir) -> Reading:
     num, den = a.get("numerator", "sequence"), a.get("denominator", "batch")
     top, bottom = float(_under(df, row, num)["flops_speedup"]), float(_under(df, row, den)["flops_speedup"])
     return Reading(top / bottom, f"{a['method']} {row['operating_point']}{_flag(met)}: {num} {top:.2f}x / "
-                                 f"{den} {bottom:.2f}x")
+                                 f"{den} {bottom:.2f}x", n=int(row["n_eval"]), noise=EXACT)
 
 
 def _buckets(df, task, a):
@@ -220,7 +318,7 @@ def _m_bucket_speedup_ratio(df, task, a, results_dir) -> Reading:
     top, top_name = _bucket(table, a["numerator"], minimum, task)
     bottom, bottom_name = _bucket(table, a["denominator"], minimum, task)
     return Reading(top / bottom, f"{a['method']} {row['operating_point']}{_flag(met)}: {top_name} {top:.2f}x / "
-                                 f"{bottom_name} {bottom:.2f}x")
+                                 f"{bottom_name} {bottom:.2f}x", n=int(row["n_eval"]), noise=EXACT)
 
 
 def _m_bucket_margin(df, task, a, results_dir) -> Reading:
@@ -237,7 +335,8 @@ def _m_bucket_margin(df, task, a, results_dir) -> Reading:
         parts.append(f"{label}: {mine:.2f}x vs {best:.2f}x")
     if not margins:
         raise Inconclusive(f"no length bucket of {task} holds {minimum} eval examples")
-    return Reading(min(margins), f"{a['method']} vs max of {', '.join(a['baselines'])}: " + "; ".join(parts))
+    return Reading(min(margins), f"{a['method']} vs max of {', '.join(a['baselines'])}: " + "; ".join(parts),
+                   noise=EXACT)
 
 
 def _long_drop(df, task, method, tolerance):
@@ -251,19 +350,19 @@ def _long_drop(df, task, method, tolerance):
     bucket = tuple(float(x) for x in buckets[0][1:])
     c = paired_comparison([row, dense], buckets=bucket)
     return drop, (f"{method} {row['operating_point']}{_flag(met)}: {drop:+.1f} pts vs dense on the longest quarter "
-                  f"(n={int(mine['n'])}) {_interval(c)}"), row, dense, bucket
+                  f"(n={int(mine['n'])}) {_interval(c)}"), row, dense, bucket, c
 
 
 def _m_long_quarter_drop(df, task, a, results_dir) -> Reading:
     tol = a.get("tolerance", 0.01)
-    drop, detail, row, dense, bucket = _long_drop(df, task, a["method"], tol)
+    drop, detail, row, dense, bucket, c = _long_drop(df, task, a["method"], tol)
     if not a.get("versus"):
-        return Reading(drop, detail)
-    other, other_detail, other_row, _, _ = _long_drop(df, task, a["versus"], tol)
+        return _metric_reading(df, task, drop, c, [row, dense], detail, extra=" (the longest quarter)")
+    other, other_detail, other_row, _, _, _ = _long_drop(df, task, a["versus"], tol)
     # (a - dense) - (b - dense) on the same resampled long examples
     c = paired_comparison([row, other_row, dense], combine=lambda m, o, d: (m - d) - (o - d), buckets=bucket)
-    return Reading(drop - other, f"{detail}; {other_detail}; difference {drop - other:+.1f} pts {_interval(c)} "
-                                 "(paired bootstrap)")
+    return _metric_reading(df, task, drop - other, c, [row, other_row],
+                           f"{detail}; {other_detail}; the difference is the value", extra=" (the longest quarter)")
 
 
 def _at_knobs(df, task, a):
@@ -289,20 +388,28 @@ def _close(have, want) -> bool:
 
 
 def _m_metric_retained(df, task, a, results_dir) -> Reading:
+    from harness.measure.bootstrap import ratio
+
     row, dense = _at_knobs(df, task, a)
     value = float(row["primary_value"] / dense["primary_value"])
+    c = paired_comparison([row, dense], combine=ratio)
+    half, what = training_floor(df, task, [row, dense])
+    base = abs(float(dense["primary_value"]))
+    low, high = widened(value, c.low, c.high, half / base if base > 0 else 0.0)
     return Reading(value, f"{a['method']} {row['operating_point']}: {100 * row['primary_value']:.1f} of dense "
-                          f"{100 * dense['primary_value']:.1f} at {row['flops_speedup']:.2f}x")
+                          f"{100 * dense['primary_value']:.1f} at {row['flops_speedup']:.2f}x", low=low, high=high,
+                   n=c.n, noise=f"paired bootstrap of the ratio over {c.n} eval examples; {what}")
 
 
 def _m_speedup_at(df, task, a, results_dir) -> Reading:
     row, _ = _at_knobs(df, task, a)
+    detail = lambda what, v: (f"{a['method']} {row['operating_point']}: {what} {v:.2f}x under "  # noqa: E731
+                              f"{a.get('protocol', 'none')}")
     if a.get("quantity", "flops") == "wall":
-        value, what = _wall(row, a.get("batch_size")), "wall-clock"
-    else:
-        value, what = float(row["flops_speedup"]), "FLOPs"
-    return Reading(value, f"{a['method']} {row['operating_point']}: {what} {value:.2f}x under "
-                          f"{a.get('protocol', 'none')}")
+        value, low, high, n, noise = _wall_reading(row, a.get("batch_size"))
+        return Reading(value, detail("wall-clock", value), low=low, high=high, n=n, noise=noise)
+    value = float(row["flops_speedup"])
+    return Reading(value, detail("FLOPs", value), n=int(row["n_eval"]), noise=EXACT)
 
 
 def _m_selection_cost_ratio(df, task, a, results_dir) -> Reading:
@@ -318,7 +425,8 @@ def _m_selection_cost_ratio(df, task, a, results_dir) -> Reading:
         raise Inconclusive(f"the benchmark has no length {a['length']} (has {sorted(rows['length'].unique())})")
     value = float(at[column].median())
     return Reading(value, f"n={a['length']}: {column} median {value:.2f} over ratios "
-                          f"{', '.join(f'{r:g}' for r in at['ratio'])}")
+                          f"{', '.join(f'{r:g}' for r in at['ratio'])}",
+                   noise="no interval: the benchmark keeps medians of torch.utils.benchmark runs only")
 
 
 def _m_wall_over_flops(df, task, a, results_dir) -> Reading:
@@ -332,9 +440,10 @@ def _m_wall_over_flops(df, task, a, results_dir) -> Reading:
     if abs(row["flops_speedup"] - target) > 0.25 * target:
         raise Inconclusive(f"no point of {a['method']} is near {target:g}x (nearest: {row['flops_speedup']:.2f}x)")
     rec = _under(df, row, protocol)
-    wall, flops = _wall(rec, a.get("batch_size")), float(rec["flops_speedup"])
-    return Reading(wall / flops, f"{a['method']} {row['operating_point']}: wall-clock {wall:.2f}x for FLOPs "
-                                 f"{flops:.2f}x under {protocol}")
+    flops = float(rec["flops_speedup"])
+    value, low, high, n, noise = _wall_reading(rec, a.get("batch_size"), scale=flops)
+    return Reading(value, f"{a['method']} {row['operating_point']}: wall-clock {value * flops:.2f}x for FLOPs "
+                          f"{flops:.2f}x under {protocol}", low=low, high=high, n=n, noise=noise + " (FLOPs exact)")
 
 
 COMPUTE: dict[str, Callable[..., Reading]] = {

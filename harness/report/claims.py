@@ -7,7 +7,11 @@ computes); the measures that read the records live in
 `harness.report.claim_measures`. This module decides: a rule
 `holds` when its measure's value passes the rule's test, `does not hold`
 when it does not (or no value can meet it), and is `inconclusive` when what
-the measure needs is not in the records, with the reason; `all: [...]`
+the measure needs is not in the records, with the reason. A measure with an interval (a paired
+bootstrap over the eval examples, widened by the training noise dense's seeds show; a timing's interval;
+the FLOPs speedups of points surely / possibly within a tolerance) is judged on its ends: `holds` when
+the whole interval passes, `does not hold` when none of it does, otherwise `inconclusive` "within noise",
+with the interval; `all: [...]`
 fails if any part fails, else is inconclusive if any part is. `claims_table`
 lists a claim on the tasks it names, or on every task with records of all
 the methods its rule reads.
@@ -23,9 +27,14 @@ from harness.report.claim_measures import Inconclusive, fmt, read
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 NOTE = ("One row per claim and task. ours = the rule's measured value(s) (speedups as ratios, metrics x100 so "
-        "differences are points); rule = the test fixed in the config before the run; verdict: holds / does not "
-        "hold / inconclusive, with the reason. Points are chosen on the validation split; values are eval-split "
-        "values. Everything is computed from the records (harness/report/claims.py).")
+        "differences are points), its 95% interval [low, high], the n behind it and what the interval holds; rule = "
+        "the test fixed in the config before the run; verdict: holds (the whole interval passes) / does not hold "
+        "(none of it does) / inconclusive (within noise, or something missing), with the reason. Metric intervals "
+        "are paired bootstraps over the eval examples; with several dense seeds, dense's spread over seeds is "
+        "assumed for every method and added (training noise); with one, the reason says training noise is not in "
+        "the interval. FLOPs are counted (no interval); a FLOPs speedup at a tolerance spans the points surely to "
+        "possibly within it. Points are chosen on the validation split; values are eval-split values. Everything "
+        "is computed from the records (harness/report/claims.py).")
 
 
 def judge(df: pd.DataFrame, task: str | None, rule: dict, results_dir) -> tuple[str, str, str]:
@@ -48,12 +57,29 @@ def judge(df: pd.DataFrame, task: str | None, rule: dict, results_dir) -> tuple[
         reading = read(df, task, rule, results_dir)
     except Inconclusive as why:
         return INCONCLUSIVE, "n/a", str(why)
-    ours = f"{rule['measure']} = {fmt(reading.value)} ({reading.detail})"
+    bound = rule[test]
     if not math.isfinite(reading.value):
-        return FAILS, ours, reading.fails or "no value"
-    if compare(reading.value, rule[test]):
+        return FAILS, f"{rule['measure']} = n/a ({reading.detail})", reading.fails or "no value"
+    span = f" [{fmt(reading.low)}, {fmt(reading.high)}]" if reading.has_interval else ""
+    n = f", n={reading.n}" if reading.n else ""
+    ours = f"{rule['measure']} = {fmt(reading.value)}{span}{n} ({reading.detail}; {reading.noise})"
+    if reading.has_interval:
+        # the tests are thresholds, so the interval's two ends decide: both pass, neither, or it straddles
+        ends = [compare(reading.low, bound), compare(reading.high, bound)]
+        if all(ends):
+            return HOLDS, ours, _seed_caveat(reading)
+        if not any(ends):
+            return FAILS, ours, f"the whole interval{span} is not {symbol} {bound:g}" + _seed_caveat(reading, "; ")
+        return INCONCLUSIVE, ours, (f"within noise: {fmt(reading.value)}{span} straddles {symbol} {bound:g}"
+                                    + _seed_caveat(reading, "; "))
+    if compare(reading.value, bound):
         return HOLDS, ours, ""
-    return FAILS, ours, f"{fmt(reading.value)} is not {symbol} {rule[test]:g}"
+    return FAILS, ours, f"{fmt(reading.value)} is not {symbol} {bound:g}"
+
+
+def _seed_caveat(reading, sep: str = "") -> str:
+    """The verdict's own warning when training noise could not be measured."""
+    return sep + "one training seed: training noise is not in the interval" if "one training seed" in reading.noise else ""
 
 
 def claims_table(df: pd.DataFrame, spec: dict, results_dir) -> pd.DataFrame:
