@@ -23,6 +23,7 @@ try:
     TASKS = plan.resolve_tasks(CFG)
     METHODS = plan.resolve_methods(CFG)
     plan.check_task_methods(CFG, TASKS, METHODS)
+    plan.check_method_seeds(CFG, METHODS)
 except HarnessError as e:
     sys.exit(f"error: {e}")
 

@@ -133,10 +133,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> None:
-    from harness.run.plan import check_task_methods, resolve_methods, resolve_tasks
+    from harness.run.plan import check_method_seeds, check_task_methods, resolve_methods, resolve_tasks
 
     cfg = _config(args)
-    check_task_methods(cfg, resolve_tasks(cfg), resolve_methods(cfg))
+    methods = resolve_methods(cfg)
+    check_task_methods(cfg, resolve_tasks(cfg), methods)
+    check_method_seeds(cfg, methods)
     print(f"config {cfg['profile']} is valid")
 
 

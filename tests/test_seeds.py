@@ -103,6 +103,27 @@ def test_the_plan_has_every_train_and_evaluate_job_per_seed_from_the_same_seeds_
     assert all("/seed1/points/" in p for p in plan.point_files(two, "mr", "ltp", 1))
 
 
+def test_method_seeds_repeat_only_the_named_methods(tmp_path):
+    """`method_seeds: {dense: [0, 1, 2]}` (the claims profile's training-noise floor): dense's evaluate jobs
+    at three seeds, every other method at the config's seeds only; a job of dense at seed 2 is valid; a
+    misspelled method is one clear error."""
+    from harness.run import plan
+    from harness.run.context import RunContext
+
+    cfg = _cfg(tmp_path, "seeds=[0]", "method_seeds={dense: [0, 1, 2]}")
+    manifests = [m.split("/")[-3:] for m in plan.all_manifests(cfg)]  # <task>/<method>/seed<s>.json
+    assert sorted(s for t, m, s in manifests if (t, m) == ("mr", "dense")) == ["seed0.json", "seed1.json", "seed2.json"]
+    assert {s for t, m, s in manifests if m != "dense"} == {"seed0.json"}
+    assert plan.seeds(cfg, "dense") == [0, 1, 2] and plan.seeds(cfg, "ltp") == [0] and plan.all_seeds(cfg) == [0, 1, 2]
+    assert RunContext(cfg, "mr", "dense", 2).seed == 2 and RunContext(cfg, "mr", "dense").seed == 0
+    with pytest.raises(HarnessError, match="training seed 3 is not one of the config's seeds"):
+        RunContext(cfg, "mr", "dense", 3)
+    with pytest.raises(HarnessError, match=r"method_seeds names \['dens'\], which is not a method or variant"):
+        plan.check_method_seeds({**cfg, "method_seeds": {"dens": [1]}}, plan.resolve_methods(cfg))
+    with pytest.raises(HarnessError, match="invalid config value"):
+        _cfg(tmp_path, "method_seeds={dense: []}")
+
+
 def _job_counts(tmp_path, *config) -> dict[str, int]:
     p = subprocess.run(command(tmp_path, "-n", "--cores", "1", config=config), cwd=ROOT, capture_output=True,
                        text=True)

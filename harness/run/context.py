@@ -32,7 +32,7 @@ from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
 from harness.storage import atomic_output, read_json, seed_dir, write_json
 from harness.run.finetune import TrainConfig, finetune
 from harness.run.inference import evaluate
-from harness.run.plan import base_method, method_values, plugin_for
+from harness.run.plan import all_seeds, base_method, method_values, plugin_for
 
 SPLITS = ("train", "validation", "eval")
 _CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_examples", "eval": "max_eval_examples"}
@@ -45,9 +45,9 @@ class RunContext:
         self.method = method
         # the data: splits and caps (and the bootstrap, harness.measure.bootstrap), whatever the training seed
         self.split_seed: int = int(cfg["split_seed"])
-        seeds = [int(s) for s in cfg["seeds"]]
+        seeds = all_seeds(cfg)  # the config's seeds and every method_seeds entry
         # the training seed: initialisation, data order, dropout; its models live in their own folders
-        self.seed: int = seeds[0] if seed is None else int(seed)
+        self.seed: int = int(cfg["seeds"][0]) if seed is None else int(seed)
         if self.seed not in seeds:
             raise HarnessError(f"training seed {self.seed} is not one of the config's seeds {seeds}",
                                f"add it to the config's seeds (e.g. --config seeds='{sorted(seeds + [self.seed])}')"

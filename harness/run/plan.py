@@ -139,9 +139,26 @@ def write_resolved_config(cfg: dict) -> str:
     return str(path)
 
 
-def seeds(cfg: dict) -> list[int]:
-    """The training seeds: every train and evaluate job runs once per seed."""
-    return [int(s) for s in cfg["seeds"]]
+def seeds(cfg: dict, method: str | None = None) -> list[int]:
+    """The training seeds of `method` (its `method_seeds` entry, else the config's `seeds`): its train and
+    evaluate jobs run once per seed."""
+    chosen = (cfg.get("method_seeds") or {}).get(method) if method is not None else None
+    return [int(s) for s in (chosen if chosen is not None else cfg["seeds"])]
+
+
+def all_seeds(cfg: dict) -> list[int]:
+    """Every training seed some method runs at (a model at any of them may be trained as a requirement)."""
+    extra = [s for listed in (cfg.get("method_seeds") or {}).values() for s in listed]
+    return sorted({int(s) for s in [*cfg["seeds"], *extra]})
+
+
+def check_method_seeds(cfg: dict, methods: list[str]) -> None:
+    """`method_seeds` names methods that exist (registered ones or the config's variants)."""
+    known = set(method_names()) | set(cfg.get("variants") or {}) | set(methods)
+    unknown = [m for m in (cfg.get("method_seeds") or {}) if m not in known]
+    if unknown:
+        raise HarnessError(f"method_seeds names {unknown}, which is not a method or variant",
+                           f"use some of: {', '.join(methods)}")
 
 
 def done_path(cfg: dict, task: str, method: str, seed: int) -> Path:
@@ -222,7 +239,7 @@ def all_manifests(cfg: dict) -> list[str]:
         for t in resolve_tasks(cfg)
         for m in resolve_methods(cfg)
         if runs_on(cfg, t, m)
-        for s in seeds(cfg)
+        for s in seeds(cfg, m)
     ]
 
 
