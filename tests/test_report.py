@@ -295,11 +295,14 @@ def test_build_report_writes_exactly_the_planned_outputs(results_dir: Path, tmp_
     assert sorted(paths) == sorted(o.path for o in planned_outputs(cfg, ["dense", "ltp"]))
     names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in paths)
     expected = ["results/summary.csv", "results/tables/skipped_experiments.txt"]
-    expected += [f"results/tables/{t}.{e}" for t in ("baseline", "length_stats", "t1", "knobs")
+    expected += [f"results/tables/{t}.{e}" for t in ("dense_floors", "baseline", "unreliable_timings",
+                                                      "length_stats", "t1", "knobs")
                  for e in ("csv", "md", "tex")]
     expected += [f"figures/{f}.{e}" for f in ("length_histograms", "tradeoff_sequence",
                                                  "tradeoff_batch", "tradeoff_none") for e in ("png", "pdf")]
     assert names == sorted(expected)
+    # the report opens on the dense floors
+    assert planned_outputs(cfg, ["dense", "ltp"])[0].path.endswith("results/tables/dense_floors.csv")
     for p in paths:
         if p.endswith((".png", ".pdf")):
             _assert_figure(p)

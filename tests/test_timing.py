@@ -110,3 +110,39 @@ def test_device_times_get_the_same_statistics_as_wall_times():
     assert d["gpu_speedup"] == float(np.median(ratios))
     assert (d["gpu_speedup_low"], d["gpu_speedup_high"]) == median_interval(ratios)
     assert "gpu_speedup" not in PairedTiming(1, 4, 1, 1, [1.0], [1.0]).to_dict()
+
+
+def test_a_timing_that_misses_its_target_is_kept_and_marked_with_the_load_around_it():
+    """Rounds that end (max_rounds) before the interval's half-width reaches `target` x the median give a
+    timing marked `reliable: false`; one within it `reliable: true`. Both carry the machine's load: while a
+    second process spins on a core, the cores other processes kept busy read about one."""
+    import multiprocessing as mp
+
+    from harness.measure.timing import PairedTiming
+
+    wide = PairedTiming(1, 4, 1, 1, point_s=[1.0, 1.0, 1.0], dense_s=[1.0, 2.0, 3.0], target=0.05)
+    assert wide.interval == (1.0, 3.0) and wide.reliable is False  # half-width 1 > 0.05 x 2
+    assert wide.to_dict()["reliable"] is False and wide.to_dict()["target"] == 0.05
+    tight = PairedTiming(1, 4, 1, 1, point_s=[1.0] * 7, dense_s=[2.0, 2.01, 2.0, 1.99, 2.0, 2.0, 2.02])
+    assert tight.reliable is True
+
+    point, dense = Sleeper(2.0), Sleeper(4.0)
+    spec = TimingSpec(threads=1, min_rounds=3, max_rounds=3, max_seconds=5, target=1e-6)  # unreachable
+    stop = mp.Event()
+    spinner = mp.Process(target=_spin, args=(stop,))
+    spinner.start()
+    try:
+        time.sleep(0.3)
+        d = time_side_by_side(point, dense, _enc(), "none", 64, 2, spec).to_dict()
+    finally:
+        stop.set()
+        spinner.join()
+    assert d["reliable"] is False and d["rounds"] == 3
+    load = d["load"]
+    assert set(load) == {"loadavg_1m_before", "loadavg_1m_after", "other_busy_cores", "cores"}
+    assert load["other_busy_cores"] >= 0.5  # the spinner's core (the sleeping models use almost none)
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass

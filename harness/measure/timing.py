@@ -11,7 +11,10 @@ speedup of a round is dense time / point time; the reported speedup is the
 median over rounds with a distribution-free confidence interval for that
 median (binomial order statistics). Rounds continue, between `min_rounds`
 and `max_rounds` and within `max_seconds`, until the interval's half-width
-is within `target` (default 5%) of the median.
+is within `target` (default 5%) of the median. A timing that ends without
+meeting it (`max_rounds` or `max_seconds` reached first) is kept and marked
+`reliable: false`; every timing records the machine's load around it
+(`MachineLoad`: load average, cores other processes kept busy).
 
 The timed forward runs with `trace=False`: no trace is recorded, so the
 harness's bookkeeping is not part of the measured time (FLOPs come from an
@@ -38,6 +41,7 @@ import ctypes
 import dataclasses
 import ctypes.util
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -96,6 +100,42 @@ def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, floa
     return float(x[j - 1]), float(x[n - j])
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat: every state but idle and
+    iowait, summed over CPUs); None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)) / ticks
+
+
+class MachineLoad:
+    """The machine's load around a timing: the 1-minute load average before and after, and how many
+    cores other processes kept busy meanwhile (the machine's busy CPU time minus this process's, over
+    the wall time). A speedup timed beside another job is noisy or biased; the record says so."""
+
+    def __enter__(self):
+        self.load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        self.busy, self.own, self.wall = _busy_cpu_seconds(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.wall
+        busy = _busy_cpu_seconds()
+        own = time.process_time() - self.own
+        other = None
+        if busy is not None and self.busy is not None and wall > 0:
+            other = max(0.0, (busy - self.busy - own) / wall)
+        self.result = {"loadavg_1m_before": self.load_before,
+                       "loadavg_1m_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                       "other_busy_cores": None if other is None else round(other, 3),
+                       "cores": os.cpu_count()}
+        return False
+
+
 @dataclass
 class PairedTiming:
     """Interleaved timings of a point and the dense model on the same batches."""
@@ -110,6 +150,15 @@ class PairedTiming:
     # on a GPU, per round: seconds between CUDA events around the same passes (device time)
     point_gpu_s: list[float] | None = None
     dense_gpu_s: list[float] | None = None
+    target: float = 0.05  # the interval's half-width the rounds aimed for, relative to the median
+    load: dict | None = None  # MachineLoad around the rounds
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the rounds met their target: the interval's half-width within `target` x the median.
+        A timing that did not (too few rounds within `max_seconds`, or a busy machine) is kept, marked."""
+        lo, hi = self.interval
+        return bool((hi - lo) / 2 <= self.target * self.speedup * (1 + 1e-9))
 
     @property
     def rounds(self) -> int:
@@ -145,6 +194,9 @@ class PairedTiming:
             "speedup_low": lo,
             "speedup_high": hi,
             "confidence": CONFIDENCE,
+            "target": self.target,
+            "reliable": self.reliable,
+            "load": self.load,
             "point_s": self.point_s,
             "dense_s": self.dense_s,
             **self._gpu_dict(),
@@ -233,6 +285,7 @@ def time_side_by_side(
     gpu_times: dict[str, list[float]] = {"point": [], "dense": []}
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
+    load = MachineLoad().__enter__()
     try:
         for f in runs.values():  # warm-up
             f()
@@ -268,5 +321,6 @@ def time_side_by_side(
                     break
     finally:
         torch.set_num_threads(previous)
+        load.__exit__(None, None, None)
     return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"], spec.round_warmups,
-                        gpu_times["point"] or None, gpu_times["dense"] or None)
+                        gpu_times["point"] or None, gpu_times["dense"] or None, spec.target, load.result)

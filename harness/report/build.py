@@ -19,6 +19,8 @@ from harness.report.figures import length_histograms, tradeoff_curves
 from harness.report.load import load_length_records, load_records, write_summary_frame
 from harness.report.seeds import over_seeds
 from harness.report.tables import baseline_table, length_table, write_table
+from harness.report.timings import unreliable_table
+from harness.report.floors import floors_table
 from harness.storage import atomic_write_text
 
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -38,6 +40,8 @@ def planned_outputs(cfg: dict, methods: list[str]) -> list[Output]:
     out = [Output(str(r / "summary.csv"), "Records", "summary"),
            Output(str(r / "tables" / "skipped_experiments.txt"), "Records", "skipped")]
     out += [Output(str(r / "tables" / f"baseline.{x}"), "Dense baseline", "baseline") for x in TABLE_FORMATS]
+    out += [Output(str(r / "tables" / f"unreliable_timings.{x}"), "Records", "unreliable_timings")
+            for x in TABLE_FORMATS]
     out += [Output(str(r / "tables" / f"length_stats.{x}"), "Lengths", "length_stats") for x in TABLE_FORMATS]
     out += [Output(str(f / f"length_histograms.{x}"), "Lengths", "length_histograms") for x in FIGURE_FORMATS]
     for p in cfg["eval"]["protocols"]:
@@ -52,7 +56,8 @@ def planned_outputs(cfg: dict, methods: list[str]) -> list[Output]:
             verdicts += files
         else:
             out += files
-    return verdicts + out  # the verdicts first: the report opens on them
+    floors = [Output(str(r / "tables" / f"dense_floors.{x}"), "Dense baseline", "dense_floors") for x in TABLE_FORMATS]
+    return floors + verdicts + out  # the report opens on the dense floors, then the verdicts resting on them
 
 
 def build_report(cfg: dict, methods: list[str]) -> list[str]:
@@ -67,13 +72,17 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
     lengths_tab = length_table(lengths)
 
     written = [write_summary_frame(records, Path(results_dir) / "summary.csv")]
+    written += write_table(floors_table(df, cfg), results_dir, "dense_floors")
     written += write_table(baseline, results_dir, "baseline")
+    written += write_table(unreliable_table(records, cfg), results_dir, "unreliable_timings")
     written += write_table(lengths_tab, results_dir, "length_stats")
     written += length_histograms(lengths, figures_dir)
     for protocol in cfg["eval"]["protocols"]:
         written += tradeoff_curves(df, figures_dir, protocol, per_seed=records)
-    written += run_experiments(df, cfg.get("experiments"), methods, results_dir, figures_dir,
-                               cfg["eval"]["protocols"])
+    # the claims read each task's dense floor (harness.report.floors), a profile setting
+    experiments = {name: ({**spec, "dense_floors": cfg.get("dense_floors") or {}} if spec.get("kind") == "claims"
+                          else spec) for name, spec in (cfg.get("experiments") or {}).items()}
+    written += run_experiments(df, experiments, methods, results_dir, figures_dir, cfg["eval"]["protocols"])
     building = planned(cfg.get("experiments"), methods)
     skipped = [f"{name}: the profile runs none of {wanted_methods(spec)}"
                for name, spec in (cfg.get("experiments") or {}).items() if name not in building]

@@ -144,7 +144,13 @@ def _wall(rec, batch_size) -> float:
     size = str(batch_size) if batch_size is not None else str(max(int(b) for b in by_bs))
     if size not in by_bs:
         raise Inconclusive(f"{rec['method']} was not timed at batch {size} (timed: {', '.join(sorted(by_bs))})")
-    return float(by_bs[size]["speedup"])
+    t = by_bs[size]
+    if t.get("reliable") is False:
+        raise Inconclusive(f"{rec['method']} {rec['operating_point']}'s timing at batch {size} under {rec['protocol']} "
+                           f"missed its target ({float(t['speedup']):.2f}x [{float(t['speedup_low']):.2f}, "
+                           f"{float(t['speedup_high']):.2f}]): re-time it on a quiet machine "
+                           "(results/tables/unreliable_timings)")
+    return float(t["speedup"])
 
 
 def _wall_reading(rec, batch_size, value=None, scale=1.0) -> tuple[float, float, float, int, str]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from harness.claim_spec import TESTS, methods_of, per_task, rule_text
 from harness.report.claim_measures import Inconclusive, fmt, read
+from harness.report.floors import below_floor
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 NOTE = ("One row per claim and task. ours = the rule's measured value(s) (speedups as ratios, metrics x100 so "
@@ -101,6 +102,8 @@ def claims_table(df: pd.DataFrame, spec: dict, results_dir) -> pd.DataFrame:
                                          f"no task has records of all of {', '.join(methods_of(rule))}")
             elif per_task(rule) and not (df["task"] == task).any():
                 verdict, ours, reason = INCONCLUSIVE, "n/a", f"no records on {task}"
+            elif per_task(rule) and (floor := below_floor(df, task, {"dense_floors": spec.get("dense_floors")})):
+                verdict, ours, reason = INCONCLUSIVE, "n/a", floor
             else:
                 verdict, ours, reason = judge(df, None if task == "(any)" else task, rule, results_dir)
             rows.append({"claim": claim["id"], "source": claim["source"], "statement": claim["statement"],

@@ -28,6 +28,7 @@ from harness.errors import HarnessError
 from harness.record import PROTOCOLS
 from harness.report.rules import DENSE, dense_row, fastest_of, fastest_within, same_point
 from harness.report.tables import metric_x100
+from harness.report.timings import wall_columns
 
 GROUPED_NOTE = (
     "Each row: the fewest-FLOPs point (protocol none) among its method's points matching its knobs whose "
@@ -179,7 +180,7 @@ def policy_cost_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.Da
         by_bs = (r.get("timing") or {}).get("by_batch_size", {}) if isinstance(r.get("timing"), dict) else {}
         for b in sorted(by_bs, key=int):
             share = by_bs[b].get("policy_time_share")
-            row[f"wall_bs{b}"] = by_bs[b]["speedup"]
+            row |= wall_columns(r, b)
             row[f"policy_time_bs{b}"] = math.nan if share is None else share
         rows.append(row)
     out = pd.DataFrame(rows)

@@ -56,6 +56,17 @@ def _proxy(look: Identity, **extra):
     return Line2D([], [], **look.line(**extra))
 
 
+UNRELIABLE_ALPHA = 0.3  # a timing whose interval missed its target (harness.report.timings)
+
+
+def _missed(pts: pd.DataFrame, column: str) -> pd.Series:
+    """Rows whose timing at `column` missed its target (`<column>_reliable` False; unknown counts as met)."""
+    flag = f"{column}_reliable"
+    if flag not in pts.columns:
+        return pd.Series(False, index=pts.index)
+    return pts[flag].map(lambda v: v is False or (isinstance(v, (bool, np.bool_)) and not v))
+
+
 def _wall_errors(pts: pd.DataFrame, column: str):
     """Asymmetric error bars from `<column>_low/_high` where the table has them, else None."""
     if f"{column}_low" not in pts.columns or f"{column}_high" not in pts.columns:
@@ -166,15 +177,23 @@ def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: 
         for ax, p in zip(axes, protocols):
             sub = table[table["protocol"] == p]
             handles = {}
+            faint = False
             for method, pts in sub.groupby("method", sort=False):
                 look = looks[method]
                 for i, b in enumerate(sizes):
                     col = f"wall_bs{b}"
-                    # the fill says the batch size here, so a variant's marker is filled too (its shape differs)
-                    ax.errorbar(pts["flops_speedup"], pts[col], yerr=_wall_errors(pts, col), capsize=2,
-                                ecolor=look.color, elinewidth=0.8,
-                                **look.line(linestyle="none", markerfacecolor=look.color,
-                                            fillstyle=_fill(i, len(sizes))))
+                    missed = _missed(pts, col)
+                    # the fill says the batch size here, so a variant's marker is filled too (its shape differs);
+                    # a timing that missed its target is drawn faint
+                    for sel, alpha in ((~missed, 1.0), (missed, UNRELIABLE_ALPHA)):
+                        if not sel.any():
+                            continue
+                        errors = _wall_errors(pts[sel], col)
+                        ax.errorbar(pts["flops_speedup"][sel], pts[col][sel], yerr=errors, capsize=2,
+                                    ecolor=look.color, elinewidth=0.8, alpha=alpha,
+                                    **look.line(linestyle="none", markerfacecolor=look.color,
+                                                fillstyle=_fill(i, len(sizes))))
+                    faint |= bool(missed.any())
                 handles[method] = _proxy(look, markerfacecolor=look.color)  # filled: as at the largest batch
             if sizes and several_tasks:
                 for _, r in sub.iterrows():
@@ -185,8 +204,11 @@ def wallclock_figure(table: pd.DataFrame, figures_dir: str | os.PathLike, stem: 
             ax.set_xlabel("FLOPs speedup (× dense)")
             ax.set_ylabel("measured throughput speedup (× dense)")
             ax.set_title(f"{p} padding protocol")
-            ax.legend([*handles.values(), *_size_handles(sizes), diag],
-                      [*handles.keys(), *(f"batch {b}" for b in sizes), "wall = FLOPs"], fontsize=8)
+            extra = ([_proxy(looks[next(iter(handles))], alpha=UNRELIABLE_ALPHA, color="gray", linestyle="none",
+                             markerfacecolor="gray", markeredgecolor="gray")] if faint and handles else [])
+            ax.legend([*handles.values(), *_size_handles(sizes), diag, *extra],
+                      [*handles.keys(), *(f"batch {b}" for b in sizes), "wall = FLOPs",
+                       *(["faint: timing missed its target"] if extra else [])], fontsize=8)
         fig.tight_layout()
         return _save(fig, figures_dir, stem)
 

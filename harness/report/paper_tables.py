@@ -18,6 +18,7 @@ from harness.record import PROTOCOLS
 from harness.report.rules import dense_row, fastest_within, nearest_speedup, same_point
 from harness.report.seeds import SEED_NOTE, several_seeds
 from harness.report.tables import metric_x100, paired_note, seed_columns, vs_dense_columns
+from harness.report.timings import wall_columns
 
 SELECT_NOTE = (
     "Each method's point is the fewest-FLOPs point whose validation metric is within {tol} (absolute, "
@@ -103,10 +104,7 @@ def wallclock_table(df: pd.DataFrame, methods: list[str], target: float = 2.0, p
                        "flops_speedup": rec["flops_speedup"]}
                 sizes = sorted(int(b) for b in by_bs)
                 for b in sizes:
-                    t = by_bs[str(b)]
-                    row[f"wall_bs{b}"] = t["speedup"]
-                    row[f"wall_bs{b}_low"] = t["speedup_low"]
-                    row[f"wall_bs{b}_high"] = t["speedup_high"]
+                    row |= wall_columns(rec, b, interval=True)
                 row["ratio"] = row[f"wall_bs{sizes[-1]}"] / rec["flops_speedup"] if sizes else math.nan
                 rows.append(row)
     out = pd.DataFrame(rows)

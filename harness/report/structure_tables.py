@@ -21,6 +21,7 @@ import pandas as pd
 from harness.measure.bootstrap import ratio
 from harness.report.rules import DENSE, dense_row, same_point
 from harness.report.tables import metric_x100, paired_comparison, paired_note
+from harness.report.timings import wall_columns
 
 RATIO_NOTE = (
     "Point = the method's point with the largest {knob}. ratio = eval metric / dense eval metric (accuracy, or "
@@ -39,10 +40,6 @@ def _knob(row, knob: str):
     return json.loads(row["knobs_json"]).get(knob)
 
 
-def _wall(rec, size: str) -> tuple[float, float, float]:
-    timing = rec.get("timing") if rec is not None else None
-    t = (timing or {}).get("by_batch_size", {}).get(size)
-    return (t["speedup"], t["speedup_low"], t["speedup_high"]) if t else (math.nan, math.nan, math.nan)
 
 
 def _ratio_interval(top, base) -> dict[str, float]:
@@ -86,7 +83,7 @@ def ratio_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataFram
                 row[f"speedup_{p}"] = rec["flops_speedup"] if rec is not None else math.nan
             rec = same_point(df, top, wall)
             for b in sizes:
-                row[f"wall_bs{b}"], row[f"wall_bs{b}_low"], row[f"wall_bs{b}_high"] = _wall(rec, b)
+                row |= wall_columns(rec, b, interval=True)
             row["ref_ratio"], row["ref_speedup"] = ref.get("ratio", math.nan), ref.get("speedup", math.nan)
             rows.append(row)
     ran = {r["task"] for r in rows}
@@ -123,7 +120,7 @@ def sparsity_curve(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataF
                        "sparsity": r["structure"]["sparsity"], "metric": r["metric"],
                        "value": metric_x100(r["metric"], r["primary_value"]), "flops_speedup": r["flops_speedup"]}
                 for b in sizes:
-                    row[f"wall_bs{b}"] = _wall(r, b)[0]
+                    row |= wall_columns(r, b)
                 rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty or (out["method"] == DENSE).all():
