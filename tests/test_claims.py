@@ -279,8 +279,9 @@ def test_task_methods_run_each_task_with_only_the_methods_its_claims_read():
     everywhere = {**cfg, "task_methods": {}}
     assert {m for t, m in runs if t == "mr"} == {m for m in resolve_methods(cfg) if runs_on(everywhere, "mr", m)}
     assert "ltp" in {m for t, m in runs if t == "mr"}
-    with pytest.raises(HarnessError, match="task_methods names 'qnli', which this profile does not run"):
-        check_task_methods({**cfg, "task_methods": {"qnli": ["ltp"]}}, ["mr", "sst2"], resolve_methods(cfg))
+    with pytest.raises(HarnessError, match="task_methods names 'qnlii', which is not a task"):
+        check_task_methods({**cfg, "task_methods": {"qnlii": ["ltp"]}}, ["mr", "sst2"], resolve_methods(cfg))
+    check_task_methods({**cfg, "task_methods": {"qnli": ["ltp"]}}, ["mr", "sst2"], resolve_methods(cfg))  # not run
     with pytest.raises(HarnessError, match=r"task_methods.sst2 names \['ltpp'\], which is not a method or variant"):
         check_task_methods({**cfg, "task_methods": {"sst2": ["ltpp"]}}, ["mr", "sst2"], resolve_methods(cfg))
 
