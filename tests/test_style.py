@@ -172,3 +172,22 @@ def test_base_of_prefers_records_then_registered_plugins() -> None:
     assert base_of("ltp_manual") == "ltp_manual"  # a plugin of its own
     assert base_of("infor_coef (sparsity=0.6)", {"infor_coef (sparsity=0.6)": "infor_coef"}) == "infor_coef"
     assert _hue("infor_coef_skim") == _hue("infor_coef")
+
+
+def test_tradeoff_points_carry_their_intervals_and_dense_its_band(frame, captured) -> None:
+    """Every point of the trade-off figure has its record's 95% bootstrap interval as an error bar, and
+    dense's interval is a band across the panel."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Polygon, Rectangle
+
+    figures.tradeoff_curves(frame, "unused", "none")
+    ax = captured[0].axes[0]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    n_points = int((frame[(frame["protocol"] == "none") & (frame["method"] != "dense")]["task"] == "mr").sum())
+    assert sum(len(c.get_segments()) for c in bars) >= n_points  # one bar per point (the front's drawn twice)
+    dense = frame[(frame["protocol"] == "none") & (frame["method"] == "dense")].iloc[0]
+    low, high = 100 * dense["metric_accuracy_low"], 100 * dense["metric_accuracy_high"]
+    ys = [[round(p.get_y(), 6), round(p.get_y() + p.get_height(), 6)] if isinstance(p, Rectangle)
+          else sorted({round(float(y), 6) for _, y in p.get_xy()}) for p in ax.patches
+          if isinstance(p, (Polygon, Rectangle))]
+    assert [round(low, 6), round(high, 6)] in ys, ys

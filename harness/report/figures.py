@@ -128,6 +128,25 @@ def _select_methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str
 
 
 SEED_ALPHA = 0.2  # each training seed's points behind the mean over seeds
+BAND_ALPHA = 0.12  # dense's interval, a band across the panel
+
+
+def _interval_pct(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's 95% bootstrap interval of its primary metric (x100; NaN where the record has none)."""
+    low, high = np.full(len(df), np.nan), np.full(len(df), np.nan)
+    for i, (_, r) in enumerate(df.iterrows()):
+        lo, hi = r.get(f"metric_{r['metric']}_low"), r.get(f"metric_{r['metric']}_high")
+        if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+            low[i], high[i] = 100.0 * float(lo), 100.0 * float(hi)
+    return low, high
+
+
+def _errors(m: pd.DataFrame):
+    """Asymmetric error bars from value_low / value_high (none where they are missing)."""
+    if m[["value_low", "value_high"]].isna().all().all():
+        return None
+    return [(m["value_pct"] - m["value_low"]).clip(lower=0).fillna(0),
+            (m["value_high"] - m["value_pct"]).clip(lower=0).fillna(0)]
 
 
 def _seed_points(per_seed: pd.DataFrame | None, protocol: str, task: str) -> pd.DataFrame | None:
@@ -150,9 +169,10 @@ def tradeoff_curves(
     through its Pareto-optimal points (the others as faint markers).
 
     x = the record's relative_flops (1.0 = dense cost under the same padding
-    protocol); y = primary metric x 100. The dense result is a
-    solid horizontal line and a star at x = 1; "dense - 1" (the usual
-    "within one point" acceptance bar) is dotted. Each method is drawn in its
+    protocol); y = primary metric x 100, every point with its 95% bootstrap
+    interval over the eval examples as an error bar. The dense result is a
+    solid horizontal line, its interval a faint band, and a star at x = 1;
+    "dense - 1" (the usual "within one point" acceptance bar) is dotted. Each method is drawn in its
     look from `harness.report.style` (a variant: its base method's hue, a
     hollow marker, a dashed line). Saved as tradeoff_<protocol>.{png,pdf}.
 
@@ -176,6 +196,8 @@ def tradeoff_curves(
         rel_flops=sub["relative_flops"].astype(float),
         value_pct=sub["primary_value"].astype(float) * 100.0,
     )
+    low, high = _interval_pct(sub)
+    sub = sub.assign(value_low=low, value_high=high)
     tasks = sorted(set(sub["task"]))
     handles: dict[str, Any] = {}
     with rc_context(STYLE):
@@ -187,6 +209,10 @@ def tradeoff_curves(
             if not dense.empty:
                 base = float(dense["value_pct"].iloc[0])
                 handles["dense"] = ax.axhline(base, color=DENSE_IDENTITY.color, lw=1.2, label="dense")
+                d_low, d_high = float(dense["value_low"].iloc[0]), float(dense["value_high"].iloc[0])
+                if np.isfinite(d_low) and np.isfinite(d_high):  # dense's 95% interval over the eval examples
+                    handles["dense 95% interval"] = ax.axhspan(d_low, d_high, color=DENSE_IDENTITY.color,
+                                                               alpha=BAND_ALPHA, lw=0)
                 handles["dense − 1"] = ax.axhline(base - 1.0, color=DENSE_IDENTITY.color, lw=1.0, ls=":",
                                                   label="dense − 1")
                 ax.plot([1.0], [base], **DENSE_IDENTITY.line(ms=11, linestyle="none"))
@@ -204,9 +230,13 @@ def tradeoff_curves(
                             **looks[method].line(ms=3, linestyle="none", alpha=SEED_ALPHA))
                 front = pareto_front(m["rel_flops"].to_numpy(), m["value_pct"].to_numpy())
                 look = looks[method]
-                ax.plot(m["rel_flops"], m["value_pct"], **look.line(ms=4, linestyle="none", alpha=0.4))
-                (line,) = ax.plot(m["rel_flops"].to_numpy()[front], m["value_pct"].to_numpy()[front],
-                                  **look.line(ms=6, lw=1.5, label=method))
+                # every point with its 95% interval over the eval examples (the record's bootstrap)
+                ax.errorbar(m["rel_flops"], m["value_pct"], yerr=_errors(m), capsize=0, elinewidth=0.7,
+                            **look.line(ms=4, linestyle="none", alpha=0.4))
+                f = m.iloc[list(front)]
+                ax.errorbar(f["rel_flops"], f["value_pct"], yerr=_errors(f), capsize=2, elinewidth=0.9,
+                            **look.line(ms=6, linestyle="none"))
+                (line,) = ax.plot(f["rel_flops"], f["value_pct"], **look.line(ms=6, lw=1.5, label=method))
                 handles[method] = line
             ax.set_title(task)
             ax.set_xlabel("relative FLOPs (× dense)")
