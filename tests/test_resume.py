@@ -279,7 +279,7 @@ def test_retried_cofi_point_job_skips_its_pruning_and_resumes_its_finetuning(tmp
         shutil.copytree(_smoke_dense_dir, root / "w" / "models" / "mr" / "dense" / "seed0", dirs_exist_ok=True)
         return cfg
 
-    point = "sparsity=0.5"
+    point = "sparsity=0.6"  # one of the smoke profile's CoFi points
     calls = {"n": 0, "limit": None}
     real = ft.collate
 
