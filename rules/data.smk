@@ -16,3 +16,22 @@ rule lengths:
         config=CONFIG_FILE,
     shell:
         "python -m harness lengths --resolved-config {params.config} --task {wildcards.task} 2> {log}"
+
+
+# Hugging Face's own fine-tune of the dense model (transformers' classes and example-script recipe, no harness
+# encoder or loop) on the dense job's splits and hyperparameters, at each of `reference_seeds`: an independent
+# check that the harness's dense baseline works (tables/dense_floors). Costs about one dense training job.
+rule reference:
+    output:
+        f"{RESULTS}/reference/{{task}}/seed{{seed}}.json",
+    threads: workflow.cores
+    resources:
+        gpu=CFG.get("resources", {}).get("gpu", 0),
+        mem_mb=CFG.get("resources", {}).get("mem_mb", 4000),
+    log:
+        f"{WORK}/logs/reference_{{task}}_seed{{seed}}.log",
+    params:
+        config=CONFIG_FILE,
+    shell:
+        "OMP_NUM_THREADS={threads} python -m harness reference --resolved-config {params.config}"
+        " --task {wildcards.task} --seed {wildcards.seed} --out {output} 2> {log}"

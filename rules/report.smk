@@ -7,6 +7,7 @@ rule report:
         plan.all_manifests(CFG),
         plan.all_lengths(CFG),
         plan.benchmark_outputs(CFG),
+        plan.reference_outputs(CFG),
     output:
         [report(o.path, caption=f"captions/{o.caption}.rst", category=o.category) for o in REPORT],
     log:

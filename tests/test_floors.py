@@ -65,3 +65,39 @@ def test_the_schema_states_floors_for_the_metrics_a_constant_says_nothing_about(
     cfg = load_config("default", [])
     assert {"cola", "stsb", "squad"} <= set(cfg["dense_floors"])
     assert all(0 < v < 1 for v in cfg["dense_floors"].values())
+
+
+def test_the_hugging_face_reference_is_compared_with_dense_over_its_seeds(tmp_path):
+    """Each reference fine-tune's JSON (results/reference/<task>/seed<s>.json) beside dense: agreement when the
+    references' mean lies within dense's seed spread (a t prediction interval); none with one dense seed."""
+    from scipy import stats
+
+    from harness.storage import write_json
+
+    root = tmp_path / "results"
+    for seed, right in ((0, 36), (1, 33), (2, 39)):  # dense at 90, 82.5, 97.5: sd 7.5 points
+        _record(root, "dense", "dense", "none", 1.0, np.arange(N) < right, 0.9, seed=seed)
+    df = over_seeds(load_records(root))
+    cfg = {"results_dir": str(root)}
+    assert floors_table(df, cfg).iloc[0]["reference_seeds"] == 0  # no reference ran
+    write_json(root / "reference" / "mr" / "seed0.json", {"kind": "hf_reference", "metrics": {"accuracy": 0.85}})
+    row = floors_table(df, cfg).iloc[0]
+    half = stats.t.ppf(0.975, 2) * 7.5 * np.sqrt(1 / 3 + 1)
+    assert row["dense_seeds"] == 3 and row["reference"] == pytest.approx(85.0) and row["reference_seeds"] == 1
+    assert row["agreement_half_width"] == pytest.approx(half) and bool(row["agrees"]) is True
+    write_json(root / "reference" / "mr" / "seed0.json", {"kind": "hf_reference", "metrics": {"accuracy": 0.2}})
+    assert bool(floors_table(df, cfg).iloc[0]["agrees"]) is False  # 70 points below dense: something is broken
+    one = over_seeds(load_records(root)[lambda d: d["seed"] == 0])
+    assert floors_table(one, cfg).iloc[0]["agrees"] is None
+
+
+def test_reference_seeds_add_a_reference_job_per_task_and_seed(tmp_path):
+    from harness.run.plan import reference_outputs
+
+    cfg = load_config("smoke", [f"results_dir={tmp_path}/r", f"work_dir={tmp_path}/w", "data_dir=",
+                                "reference_seeds=[0, 1]"])
+    from harness.run.plan import resolve_tasks
+
+    tasks = resolve_tasks(cfg)  # mr, and stsb where a data directory is set
+    assert reference_outputs(cfg) == [f"{tmp_path}/r/reference/{t}/seed{s}.json" for t in tasks for s in (0, 1)]
+    assert reference_outputs({**cfg, "reference_seeds": []}) == []

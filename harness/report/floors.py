@@ -19,7 +19,9 @@ baseline below its floor"); `floors_table` is the report's first table.
 from __future__ import annotations
 
 import math
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,10 @@ NOTE = ("A working dense model must clear a floor on each task: the larger of wh
         "correlations, the unanswerable share for SQuAD v2.0 F1) and the config's stated value (`dense_floors`). "
         "clears = the lower end of dense's 95% bootstrap interval is above the floor. A task that does not makes "
         "every verdict on it inconclusive (dense baseline below its floor). Values x100.")
+REFERENCE_NOTE = (" reference = the mean of Hugging Face's own fine-tunes of the same backbone on the same splits and "
+                  "hyperparameters (`reference_seeds`; harness/run/hf_reference.py); agrees = it lies within dense's mean "
+                  "+- agreement_half_width, t(n-1) x sd x sqrt(1/n_dense + 1/n_reference) over dense's seeds (empty "
+                  "with one dense seed: no spread to compare with).")
 
 
 def constant_score(task: str, metric: str, labels) -> tuple[float, str]:
@@ -101,19 +107,58 @@ def _source(f: Mapping) -> str:
     return f"a constant predictor: {f['constant_rule']}"
 
 
+def reference_values(results_dir, task: str, metric: str) -> list[float]:
+    """The primary metric of each Hugging Face reference fine-tune on `task` (results/reference/<task>/seed<s>.json,
+    the `reference` jobs of `reference_seeds`), in seed order."""
+    folder = Path(results_dir) / "reference" / task
+    values = []
+    for path in sorted(folder.glob("seed*.json"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1):
+        data = json.loads(path.read_text())
+        if metric in (data.get("metrics") or {}):
+            values.append(float(data["metrics"][metric]))
+    return values
+
+
+def agreement(dense: pd.Series, refs: list[float]) -> tuple[float, float, bool | None]:
+    """(reference mean, half-width, agrees) of the references against dense's spread over its seeds: the
+    reference mean must lie within mean_dense +- t(n-1) x sd x sqrt(1/n_dense + 1/n_ref) (a prediction interval
+    for n_ref new seeds' mean, with the reference's seeds assumed as noisy as dense's). None with one dense
+    seed: there is no spread to compare with."""
+    mean = float(np.mean(refs))
+    n = int(dense.get("n_seeds", 1) or 1)
+    sd = dense.get("primary_value_sd", math.nan)
+    if n < 2 or sd is None or pd.isna(sd):
+        return mean, math.nan, None
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, n - 1) * float(sd) * math.sqrt(1 / n + 1 / len(refs)))
+    return mean, half, bool(abs(mean - float(dense["primary_value"])) <= half)
+
+
 def floors_table(df: pd.DataFrame, cfg: Mapping | None) -> pd.DataFrame:
-    """One row per task with a dense record: dense's metric and interval, the floor and whether it clears."""
+    """One row per task with a dense record: dense's metric and interval, the floor and whether it clears,
+    and the Hugging Face reference beside it where it ran."""
     rows = []
     for task in sorted(df["task"].unique()):
         f = dense_floor(df, task, cfg)
         if f is None:
             continue
-        rows.append({"task": task, "metric": f["metric"], "dense": metric_x100(f["metric"], f["dense"]),
-                     "dense_low": 100 * f["dense_low"], "dense_high": 100 * f["dense_high"],
-                     "constant": 100 * f["constant"], "constant_rule": f["constant_rule"],
-                     "stated": 100 * f["stated"], "floor": 100 * f["floor"], "clears": f["clears"]})
-    out = pd.DataFrame(rows, columns=["task", "metric", "dense", "dense_low", "dense_high", "constant",
-                                      "constant_rule", "stated", "floor", "clears"])
-    out.attrs["note"] = NOTE
+        dense = dense_row(df, task, "none")
+        row = {"task": task, "metric": f["metric"], "dense": metric_x100(f["metric"], f["dense"]),
+               "dense_low": 100 * f["dense_low"], "dense_high": 100 * f["dense_high"],
+               "dense_seeds": int(dense.get("n_seeds", 1) or 1),
+               "constant": 100 * f["constant"], "constant_rule": f["constant_rule"],
+               "stated": 100 * f["stated"], "floor": 100 * f["floor"], "clears": f["clears"],
+               "reference": math.nan, "reference_seeds": 0, "agreement_half_width": math.nan, "agrees": None}
+        refs = reference_values((cfg or {}).get("results_dir", ""), task, f["metric"]) if cfg else []
+        if refs:
+            mean, half, agrees = agreement(dense, refs)
+            row.update(reference=100 * mean, reference_seeds=len(refs), agreement_half_width=100 * half,
+                       agrees=agrees)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["task", "metric", "dense", "dense_low", "dense_high", "dense_seeds", "constant",
+                                      "constant_rule", "stated", "floor", "clears", "reference", "reference_seeds",
+                                      "agreement_half_width", "agrees"])
+    out.attrs["note"] = NOTE + REFERENCE_NOTE
     out.attrs["floatfmt"] = {c: ".2f" for c in ("dense", "dense_low", "dense_high", "constant", "stated", "floor")}
     return out

@@ -249,6 +249,12 @@ def all_lengths(cfg: dict) -> list[str]:
     return [str(lengths_path(cfg["results_dir"], t)) for t in resolve_tasks(cfg)]
 
 
+def reference_outputs(cfg: dict) -> list[str]:
+    """The Hugging Face reference fine-tunes the config asks for (`reference_seeds`), one per task and seed."""
+    return [str(Path(cfg["results_dir"]) / "reference" / t / f"{seed_dir(s)}.json")
+            for t in resolve_tasks(cfg) for s in cfg.get("reference_seeds") or []]
+
+
 def benchmark_outputs(cfg: dict) -> list[str]:
     """Benchmark files the configured experiments need."""
     kinds = {e["kind"] for e in cfg.get("experiments", {}).values()}
