@@ -62,13 +62,13 @@ def _tail(out: Path, retries: int) -> str:
 
 def _harness_running(rule: str, method: str) -> bool:
     """The job's own `python -m harness <rule> ... --method <method>` process is running (same machine)."""
-    p = subprocess.run(["pgrep", "-f", "--", f"-m harness {rule} .*--method {method}$"], capture_output=True)
+    p = subprocess.run(["pgrep", "-f", "--", f"-m harness {rule} .*--method {method}( |$)"], capture_output=True)
     return p.returncode == 0
 
 
 def _kill_mid_run(cluster: LocalSlurm, proc: subprocess.Popen, rule: str, method: str) -> str:
     """scancel the SLURM job of (rule, method) once its harness process runs; the job's id."""
-    comment = f"rule_{rule}_wildcards_mr_{method}"  # the plugin joins wildcard values with "_"
+    comment = f"rule_{rule}_wildcards_mr_{method}_0"  # the plugin joins wildcard values (task, method, seed) with "_"
     end = time.monotonic() + LIMIT_S
     while time.monotonic() < end and proc.poll() is None:
         if _harness_running(rule, method):
@@ -119,8 +119,9 @@ def test_smoke_workflow_on_slurm_survives_scancel_and_equals_local_run(cluster, 
     # method's points, each its own SLURM job, joined by a local gather)
     finished = {p: p.stat().st_mtime_ns for p in [*(results / "manifests").rglob("*.json"),
                                                    *(out / "work" / "models").rglob("*.json")]}
-    assert {"dense", method} <= {p.parent.name for p in finished if p.name == "done.json"}, finished
-    points = [p for p in finished if p.parent.name == "points" and p.parent.parent.name == method]
+    # (models/<task>/<method>/seed<s>/done.json and .../seed<s>/points/<point>.json)
+    assert {"dense", method} <= {p.parent.parent.name for p in finished if p.name == "done.json"}, finished
+    points = [p for p in finished if p.parent.name == "points" and p.parent.parent.parent.name == method]
     assert len(points) > 1, "the method's points did not train as jobs of their own"
 
     # 2. the same command resumes: the killed job reruns, what finished stays

@@ -48,7 +48,8 @@ def test_every_method_and_protocol_hasrecords(smoke):
         check_record(r, f"{r['task']}/{r['method']}/{r['operating_point']}/{r['protocol']}")  # the schema
         assert r["flops_per_example"] == pytest.approx(2 * r["macs_per_example"])
         prov = r["provenance"]
-        assert {"git_commit", "git_dirty", "packages", "hardware", "threads", "config_hash", "seed"} <= set(prov)
+        assert {"git_commit", "git_dirty", "packages", "hardware", "threads", "config_hash", "split_seed",
+                "seeds"} <= set(prov)
         assert r["split_seed"] == 0 and r["seed"] in (0, 1)
         low, high = r["metrics_interval"][cfg_primary(r)]  # each record's bootstrap interval over its eval examples
         assert low <= r["metrics"][cfg_primary(r)] <= high
