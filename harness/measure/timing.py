@@ -136,6 +136,13 @@ class MachineLoad:
         return False
 
 
+def within_target(ratios, target: float) -> bool:
+    """Whether the interval of the median of `ratios` has a half-width within `target` x the median: the
+    rounds' stopping rule, and the record's `reliable` flag."""
+    lo, hi = median_interval(ratios)
+    return bool((hi - lo) / 2 <= target * float(np.median(ratios)) * (1 + 1e-9))
+
+
 @dataclass
 class PairedTiming:
     """Interleaved timings of a point and the dense model on the same batches."""
@@ -155,10 +162,9 @@ class PairedTiming:
 
     @property
     def reliable(self) -> bool:
-        """Whether the rounds met their target: the interval's half-width within `target` x the median.
-        A timing that did not (too few rounds within `max_seconds`, or a busy machine) is kept, marked."""
-        lo, hi = self.interval
-        return bool((hi - lo) / 2 <= self.target * self.speedup * (1 + 1e-9))
+        """Whether the rounds met their target (`within_target`). A timing that did not (too few rounds
+        within `max_seconds`, or a busy machine) is kept, marked."""
+        return within_target(self.ratios, self.target)
 
     @property
     def rounds(self) -> int:
@@ -285,42 +291,39 @@ def time_side_by_side(
     gpu_times: dict[str, list[float]] = {"point": [], "dense": []}
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
-    load = MachineLoad().__enter__()
-    try:
-        for f in runs.values():  # warm-up
-            f()
-        once = min(_seconds(f) for f in runs.values())  # the faster pass sets the repeats
-        number = max(1, math.ceil(spec.min_time / max(once, 1e-9)))
-        times: dict[str, list[float]] = {"point": [], "dense": []}
-        began = time.perf_counter()
-        while True:
-            order = ("dense", "point") if len(times["point"]) % 2 == 0 else ("point", "dense")
-            for name in order:
-                for _ in range(spec.round_warmups):
-                    runs[name]()
-                if gpu:  # device time beside wall time: events around the same passes
-                    events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    events[0].record()
-                start = time.perf_counter()
-                for _ in range(number):
-                    runs[name]()
-                times[name].append((time.perf_counter() - start) / number)
-                if gpu:
-                    events[1].record()
-                    events[1].synchronize()
-                    gpu_times[name].append(events[0].elapsed_time(events[1]) / 1000.0 / number)
-            rounds = len(times["point"])
-            if rounds >= spec.max_rounds:
-                break
-            if rounds >= spec.min_rounds:
-                ratios = np.asarray(times["dense"]) / np.asarray(times["point"])
-                lo, hi = median_interval(ratios)
-                if (hi - lo) / 2 <= spec.target * float(np.median(ratios)):
+    with MachineLoad() as load:  # the machine's load around the rounds
+        try:
+            for f in runs.values():  # warm-up
+                f()
+            once = min(_seconds(f) for f in runs.values())  # the faster pass sets the repeats
+            number = max(1, math.ceil(spec.min_time / max(once, 1e-9)))
+            times: dict[str, list[float]] = {"point": [], "dense": []}
+            began = time.perf_counter()
+            while True:
+                order = ("dense", "point") if len(times["point"]) % 2 == 0 else ("point", "dense")
+                for name in order:
+                    for _ in range(spec.round_warmups):
+                        runs[name]()
+                    if gpu:  # device time beside wall time: events around the same passes
+                        events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        events[0].record()
+                    start = time.perf_counter()
+                    for _ in range(number):
+                        runs[name]()
+                    times[name].append((time.perf_counter() - start) / number)
+                    if gpu:
+                        events[1].record()
+                        events[1].synchronize()
+                        gpu_times[name].append(events[0].elapsed_time(events[1]) / 1000.0 / number)
+                rounds = len(times["point"])
+                if rounds >= spec.max_rounds:
                     break
-                if time.perf_counter() - began > spec.max_seconds:
-                    break
-    finally:
-        torch.set_num_threads(previous)
-        load.__exit__(None, None, None)
+                if rounds >= spec.min_rounds:
+                    if within_target(np.asarray(times["dense"]) / np.asarray(times["point"]), spec.target):
+                        break
+                    if time.perf_counter() - began > spec.max_seconds:
+                        break
+        finally:
+            torch.set_num_threads(previous)
     return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"], spec.round_warmups,
                         gpu_times["point"] or None, gpu_times["dense"] or None, spec.target, load.result)

@@ -33,6 +33,7 @@ from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.load import per_example
 from harness.report.rules import dense_row, fastest_within, method_points, nearest_speedup, same_point
 from harness.report.tables import paired_comparison
+from harness.report.timings import MISSING, timed_sizes, wall
 
 
 class Inconclusive(Exception):
@@ -136,34 +137,24 @@ def _under(df, row, protocol):
     return rec
 
 
-def _wall(rec, batch_size) -> float:
-    timing = rec.get("timing")
-    by_bs = (timing.get("by_batch_size") or {}) if isinstance(timing, dict) else {}
-    if not by_bs:
+def _wall_reading(rec, batch_size, scale=1.0) -> tuple[float, float, float, int, str]:
+    """(speedup, low, high, rounds, noise) of a timed point at `batch_size` (default: its largest), read by
+    `harness.report.timings.wall` (the timing's own interval of its median ratio over interleaved rounds),
+    each divided by `scale`. Inconclusive where the point was not timed there or its timing missed its target."""
+    sizes = timed_sizes(rec)
+    if not sizes:
         raise Inconclusive(f"{rec['method']} {rec['operating_point']} was not timed under {rec['protocol']}")
-    size = str(batch_size) if batch_size is not None else str(max(int(b) for b in by_bs))
-    if size not in by_bs:
-        raise Inconclusive(f"{rec['method']} was not timed at batch {size} (timed: {', '.join(sorted(by_bs))})")
-    t = by_bs[size]
-    if t.get("reliable") is False:
+    size = str(batch_size) if batch_size is not None else str(max(sizes))
+    w = wall(rec, size)
+    if w is MISSING:
+        raise Inconclusive(f"{rec['method']} was not timed at batch {size} "
+                           f"(timed: {', '.join(sorted(str(b) for b in sizes))})")
+    if w.reliable is False:
         raise Inconclusive(f"{rec['method']} {rec['operating_point']}'s timing at batch {size} under {rec['protocol']} "
-                           f"missed its target ({float(t['speedup']):.2f}x [{float(t['speedup_low']):.2f}, "
-                           f"{float(t['speedup_high']):.2f}]): re-time it on a quiet machine "
-                           "(results/tables/unreliable_timings)")
-    return float(t["speedup"])
-
-
-def _wall_reading(rec, batch_size, value=None, scale=1.0) -> tuple[float, float, float, int, str]:
-    """(speedup, low, high, rounds, noise) of a timed point at `batch_size` (the timing's own interval of
-    its median ratio over interleaved rounds), each divided by `scale`."""
-    v = _wall(rec, batch_size)  # Inconclusive where the point was not timed there
-    timing = rec["timing"]["by_batch_size"]
-    size = str(batch_size) if batch_size is not None else str(max(int(b) for b in timing))
-    t = timing[size]
-    low, high = float(t.get("speedup_low", math.nan)), float(t.get("speedup_high", math.nan))
-    rounds = int(t.get("rounds", 0) or 0)
-    return (v / scale, low / scale, high / scale, rounds,
-            f"the timing's interval of the median speedup over {rounds} interleaved rounds (batch {size})")
+                           f"missed its target ({w.speedup:.2f}x [{w.low:.2f}, {w.high:.2f}]): re-time it on a quiet "
+                           "machine (results/tables/unreliable_timings)")
+    return (w.speedup / scale, w.low / scale, w.high / scale, w.rounds,
+            f"the timing's interval of the median speedup over {w.rounds} interleaved rounds (batch {size})")
 
 
 def _tolerance_interval(df, task, method, tolerance, protocol, value) -> tuple[float, float, str]:

@@ -18,8 +18,8 @@ baseline below its floor"); `floors_table` is the report's first table.
 """
 from __future__ import annotations
 
-import math
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,10 +46,12 @@ def constant_score(task: str, metric: str, labels) -> tuple[float, str]:
     """(score, how) of the best constant prediction for `metric` on eval labels `labels`."""
     spec = get_task(task)
     if spec.is_span:
-        if metric.startswith("no_answer") or spec.version != "2.0":
-            return 0.0, "empty answer" if spec.version != "2.0" else "no answer everywhere"
-        share = float(np.mean([not gold for gold in labels])) if len(labels) else 0.0
-        return (share, "no answer everywhere") if metric in ("f1", "exact_match") else (0.0, "no answer everywhere")
+        if spec.version != "2.0":
+            return 0.0, "empty answer"
+        # "no answer" everywhere scores the unanswerable share on F1 and exact match (the primary metrics)
+        if metric in ("f1", "exact_match") and len(labels):
+            return float(np.mean([not gold for gold in labels])), "no answer everywhere"
+        return 0.0, "no answer everywhere"
     y = np.asarray(labels)
     if metric == "accuracy":
         values, counts = np.unique(y, return_counts=True)
