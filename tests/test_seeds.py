@@ -11,6 +11,7 @@ import json
 import math
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,7 +140,7 @@ def test_timing_seeds_times_only_the_named_training_seeds(smoke_context):
     timed = {}
     for seed in (0, 1):
         manifest = json.loads(evaluate_job(ctx.cfg, "mr", "dense", seed).read_text())
-        timed[seed] = [json.loads(open(p).read())["timing"] for p in manifest["records"]]
+        timed[seed] = [json.loads(Path(p).read_text())["timing"] for p in manifest["records"]]
     assert timed[0] and all(t and "8" in t["by_batch_size"] for t in timed[0])
     assert timed[1] and all(t is None for t in timed[1])
     with pytest.raises(HarnessError, match=r"timing.seeds names training seeds \[4\] that no method runs at"):
