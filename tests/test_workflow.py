@@ -127,6 +127,17 @@ def test_speedups_are_measured_side_by_side(smoke):
         assert r["wallclock_speedup"] == r["timing"]["by_batch_size"][str(r["batch_size"])]["speedup"]
     dense = [r for r in timed if r["method"] == "dense"]
     assert dense and all(0.5 < r["wallclock_speedup"] < 2.0 for r in dense)
+    # at batch size 1 `batch` and `none` run the same unpadded batches: timed once per point, under `batch`
+    pairs = {}
+    for r in timed:
+        if r["protocol"] in ("batch", "none"):
+            pairs.setdefault((r["method"], r["seed"], r["operating_point"]), {})[r["protocol"]] = r
+    pairs = [p for p in pairs.values() if len(p) == 2]
+    assert pairs
+    for p in pairs:
+        one = {k: p[k]["timing"]["by_batch_size"]["1"] for k in p}
+        assert one["batch"]["timed_under"] == one["none"]["timed_under"] == "batch"
+        assert one["batch"]["point_s"] == one["none"]["point_s"] and one["batch"]["dense_s"] == one["none"]["dense_s"]
 
 
 def test_tables_and_figures_exist(smoke):

@@ -122,12 +122,19 @@ def timing_spec(cfg: dict) -> TimingSpec:
     return TimingSpec(threads=t["threads"], **{k: t[k] for k in keys if k in t})
 
 
-def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict]:
+# At batch size 1 no row is ever padded, so `batch` and `none` run the same one-example batches (in
+# another order): a point's batch-1 timing under one is its timing under the other
+UNPADDED_AT_ONE = ("batch", "none")
+
+
+def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | None = None) -> dict[int, dict]:
     """{batch size: timing} of `model` against `dense` on the first
     `timing.n_examples` eval examples, under `protocol`, with the share of the
     point's forward time spent in its policy's modules (`policy_time_share`).
     For a span task: every window of the first questions whose windows fit in
-    `timing.n_examples`, and the time per question besides the time per window."""
+    `timing.n_examples`, and the time per question besides the time per window.
+    `shared` (one dict per point, across its protocols) keeps the batch-1 timing
+    of `batch` or `none` for the other: it is timed once (`timed_under` says under which)."""
     t = ctx.cfg["timing"]
     enc = ctx.encoded("eval")
     questions = None
@@ -144,6 +151,9 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict
     out = {}
     with timing_lock(ctx.cfg):
         for bs in sizes:
+            if bs == 1 and protocol in UNPADDED_AT_ONE and shared is not None and 1 in shared:
+                out[bs] = dict(shared[1])
+                continue
             out[bs] = time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
             out[bs]["attention_kernels"] = kernels
             for kernel, other in extra.items():  # the same comparison against dense on the pruners' kernel
@@ -155,6 +165,9 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str) -> dict[int, dict
                     out[bs][f"{who}_ms_per_question"] = out[bs][f"{who}_latency_ms"] * len(sample) / questions
             out[bs]["policy_time_share"] = policy_time_share(model, sample, protocol, ctx.task.seq_len, bs,
                                                              spec.threads, ctx.device)
+            if bs == 1 and protocol in UNPADDED_AT_ONE and shared is not None:
+                out[bs]["timed_under"] = protocol
+                shared[1] = out[bs]
     return out
 
 
@@ -194,6 +207,7 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
                                      "with replacement (harness.measure.bootstrap)"}
     records = []
     for op in ctx.plugin.operating_points(ctx):
+        shared: dict = {}  # this point's batch-1 timing, shared by `batch` and `none` (side_by_side)
         if str(ctx.device).startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         model = op.model.to(ctx.device).eval()
@@ -201,7 +215,7 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         val = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
         for protocol in cfg["eval"]["protocols"]:
             run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
-            timings = side_by_side(ctx, model, dense, protocol) if protocol in timed else None
+            timings = side_by_side(ctx, model, dense, protocol, shared) if protocol in timed else None
             record = build_record(ctx, op, run, val, dense.arch(), timings,
                                   {**prov, "steady_allocator": steady,
                                    "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)})
