@@ -124,6 +124,29 @@ def test_method_seeds_repeat_only_the_named_methods(tmp_path):
         _cfg(tmp_path, "method_seeds={dense: []}")
 
 
+def test_timing_seeds_times_only_the_named_training_seeds(smoke_context):
+    """`timing.seeds: [0]` (the claims profile, whose dense runs at three seeds for its metrics): seed 0's
+    records carry a side-by-side timing, seed 1's a null one; a seed no method runs at is one clear error."""
+    import shutil
+
+    from harness.run import plan
+    from harness.run.context import RunContext
+    from harness.run.jobs import evaluate_job
+
+    ctx = smoke_context("dense", ["seeds=[0, 1]", "eval.protocols=[none]", "timing.protocols=[none]",
+                                  "timing.batch_sizes=[8]", "timing.seeds=[0]"])
+    shutil.copytree(ctx.model_dir("dense"), RunContext(ctx.cfg, "mr", "dense", 1).model_dir("dense"))
+    timed = {}
+    for seed in (0, 1):
+        manifest = json.loads(evaluate_job(ctx.cfg, "mr", "dense", seed).read_text())
+        timed[seed] = [json.loads(open(p).read())["timing"] for p in manifest["records"]]
+    assert timed[0] and all(t and "8" in t["by_batch_size"] for t in timed[0])
+    assert timed[1] and all(t is None for t in timed[1])
+    with pytest.raises(HarnessError, match=r"timing.seeds names training seeds \[4\] that no method runs at"):
+        plan.check_method_seeds({**ctx.cfg, "timing": {**ctx.cfg["timing"], "seeds": [0, 4]}},
+                                plan.resolve_methods(ctx.cfg))
+
+
 def _job_counts(tmp_path, *config) -> dict[str, int]:
     p = subprocess.run(command(tmp_path, "-n", "--cores", "1", config=config), cwd=ROOT, capture_output=True,
                        text=True)

@@ -185,6 +185,8 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
                            "excluded": excluded})
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
     timed = cfg["timing"].get("protocols", cfg["eval"]["protocols"])
+    if ctx.seed not in cfg["timing"].get("seeds", [ctx.seed]):
+        timed = []  # this training seed's records carry metrics and FLOPs only (timing.seeds)
     prov = provenance(cfg, cfg["timing"]["threads"])
     boot = BootstrapSpec.from_config(cfg)
     prov["bootstrap"] = {**boot.to_dict(), "unit": "question" if ctx.task.is_span else "example",

@@ -159,6 +159,11 @@ def check_method_seeds(cfg: dict, methods: list[str]) -> None:
     if unknown:
         raise HarnessError(f"method_seeds names {unknown}, which is not a method or variant",
                            f"use some of: {', '.join(methods)}")
+    timed = cfg["timing"].get("seeds")
+    stray = sorted(set(timed or []) - set(all_seeds(cfg)))
+    if stray:
+        raise HarnessError(f"timing.seeds names training seeds {stray} that no method runs at",
+                           f"use some of the config's seeds {all_seeds(cfg)} (or drop timing.seeds to time every seed)")
 
 
 def done_path(cfg: dict, task: str, method: str, seed: int) -> Path:
