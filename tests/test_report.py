@@ -294,7 +294,7 @@ def test_build_report_writes_exactly_the_planned_outputs(results_dir: Path, tmp_
     paths = build_report(cfg, ["dense", "ltp"])
     assert sorted(paths) == sorted(o.path for o in planned_outputs(cfg, ["dense", "ltp"]))
     names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in paths)
-    expected = ["results/summary.csv", "results/tables/skipped_experiments.txt"]
+    expected = ["results/summary.csv", "results/results.md", "results/tables/skipped_experiments.txt"]
     expected += [f"results/tables/{t}.{e}" for t in ("dense_floors", "baseline", "unreliable_timings",
                                                       "length_stats", "t1", "knobs")
                  for e in ("csv", "md", "tex")]
@@ -309,6 +309,13 @@ def test_build_report_writes_exactly_the_planned_outputs(results_dir: Path, tmp_
     assert len(pd.read_csv(results_dir / "summary.csv")) == 14
     assert "absent" in (results_dir / "tables" / "skipped_experiments.txt").read_text()
     assert "no data" in (results_dir / "tables" / "knobs.md").read_text()
+    # the results page: every table's Markdown and every figure, as the report wrote them
+    page = (results_dir / "results.md").read_text()
+    assert page.startswith("# Results: the `unnamed` profile") and "from 14 records" in page
+    assert (results_dir / "tables" / "t1.md").read_text().strip() in page
+    assert (results_dir / "tables" / "dense_floors.md").read_text().strip() in page
+    assert "![tradeoff_none](../figures/tradeoff_none.png)" in page and ".pdf" not in page
+    assert page.index("## Dense baseline") < page.index("## t1") and page.count("## Dense baseline") == 1
 
 
 def test_build_report_needs_the_dense_baseline(results_dir: Path, tmp_path: Path) -> None:

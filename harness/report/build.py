@@ -2,7 +2,8 @@
 
 `planned_outputs` says, from the config alone, which files the report writes
 (the workflow declares them as outputs and wraps them in Snakemake's
-`report()`); `build_report` writes exactly those. summary.csv lists every
+`report()`); `build_report` writes exactly those, the results page (`harness.report.page`)
+last. summary.csv lists every
 record (one row per training seed); the tables and figures read one row per
 point, the mean over the training seeds (`harness.report.seeds.over_seeds`). All records are read and
 checked before the first file is written, so a bad record fails the whole
@@ -21,6 +22,7 @@ from harness.report.seeds import over_seeds
 from harness.report.tables import baseline_table, length_table, write_table
 from harness.report.timings import unreliable_table
 from harness.report.floors import floors_table
+from harness.report.page import PAGE, results_page
 from harness.storage import atomic_write_text
 
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -57,7 +59,8 @@ def planned_outputs(cfg: dict, methods: list[str]) -> list[Output]:
         else:
             out += files
     floors = [Output(str(r / "tables" / f"dense_floors.{x}"), "Dense baseline", "dense_floors") for x in TABLE_FORMATS]
-    return floors + verdicts + out  # the report opens on the dense floors, then the verdicts resting on them
+    page = [Output(str(r / PAGE), "Records", "results_page")]  # every table and figure above on one page
+    return floors + verdicts + out + page  # the report opens on the dense floors, then the verdicts resting on them
 
 
 def build_report(cfg: dict, methods: list[str]) -> list[str]:
@@ -88,4 +91,5 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
                for name, spec in (cfg.get("experiments") or {}).items() if name not in building]
     written.append(atomic_write_text(Path(results_dir) / "tables" / "skipped_experiments.txt",
                                      "".join(f"{line}\n" for line in skipped)))
+    written.append(atomic_write_text(Path(results_dir) / PAGE, results_page(cfg, records, planned_outputs(cfg, methods))))
     return written
