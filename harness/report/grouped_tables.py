@@ -14,8 +14,8 @@
   the method's points: how much fixed-length padding inflates a speedup.
 * `policy_cost_table` - every point's policy cost: the share of its FLOPs
   spent in the policy's own products (scorers, predictors, exit heads) and
-  the share of its wall time spent in the policy's modules, at batch 1 and
-  the largest timed batch.
+  the share of its wall time spent in the policy's modules, at batch 1 (where
+  timed) and the largest timed batch.
 """
 from __future__ import annotations
 

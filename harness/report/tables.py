@@ -32,7 +32,7 @@ BASELINE_NOTE = (
     "eval_value is x100: accuracy and F1 are percentages (fraction x 100); "
     "Matthews, Pearson and Spearman are the raw coefficient x 100. "
     "GFLOPs are analytic per example; latency is the median per-example latency in ms at batch size 1 "
-    "(examples run one at a time); throughput is examples/s at the record's batch_size. eval_value and n_eval come from the first protocol "
+    "(examples run one at a time; empty where the profile does not time batch 1); throughput is examples/s at the record's batch_size. eval_value and n_eval come from the first protocol "
     "present in the order sequence, batch, none."
 )
 LENGTH_NOTE = (
