@@ -14,8 +14,10 @@ import copy
 import time
 from dataclasses import dataclass
 
+from harness.model.thresholds import LTPPolicy, rising_thresholds
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from methods.ltp import LTPPolicy, format_knob, hard_stage, prepare, rising_thresholds
+from harness.run.threshold_training import hard_stage, prepare_threshold_point
+from methods.ltp import format_knob
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class LTPManual(MethodPlugin):
         return {f"theta_final_rel={format_knob(r)}": i for i, r in enumerate(settings.theta_final_rels)}
 
     def train_point(self, ctx, key: str, index: int) -> tuple[list[dict], dict]:
-        s, model = prepare(ctx, [("theta_finals", "theta_final_rels")])
+        s, model = prepare_threshold_point(ctx, [("theta_finals", "theta_final_rels")])
         theta = s.theta_finals[index]  # the point's name is its resolved value
         name = f"theta_final={format_knob(theta)}"
         t0 = time.time()

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.model.policy import EncoderState, Exit, Policy
+from harness.model.thresholds import LTPPolicy
 from harness.plugin import MethodPlugin, OperatingPoint, register_method
 from methods.fastbert import EarlyExitPolicy, ExitHeadSettings, demo_exits, new_exit_policy, train_exits
-from methods.ltp import LTPPolicy, format_knob
+from methods.ltp import format_knob
 
 
 @dataclass(frozen=True)

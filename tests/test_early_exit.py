@@ -10,9 +10,9 @@ import torch
 
 from harness.measure.flop_reference import count_flops
 from harness.measure.flops import trace_flops, trace_macs
+from harness.model.thresholds import LTPPolicy
 from harness.plugin.registry import get_method
 from methods.fastbert import EarlyExitPolicy, Student, demo_exits, distillation_loss, entropy_uncertainty
-from methods.ltp import LTPPolicy
 from methods.magic_pyramid import PrunedExitPolicy
 
 from .conftest import random_batch

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.model.thresholds import LTPPolicy, rising_thresholds, token_scores
 from harness.plugin.registry import get_method
-from methods.ltp import LTPPolicy, relative_to_length, rising_thresholds, token_scores, with_lengths_resolved
+from harness.run.threshold_training import relative_to_length, with_lengths_resolved
 
 from .conftest import random_batch
 
