@@ -25,10 +25,11 @@ import copy
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.model.exits import EarlyExitPolicy, demo_exits
 from harness.model.policy import EncoderState, Exit, Policy
 from harness.model.thresholds import LTPPolicy
 from harness.plugin import MethodPlugin, OperatingPoint, register_method
-from methods.fastbert import EarlyExitPolicy, ExitHeadSettings, demo_exits, new_exit_policy, train_exits
+from harness.run.exit_training import ExitHeadSettings, new_exit_policy, train_exits
 from methods.ltp import format_knob
 
 

@@ -10,9 +10,10 @@ import torch
 
 from harness.measure.flop_reference import count_flops
 from harness.measure.flops import trace_flops, trace_macs
+from harness.model.exits import EarlyExitPolicy, Student, demo_exits, entropy_uncertainty
 from harness.model.thresholds import LTPPolicy
 from harness.plugin.registry import get_method
-from methods.fastbert import EarlyExitPolicy, Student, demo_exits, distillation_loss, entropy_uncertainty
+from harness.run.exit_training import exit_distillation_loss
 from methods.magic_pyramid import PrunedExitPolicy
 
 from .conftest import random_batch
@@ -116,7 +117,7 @@ def test_students_learn_the_teacher(tiny_model):
     losses = []
     for _ in range(60):
         out = tiny_model(ids, mask)
-        loss = distillation_loss(out.logits, out.state.scratch["student_logits"], regression=False)
+        loss = exit_distillation_loss(out.logits, out.state.scratch["student_logits"], regression=False)
         opt.zero_grad()
         loss.backward()
         opt.step()
