@@ -55,13 +55,13 @@ from harness.measure.params import attention_params, ffn_params, structure_summa
 from harness.model.policy import EncoderState, Policy
 from harness.model.structure import Gates, clear_gates, materialize
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.plugin.naming import SPARSITY_EPSILON, point_identity
 from harness.run.finetune import distillation_loss, task_loss, total_steps
 
 STRETCH = (-0.1, 1.1)
 BETA = 2.0 / 3.0
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
 EPS = 1e-6
-SPARSITY_EPSILON = 0.01  # how far a model may miss its target and still count as at it (cf. the reference)
 
 
 @dataclass(frozen=True)
@@ -166,23 +166,6 @@ class CoFiMasks(nn.Module):
         return Gates(heads=[heads[i] for i in range(layers)], attention=[attn[i] for i in range(layers)],
                      ffn_dims=[dims[i] for i in range(layers)], ffn=[ffn[i] for i in range(layers)],
                      hidden=f(self.hidden))
-
-
-# ---- operating points ------------------------------------------------------------
-def point_identity(target: float, achieved: float, epsilon: float = SPARSITY_EPSILON) -> tuple[str, dict]:
-    """(name, knobs) of a point trained for `target` whose materialized model
-    reached `achieved`. Within `epsilon` of its target the point stands for
-    its target; further off (either side) it is flagged and stands only for what
-    it reached, rounded to 0.01, so that a table row or a claim asking for
-    "CoFi at 95%" never gets a model pruned to, say, 90%. The name carries both
-    numbers (and the flag) so every table shows them; it is unique because
-    the targets are. The reference's own guard is one-sided and earlier: it
-    saves a best model only once the masks' expected sparsity is at least
-    target - sparsity_epsilon (an argument defaulting to 0)."""
-    off = abs(float(achieved) - float(target)) > epsilon + 1e-9
-    name = f"sparsity={achieved:.3f}_target={target:g}" + ("_off_target" if off else "")
-    return name, {"sparsity": round(float(achieved), 2) if off else float(target),
-                  "target_sparsity": float(target), "off_target": off}
 
 
 # ---- policies ----------------------------------------------------------------------

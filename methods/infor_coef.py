@@ -9,7 +9,7 @@ Start: a CoFi model (`methods.cofi`, materialized: heads, FFN dims, hidden
 dims and whole sublayers sliced away, then fine-tuned with distillation) at
 each target sparsity of `sparsities`, the paper's "4x" (CoFi-s60, 40% of the
 parameters) and "16x" (CoFi-s95) models. A point's `sparsity` knob is what
-its start reached, as CoFi's own (`methods.cofi.point_identity`), with the
+its start reached, as CoFi's own (`point_identity`, the core's), with the
 start's `target_sparsity` and `off_target` flag beside it.
 Before each layer that still computes something, a Transkimmer-shaped
 sampler sized to the pruned hidden width (`harness.model.skim.SkimPolicy`)
@@ -50,10 +50,10 @@ from harness.errors import HarnessError
 from harness.model.policy import EncoderState
 from harness.model.selection import mean_kept_fraction
 from harness.model.skim import SkimPolicy, SkimStep
+from harness.model.structure import demo_pruned
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.plugin.registry import get_method
+from harness.plugin.naming import SPARSITY_EPSILON, point_identity
 from harness.run.finetune import default_loss, total_steps
-from methods.cofi import SPARSITY_EPSILON, point_identity
 
 EPS = 1e-6
 LOSSES = ("ib", "skim")
@@ -241,7 +241,7 @@ class InforCoef(MethodPlugin):
     @staticmethod
     def start_knobs(target: float, start: dict) -> dict:
         """The CoFi start's knobs as CoFi's own point has them
-        (`methods.cofi.point_identity`): `sparsity` is what the start reached
+        (`point_identity`): `sparsity` is what the start reached
         (its target only within sparsity_epsilon of it), `target_sparsity` the
         target, `off_target` the flag; so a table row or claim selecting by
         `sparsity` gets Infor-Coef and CoFi points at the same sparsity."""
@@ -292,9 +292,9 @@ class InforCoef(MethodPlugin):
             yield OperatingPoint(entry["name"], knobs, ctx.load_model(entry["file"]).eval(), notes=start)
 
     def demo_model(self, model):
-        # CoFi's demo model (heads, dims and a whole attention sublayer sliced away) with untrained
-        # samplers of a neutral last bias, which skim about half the tokens at each layer
-        pruned = get_method("cofi").demo_model(model)
+        # a structurally pruned model as CoFi's are (heads, dims and a whole attention sublayer sliced
+        # away) with untrained samplers of a neutral last bias, which skim about half the tokens at each layer
+        pruned = demo_pruned(model)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             pruned.policy = InforCoefPolicy(len(pruned.layers), pruned.arch().hidden, computing_layers(pruned),

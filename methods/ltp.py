@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from harness.model.thresholds import LTPPolicy
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.plugin.naming import format_knob
 from harness.run.threshold_training import hard_stage, prepare_threshold_point
 
 
@@ -55,10 +56,6 @@ class Settings(MethodSettings):
     soft_cumulative: bool = False
     hard_epochs: float = 0.25
     hard_lr: float | None = None
-
-
-def format_knob(x: float) -> str:
-    return f"{float(x):g}"
 
 
 # ---- LTP ---------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from harness.model.thresholds import LTPPolicy, rising_thresholds
 from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.plugin.naming import format_knob
 from harness.run.threshold_training import hard_stage, prepare_threshold_point
-from methods.ltp import format_knob
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from harness.model.exits import EarlyExitPolicy, demo_exits
 from harness.model.policy import EncoderState, Exit, Policy
 from harness.model.thresholds import LTPPolicy
 from harness.plugin import MethodPlugin, OperatingPoint, register_method
+from harness.plugin.naming import format_knob
 from harness.run.exit_training import ExitHeadSettings, new_exit_policy, train_exits
-from methods.ltp import format_knob
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,14 @@ and hidden-dimension masks) and then calls `materialize` to fold the gates'
 values into the weights and really remove the pruned rows/columns, so the
 pruned model is a smaller dense model, not a masked one. After slicing,
 `BertClassifier.arch()` reports the new shape and the FLOPs counter follows.
-SpAtten's optional cascade head pruning uses `prune_heads`.
+SpAtten's optional cascade head pruning uses `prune_heads`. `demo_pruned` is
+a structurally pruned model for the generic tests of a method that starts from
+one (Infor-Coef starts from CoFi's), so such a method needs no other method's
+code to build its demo.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,3 +170,30 @@ def materialize(model: BertClassifier, gates: Gates) -> BertClassifier:
     if len(keep) < hid.numel():
         prune_hidden(model, keep)
     return model
+
+
+@torch.no_grad()
+def demo_pruned(model: BertClassifier, seed: int = 0) -> BertClassifier:
+    """A copy of `model` pruned at random (seeded by `seed`, not by the global
+    generator) and materialized: about a third of each layer's heads, of its
+    FFN dims and of the hidden dims sliced away (at least one of each kept),
+    the last layer's attention sublayer removed entirely, the kept units'
+    gate values drawn from [0.5, 1) and folded into the weights. No training:
+    for the generic tests of a method that runs on a structurally pruned
+    model (its FLOPs against FlopCounterMode, its padding independence)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+
+    def gate(n: int) -> torch.Tensor:
+        keep = torch.rand(n, generator=gen) >= 1.0 / 3.0
+        keep[0] = True
+        return torch.where(keep, 0.5 + 0.5 * torch.rand(n, generator=gen), torch.zeros(n)).to(device)
+
+    one, zero = torch.ones((), device=device), torch.zeros((), device=device)
+    layers = list(model.layers)
+    gates = Gates(heads=[gate(layer.num_heads) for layer in layers],
+                  attention=[zero if i == len(layers) - 1 else one for i in range(len(layers))],
+                  ffn_dims=[gate(layer.ffn_dim) for layer in layers],
+                  ffn=[one for _ in layers],
+                  hidden=gate(model.arch().hidden))
+    return materialize(copy.deepcopy(model), gates)
