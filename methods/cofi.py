@@ -386,7 +386,7 @@ class CoFi(MethodPlugin):
     def train_point(self, ctx, name: str, target: float) -> tuple[list[dict], dict]:
         s = ctx.settings
         self.check(ctx.method, s, None)
-        lr = float(s.lr if s.lr is not None else ctx.cfg["train"]["lr"])
+        lr = float(s.lr if s.lr is not None else ctx.train_setting("lr"))
         dense = ctx.load_model(method="dense").to(ctx.device)
         t0 = time.time()
         student, masks, distiller, prune_log = prune(ctx, dense, target, s, lr, name)
@@ -408,7 +408,7 @@ class CoFi(MethodPlugin):
         """Named and knobbed by `point_identity` from the manifest's target and
         achieved sparsity (so a manifest written before points were named by
         their achieved sparsity reads the same way)."""
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             name, knobs = point_identity(entry["target_sparsity"], entry["achieved_sparsity"],
                                          entry.get("sparsity_epsilon", ctx.settings.sparsity_epsilon))
             yield OperatingPoint(name, knobs, ctx.load_model(entry["file"]).eval(),

@@ -224,7 +224,7 @@ class InforCoef(MethodPlugin):
         """(what the start was, model) for a point from `sparsity` (None: dense)."""
         if sparsity is None:
             return {"start": "dense"}, ctx.load_model(method="dense")
-        points = ctx.read_json("points.json", method="cofi")
+        points = ctx.points("cofi")
         match = [e for e in points if abs(float(e["target_sparsity"]) - sparsity) < 1e-9]
         if not match:
             have = ", ".join(f"{e['target_sparsity']:g}" for e in points)
@@ -284,7 +284,7 @@ class InforCoef(MethodPlugin):
             "norm_starts_after_step": warm if s.loss == "ib" else None, **point_log}
 
     def operating_points(self, ctx):
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             knobs, start = dict(entry["knobs"]), entry["start"]
             if start.get("start") == "cofi" and "target_sparsity" not in knobs:
                 # a manifest from before the start's achieved sparsity was a knob: `sparsity` was the target

@@ -123,7 +123,7 @@ class LTP(MethodPlugin):
         }
 
     def operating_points(self, ctx):
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             model = ctx.load_model(entry["file"]).eval()
             yield OperatingPoint(
                 entry["name"],

@@ -72,7 +72,7 @@ class LTPManual(MethodPlugin):
 
     def operating_points(self, ctx):
         dense = None
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             if entry["file"] is not None:
                 model = ctx.load_model(entry["file"])
             else:

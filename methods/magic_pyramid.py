@@ -81,7 +81,7 @@ class MagicPyramid(MethodPlugin):
 
     @staticmethod
     def _ltp_entries(ctx, lambdas) -> list[dict]:
-        entries = ctx.read_json("points.json", method="ltp")
+        entries = ctx.points("ltp")
         by_lambda = {float(e["lambda"]): e for e in entries}
         missing = [lam for lam in lambdas if float(lam) not in by_lambda]
         if missing:
@@ -109,7 +109,7 @@ class MagicPyramid(MethodPlugin):
         return [entry], log
 
     def operating_points(self, ctx):
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             model = ctx.load_model(entry["file"])
             for tau in ctx.settings.taus:
                 m = copy.deepcopy(model)

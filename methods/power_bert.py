@@ -295,7 +295,7 @@ class PowerBert(MethodPlugin):
         }
 
     def operating_points(self, ctx):
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             name, lam = entry["name"], entry["lambda"]
             model = ctx.load_model(entry["file"])
             policy = model.policy

@@ -279,8 +279,8 @@ class SpAtten(MethodPlugin):
 
     def train_point(self, ctx, name: str, r) -> tuple[list[dict], dict]:
         s = ctx.settings
-        lr = float(ctx.cfg["train"]["lr"] * 0.5 if s.lr is None else s.lr)
-        batch_size = int(ctx.cfg["train"]["batch_size"] if s.batch_size is None else s.batch_size)
+        lr = float(ctx.train_setting("lr") * 0.5 if s.lr is None else s.lr)
+        batch_size = int(ctx.train_setting("batch_size") if s.batch_size is None else s.batch_size)
         t0 = time.perf_counter()
         model = ctx.load_model(method="dense")  # this point's own copy: each point loads dense afresh
         model.policy = self.policy_for(model, r, s.full_layers)
@@ -313,7 +313,7 @@ class SpAtten(MethodPlugin):
 
     def operating_points(self, ctx):
         s = ctx.settings
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             model = ctx.load_model(entry["file"]).eval()
             knobs = {"r": entry["r"], "head_pruning": s.head_ratio < 1.0, "head_ratio": s.head_ratio}
             full = s.full_layers if s.full_layers is not None else default_full_layers(len(model.layers))

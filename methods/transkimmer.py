@@ -94,7 +94,7 @@ class Transkimmer(MethodPlugin):
         return [{"name": name, "alpha": alpha, "file": f"{name}.pt"}], {"alpha": alpha, "lr": cfg.lr, **point_log}
 
     def operating_points(self, ctx):
-        for entry in ctx.read_json("points.json"):
+        for entry in ctx.points():
             yield OperatingPoint(entry["name"], {"alpha": entry["alpha"]}, ctx.load_model(entry["file"]).eval())
 
     def demo_model(self, model):

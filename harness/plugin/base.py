@@ -23,11 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from harness.plugin.context import JobContext
 from harness.plugin.settings import MethodSettings
 
 if TYPE_CHECKING:
     from harness.model.encoder import BertClassifier
-    from harness.run.context import RunContext
 
 
 @dataclass
@@ -81,13 +81,13 @@ class MethodPlugin:
         trains everything in one job (e.g. one model searched afterwards)."""
         return {}
 
-    def train_point(self, ctx: "RunContext", name: str, knob) -> tuple[list[dict], dict]:
+    def train_point(self, ctx: JobContext, name: str, knob) -> tuple[list[dict], dict]:
         """Train one point of `train_points` and save its model(s) into
         ctx.model_dir(); returns its entries of the points manifest
         (`points.json`, which `operating_points` reads) and its JSON-able log."""
         raise NotImplementedError
 
-    def train(self, ctx: "RunContext") -> dict:
+    def train(self, ctx: JobContext) -> dict:
         """Train and save into ctx.model_dir(); returns a JSON-able training log.
         Default, for a method with `train_points`: every point in this process,
         each from the seed, as the workflow's point jobs train them."""
@@ -97,7 +97,7 @@ class MethodPlugin:
             return train_all_points(ctx)
         raise NotImplementedError
 
-    def operating_points(self, ctx: "RunContext") -> Iterable[OperatingPoint]:
+    def operating_points(self, ctx: JobContext) -> Iterable[OperatingPoint]:
         raise NotImplementedError
 
     def demo_model(self, model: "BertClassifier") -> "BertClassifier":

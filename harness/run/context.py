@@ -5,7 +5,9 @@ every training seed), the job's training seed (`seed`, one of the config's
 `seeds`: initialisation, data order, dropout), tokenized splits, the length-filtered training split, the backbone, the method's typed
 settings, the fine-tuning loop, and atomic stores for models and a method's
 own files (points manifests, search results). A plugin touches the workflow
-only through this object.
+only through this object, and only through the members of
+`harness.plugin.context.JobContext`, which `RunContext` implements (the rest
+is the workflow's).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from harness.storage import atomic_output, read_json, seed_dir, write_json
 from harness.run.finetune import TrainConfig, finetune
 from harness.run.inference import evaluate
 from harness.run.plan import all_seeds, base_method, method_values, plugin_for
+from harness.run.points import POINTS_MANIFEST
 
 SPLITS = ("train", "validation", "eval")
 _CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_examples", "eval": "max_eval_examples"}
@@ -231,6 +234,15 @@ class RunContext:
             model.policy = policy
         return model.to(self.model_device)
 
+    def train_setting(self, name: str):
+        """The profile's training setting `train.<name>` (lr, batch_size, ...) as
+        configured: what a method setting left at None stands for."""
+        train = self.cfg["train"]
+        if name not in train:
+            raise HarnessError(f"the config has no training setting train.{name}",
+                               f"set train.{name} in the profile (config/schema.yaml lists them)")
+        return train[name]
+
     def train_config(self, **overrides) -> TrainConfig:
         """The profile's training settings with `overrides` on top; an override
         of None keeps the profile's value (a method setting left unset)."""
@@ -363,3 +375,13 @@ class RunContext:
                 f"{path} not found", f"run the workflow's train step for {self.task.name}/{method or self.method} first"
             )
         return read_json(path)
+
+    def points(self, method: str | None = None) -> list[dict]:
+        """The points manifest of this job's method, or of `method` (one it
+        starts from): the entries its `train_point` calls returned, in order,
+        as the workflow's gather step (or `train_all_points`) wrote them."""
+        return self.read_json(POINTS_MANIFEST, method)
+
+    def write_points(self, entries: list[dict]) -> Path:
+        """Write this job's points manifest, atomically."""
+        return self.write_json(POINTS_MANIFEST, entries)

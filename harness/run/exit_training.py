@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from harness.data.encoding import Encoded
 from harness.data.padding import collate
 from harness.model.exits import EarlyExitPolicy
+from harness.plugin.context import JobContext
 from harness.plugin.settings import MethodSettings
 from harness.run.finetune import frozen_except
 
@@ -67,7 +68,7 @@ def validation_distill_loss(model, exits: EarlyExitPolicy, enc: Encoded, batch_s
     return total / max(n, 1)
 
 
-def train_exits(ctx, model, exits: EarlyExitPolicy, s, desc: str = "") -> dict:
+def train_exits(ctx: JobContext, model, exits: EarlyExitPolicy, s, desc: str = "") -> dict:
     """FastBERT stage 2 on `model` in place: backbone, teacher and any other
     policy parameters frozen (dropout off: the teacher's targets are its
     eval-time predictions); only `exits.students` learn. Keeps the checkpoint
@@ -105,13 +106,13 @@ def train_exits(ctx, model, exits: EarlyExitPolicy, s, desc: str = "") -> dict:
     }
 
 
-def label_scale(ctx) -> float:
+def label_scale(ctx: JobContext) -> float:
     """The training labels' standard deviation (1 where it is 0): a regression exit's unit."""
     labels = np.asarray(ctx.encoded("train").labels, dtype=np.float64)
     return float(labels.std()) or 1.0
 
 
-def new_exit_policy(ctx, model, s) -> EarlyExitPolicy:
+def new_exit_policy(ctx: JobContext, model, s) -> EarlyExitPolicy:
     """Untrained exit heads for `model` under the `ExitHeadSettings` `s`, on the job's device."""
     reg = ctx.task.is_regression
     return EarlyExitPolicy(

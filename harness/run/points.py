@@ -28,7 +28,7 @@ from harness.errors import HarnessError
 from harness.measure.provenance import provenance
 from harness.storage import read_json, safe_name, write_json
 
-POINTS_MANIFEST = "points.json"
+POINTS_MANIFEST = "points.json"  # the one name of a method's points manifest (`RunContext.points`)
 
 
 def seed_everything(seed: int) -> None:
@@ -126,5 +126,5 @@ def train_all_points(ctx) -> dict:
         raise HarnessError(f"{ctx.method} declares no training points for {ctx.task.name}",
                            f"check the knob lists in the settings of {ctx.method}")
     manifest, log = gather([train_one(ctx, n) for n in names])
-    ctx.write_json(POINTS_MANIFEST, manifest)
+    ctx.write_points(manifest)
     return log

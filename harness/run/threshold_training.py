@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness.plugin.context import JobContext
+
 
 def relative_to_length(value, mean_length: float):
     """A length-relative setting (or list of them) as absolute values, 3 significant digits."""
@@ -22,7 +24,7 @@ def relative_to_length(value, mean_length: float):
     return tuple(conv(r) for r in value) if isinstance(value, tuple) else conv(value)
 
 
-def with_lengths_resolved(ctx, s, pairs):
+def with_lengths_resolved(ctx: JobContext, s, pairs):
     """Settings with the length-relative values [(absolute, relative)] made absolute
     (an absolute value, when configured, wins) and learning rates left at None
     set to the profile's."""
@@ -30,18 +32,18 @@ def with_lengths_resolved(ctx, s, pairs):
     changes = {a: relative_to_length(getattr(s, r), mean_length) for a, r in pairs if getattr(s, a) is None}
     for lr in ("soft_lr", "hard_lr"):
         if hasattr(s, lr) and getattr(s, lr) is None:
-            changes[lr] = float(ctx.cfg["train"]["lr"])
+            changes[lr] = float(ctx.train_setting("lr"))
     return dataclasses.replace(s, **changes)
 
 
-def prepare_threshold_point(ctx, pairs):
+def prepare_threshold_point(ctx: JobContext, pairs):
     """The start of an ltp / ltp_manual point: settings with the length-relative
     values `pairs` resolved, and the fine-tuned dense model."""
     s = with_lengths_resolved(ctx, ctx.settings, pairs)
     return s, ctx.load_model(method="dense").to(ctx.device)
 
 
-def hard_stage(ctx, model, s, name: str, start: dict) -> dict:
+def hard_stage(ctx: JobContext, model, s, name: str, start: dict) -> dict:
     """Fine-tune with the pruning active and keep the best validation checkpoint,
     the starting point (whose `ctx.validation_summary` is `start`) included."""
     log = ctx.finetune(
