@@ -50,13 +50,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
-from harness.measure.params import attention_params, ffn_params, structure_summary
-from harness.model.policy import EncoderState, Policy
-from harness.model.structure import Gates, clear_gates, materialize
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.plugin.naming import SPARSITY_EPSILON, point_identity
-from harness.run.finetune import distillation_loss, task_loss, total_steps
+from harness.plugin import (SPARSITY_EPSILON, EncoderState, Gates, HarnessError, JobContext, MethodPlugin,
+                            MethodSettings, OperatingPoint, Policy, attention_params, clear_gates, distillation_loss,
+                            ffn_params, materialize, point_identity, register_method, structure_summary, task_loss,
+                            total_steps)
 
 STRETCH = (-0.1, 1.1)
 BETA = 2.0 / 3.0
@@ -279,7 +276,7 @@ class Distiller(nn.Module):
 
 
 # ---- training --------------------------------------------------------------------------
-def prune(ctx, dense, target: float, s: Settings, lr: float, name: str):
+def prune(ctx: JobContext, dense, target: float, s: Settings, lr: float, name: str):
     """The pruning stage from the dense model: returns the masked student, its masks and a log."""
     student = copy.deepcopy(dense)
     L, first = len(student.layers), student.layers[0]
@@ -327,7 +324,7 @@ def materialized(student, masks: CoFiMasks):
     return model, (gates.hidden != 0).nonzero(as_tuple=True)[0]
 
 
-def finetune_pruned(ctx, model, distiller: Distiller, s: Settings, lr: float, name: str) -> dict:
+def finetune_pruned(ctx: JobContext, model, distiller: Distiller, s: Settings, lr: float, name: str) -> dict:
     alive = [layer.num_heads > 0 for layer in model.layers]
     log = ctx.finetune(model, cfg=ctx.train_config(epochs=s.finetune_epochs, lr=lr),
                        loss_fn=lambda m, out, batch: distiller.loss(out, batch, alive)[0],

@@ -5,8 +5,7 @@ and most start from its fine-tuned weights (`requires = ("dense",)`).
 """
 from __future__ import annotations
 
-from harness.plugin.base import MethodPlugin, OperatingPoint
-from harness.plugin.registry import register_method
+from harness.plugin import MethodPlugin, OperatingPoint, register_method
 
 
 @register_method("dense")

@@ -36,9 +36,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from harness.model.exits import EarlyExitPolicy, Student, demo_exits
-from harness.plugin import MethodPlugin, OperatingPoint, register_method
-from harness.run.exit_training import ExitHeadSettings, new_exit_policy, train_exits
+from harness.plugin import (EarlyExitPolicy, ExitHeadSettings, MethodPlugin, OperatingPoint, Student, demo_exits,
+                            new_exit_policy, register_method, train_exits)
 
 # Models saved before the exit heads moved to the core pickled them as methods.fastbert.EarlyExitPolicy
 # and methods.fastbert.Student: the names stay bound here, so those work folders still load.

@@ -46,14 +46,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.errors import HarnessError
-from harness.model.policy import EncoderState
-from harness.model.selection import mean_kept_fraction
-from harness.model.skim import SkimPolicy, SkimStep
-from harness.model.structure import demo_pruned
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.plugin.naming import SPARSITY_EPSILON, point_identity
-from harness.run.finetune import default_loss, total_steps
+from harness.plugin import (SPARSITY_EPSILON, EncoderState, HarnessError, JobContext, MethodPlugin, MethodSettings,
+                            OperatingPoint, SkimPolicy, SkimStep, default_loss, demo_pruned, mean_kept_fraction,
+                            point_identity, register_method, total_steps)
 
 EPS = 1e-6
 LOSSES = ("ib", "skim")
@@ -220,7 +215,7 @@ class InforCoef(MethodPlugin):
                 f"add them to methods_config.cofi.sparsities, or use some of {have} in the sparsities of {name}",
             )
 
-    def starting_model(self, ctx, sparsity: float | None) -> tuple[dict, object]:
+    def starting_model(self, ctx: JobContext, sparsity: float | None) -> tuple[dict, object]:
         """(what the start was, model) for a point from `sparsity` (None: dense)."""
         if sparsity is None:
             return {"start": "dense"}, ctx.load_model(method="dense")

@@ -34,14 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.measure.flops import count_macs, dense_macs, scoring_macs
-from harness.measure.metrics import primary
-from harness.model.policy import EncoderState, Policy, select_tokens
-from harness.model.selection import attention_received, topk_keep
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.plugin.search import ParetoSearch, spread_points
-from harness.run.finetune import distillation_loss, task_loss
-from harness.run.inference import evaluate
+from harness.plugin import (EncoderState, MethodPlugin, MethodSettings, OperatingPoint, ParetoSearch, Policy,
+                            attention_received, count_macs, dense_macs, distillation_loss, evaluate, primary,
+                            register_method, scoring_macs, select_tokens, spread_points, task_loss, topk_keep)
 
 Gene = tuple[int, ...]
 MIN_LENGTH = 2

@@ -37,10 +37,8 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from harness.model.thresholds import LTPPolicy
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.plugin.naming import format_knob
-from harness.run.threshold_training import hard_stage, prepare_threshold_point
+from harness.plugin import (LTPPolicy, MethodPlugin, MethodSettings, OperatingPoint, format_knob, hard_stage,
+                            prepare_threshold_point, register_method)
 
 
 @dataclass(frozen=True)

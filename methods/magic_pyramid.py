@@ -24,13 +24,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
-from harness.model.exits import EarlyExitPolicy, demo_exits
-from harness.model.policy import EncoderState, Exit, Policy
-from harness.model.thresholds import LTPPolicy
-from harness.plugin import MethodPlugin, OperatingPoint, register_method
-from harness.plugin.naming import format_knob
-from harness.run.exit_training import ExitHeadSettings, new_exit_policy, train_exits
+from harness.plugin import (EarlyExitPolicy, EncoderState, Exit, ExitHeadSettings, HarnessError, JobContext, LTPPolicy,
+                            MethodPlugin, OperatingPoint, Policy, demo_exits, format_knob, new_exit_policy,
+                            register_method, train_exits)
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class MagicPyramid(MethodPlugin):
     )
 
     @staticmethod
-    def _ltp_entries(ctx, lambdas) -> list[dict]:
+    def _ltp_entries(ctx: JobContext, lambdas) -> list[dict]:
         entries = ctx.points("ltp")
         by_lambda = {float(e["lambda"]): e for e in entries}
         missing = [lam for lam in lambdas if float(lam) not in by_lambda]

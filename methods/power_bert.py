@@ -40,11 +40,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from harness.measure.metrics import primary
-from harness.model.policy import EncoderState, Policy, select_tokens
-from harness.model.selection import attention_received, rank_tokens, topk_keep
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.run.inference import evaluate
+from harness.plugin import (EncoderState, JobContext, MethodPlugin, MethodSettings, OperatingPoint, Policy,
+                            attention_received, evaluate, primary, rank_tokens, register_method, select_tokens,
+                            topk_keep)
 
 Lambdas = tuple[float, ...]
 
@@ -228,7 +226,7 @@ class PowerBert(MethodPlugin):
     )
 
     @staticmethod
-    def _epochs(ctx, steps: int) -> float:
+    def _epochs(ctx: JobContext, steps: int) -> float:
         """Epochs that make `finetune` run exactly `steps` optimizer steps."""
         per_epoch = max(1, math.ceil(len(ctx.train_split) / ctx.train_config().batch_size))
         return max(1, int(steps)) / per_epoch

@@ -44,13 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.data.padding import collate
-from harness.measure.metrics import primary
-from harness.model.policy import EncoderState, Policy, select_tokens
-from harness.model.selection import attention_received, topk_keep
-from harness.model.structure import prune_heads
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
-from harness.run.inference import evaluate
+from harness.plugin import (EncoderState, MethodPlugin, MethodSettings, OperatingPoint, Policy, attention_received,
+                            collate, evaluate, primary, prune_heads, register_method, select_tokens, topk_keep)
 
 @dataclass(frozen=True)
 class Settings(MethodSettings):

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.model.policy import EncoderState
-from harness.model.selection import mean_kept_fraction
-from harness.model.skim import SkimPolicy
-from harness.plugin import MethodPlugin, MethodSettings, OperatingPoint, register_method
+from harness.plugin import (EncoderState, MethodPlugin, MethodSettings, OperatingPoint, SkimPolicy, mean_kept_fraction,
+                            register_method)
 
 
 @dataclass(frozen=True)
