@@ -1,7 +1,7 @@
 """LTP's manual-threshold ablation: fixed, linearly rising thresholds.
 
 Kim et al., "Learned Token Pruning for Transformers", KDD 2022, Fig. 4
-("manual threshold"): LTP's threshold pruning (`methods/ltp.py`) with
+("manual threshold"): LTP's threshold pruning (`LTPPolicy`, as `ltp`) with
 theta_l = theta_final * l / L fixed instead of learned, applied to the
 fine-tuned dense model and optionally followed by a short hard-stage
 fine-tune. Knob: theta_final (by default multiples of 1/(mean training

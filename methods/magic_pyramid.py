@@ -3,9 +3,10 @@
 He, Yu, Zhou, Ren, Chen, "Magic Pyramid: Accelerating Inference with Early
 Exiting and Token Pruning", 2021 (arXiv:2111.00230); no public code.
 
-Method. Tokens are pruned by LTP's learned per-layer thresholds (see
-`methods/ltp.py`) and rows leave early through FastBERT's student classifiers
-(see `methods/fastbert.py`) when their normalised entropy u_l <= tau. Both
+Method. Tokens are pruned by LTP's learned per-layer thresholds (the `ltp`
+method's `LTPPolicy`) and rows leave early through FastBERT's student
+classifiers (the `fastbert` method's `EarlyExitPolicy`; both policies and the
+exit heads' training are the core's) when their normalised entropy u_l <= tau. Both
 reductions compound: a long input loses tokens layer by layer, an easy one
 stops early.
 

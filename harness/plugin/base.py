@@ -1,21 +1,29 @@
 """What a method plugin implements.
 
-A plugin trains its model(s) for one task (`train`, writing into
-`ctx.model_dir()`) and then yields its operating points (`operating_points`):
-each a named point on its accuracy/FLOPs curve with the knob values and a
-model ready to run (its policy configured, pruned parts physically removed).
-The core evaluates every point under every padding protocol, counts FLOPs
-from traces, times it side by side with the dense model, and writes the
-result records. Any choice among points must be made on
+A plugin trains its model(s) for one task (`train`, or one `train_point` per
+point, saving with `ctx.save_model`) and then yields its operating points
+(`operating_points`): each a named point on its accuracy/FLOPs curve with the
+knob values and a model ready to run (its policy configured, pruned parts
+physically removed). The core evaluates every point under every padding
+protocol, counts FLOPs from traces, times it side by side with the dense
+model, and writes the result records. Any choice among points must be made on
 `ctx.encoded("validation")`, never on the eval split.
 
 A plugin holds only its method: its `Settings` (typed, with defaults), its
-policy, its training recipe and its knob -> operating points map. The shared
-machinery is in the core: `ctx.finetune` (checkpoint policies, a loss that
-receives the batch), `ctx.train_split` (the length filter),
-`ctx.write_json`/`ctx.read_json` and `ctx.save_model` (atomic stores),
-`harness.run.finetune.frozen_except`, the selection kernels in
-`harness.model.selection` and the search in `harness.plugin.search`.
+policy, its training recipe and its knob -> operating points map. It imports
+nothing of the harness but the API, `harness.plugin` (`harness/plugin/__init__.py`
+lists what it offers), and never another method: what methods share is in the
+core and offered there (LTP's threshold policy and training steps, FastBERT's
+exit heads and their self-distillation, the point naming of CoFi and LTP), as
+is the shared machinery (the selection kernels, skimming, structural slicing,
+the FLOPs helpers, the fine-tuning losses, `frozen_except`, the search). Of
+its job a plugin sees the `JobContext` (`harness/plugin/context.py`) it is
+handed as `ctx`: the task and seed, its settings, the splits
+(`ctx.train_split`, length-filtered), the models it starts from
+(`ctx.load_model(method=...)`), `ctx.finetune` (checkpoint policies, a loss
+that receives the batch), `ctx.train_setting` (the profile's training
+settings), another method's trained points (`ctx.points(method)`) and atomic
+stores (`ctx.save_model`, `ctx.write_json` / `ctx.read_json`).
 """
 from __future__ import annotations
 
@@ -82,13 +90,13 @@ class MethodPlugin:
         return {}
 
     def train_point(self, ctx: JobContext, name: str, knob) -> tuple[list[dict], dict]:
-        """Train one point of `train_points` and save its model(s) into
-        ctx.model_dir(); returns its entries of the points manifest
-        (`points.json`, which `operating_points` reads) and its JSON-able log."""
+        """Train one point of `train_points` and save its model(s) with
+        `ctx.save_model`; returns its entries of the points manifest (which
+        `operating_points` reads back with `ctx.points()`) and its JSON-able log."""
         raise NotImplementedError
 
     def train(self, ctx: JobContext) -> dict:
-        """Train and save into ctx.model_dir(); returns a JSON-able training log.
+        """Train and save with `ctx.save_model`; returns a JSON-able training log.
         Default, for a method with `train_points`: every point in this process,
         each from the seed, as the workflow's point jobs train them."""
         if self.train_points(ctx.settings, ctx.task):
@@ -104,5 +112,7 @@ class MethodPlugin:
         """`model` (any small BertClassifier) set up to run this method's
         inference path with untrained but active settings, so it really
         prunes / exits. The generic tests run it to check the analytic FLOPs
-        against FlopCounterMode; no training happens."""
+        against FlopCounterMode; no training happens. A method that starts
+        from another's kind of model builds that start with the core's demo
+        helpers (`demo_pruned`, `demo_exits`), not another plugin's `demo_model`."""
         return model
