@@ -206,7 +206,7 @@ class _Points:
         self.entries = entries
         self.settings = get_method("cofi").Settings()
 
-    def read_json(self, name, method=None):
+    def points(self, method=None):
         return self.entries
 
     def load_model(self, name, method=None):

@@ -162,7 +162,7 @@ def test_points_carry_their_cofi_starts_achieved_sparsity():
     ]
 
     class Ctx:
-        def read_json(self, name, method=None):
+        def points(self, method=None):
             return entries
 
         def load_model(self, name, method=None):
