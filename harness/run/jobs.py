@@ -151,7 +151,8 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | No
     out = {}
     with timing_lock(ctx.cfg):
         for bs in sizes:
-            if bs == 1 and protocol in UNPADDED_AT_ONE and shared is not None and 1 in shared:
+            shareable = bs == 1 and protocol in UNPADDED_AT_ONE and shared is not None
+            if shareable and 1 in shared:
                 out[bs] = dict(shared[1])
                 continue
             out[bs] = time_side_by_side(model, dense, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device).to_dict()
@@ -165,7 +166,7 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | No
                     out[bs][f"{who}_ms_per_question"] = out[bs][f"{who}_latency_ms"] * len(sample) / questions
             out[bs]["policy_time_share"] = policy_time_share(model, sample, protocol, ctx.task.seq_len, bs,
                                                              spec.threads, ctx.device)
-            if bs == 1 and protocol in UNPADDED_AT_ONE and shared is not None:
+            if shareable:
                 out[bs]["timed_under"] = protocol
                 shared[1] = out[bs]
     return out
