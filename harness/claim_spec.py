@@ -159,6 +159,10 @@ def check_claims(spec: dict, where: str) -> None:
     if len(set(ids)) != len(ids):
         raise HarnessError(f"{where}: claim ids repeat ({sorted({i for i in ids if ids.count(i) > 1})})",
                            "give every claim its own id")
+    unknown = sorted(set(spec.get("ids") or []) - set(ids))
+    if unknown:
+        raise HarnessError(f"{where}.ids names {unknown}, which are not claims (known: {', '.join(ids)})",
+                           "name claims by the ids in the claims file")
     for c in spec.get("claims", []):
         check_rule(c["rule"], f"{where}.claims[{c['id']}].rule")
 

@@ -301,6 +301,20 @@ def test_the_claims_profile_runs_every_claims_method_on_its_tasks():
                 assert runs_on(cfg, task, method), (claim["id"], task, method)
 
 
+def test_claims_glue_runs_ltp_table_1s_cola_row_on_its_whole_training_set():
+    """CoLA's C1 row: LTP and dense (three seeds), the uncapped training set, C1 alone judged."""
+    from harness.run.plan import all_manifests, runs_on
+
+    cfg = load_config("claims_glue")
+    assert cfg["tasks"] == ["cola"] and cfg["experiments"]["claims"]["ids"] == ["C1"]
+    check_claims(cfg["experiments"]["claims"], "claims_glue")
+    runs = {tuple(p.split("/")[-3:]) for p in all_manifests(cfg)}
+    for task in cfg["tasks"]:
+        assert cfg["train"]["task_caps"][task]["max_train_examples"] is None
+        assert runs_on(cfg, task, "ltp") and not runs_on(cfg, task, "spatten")
+        assert {s for t, m, s in runs if (t, m) == (task, "dense")} == {"seed0.json", "seed1.json", "seed2.json"}
+
+
 def test_the_plan_checks_claims_without_the_report():
     """The claim spec sits below run/ (data -> model -> measure -> plugin -> run -> report): checking the
     claims profile's rules, as the plan does before any job, imports no report module and not pandas."""

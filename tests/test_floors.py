@@ -61,6 +61,23 @@ def test_a_dense_model_below_its_floor_makes_every_claim_on_the_task_inconclusiv
     assert list(table["task"]) == ["mr"] and table.iloc[0]["stated"] == 50.0 and bool(table.iloc[0]["clears"])
 
 
+def test_a_profile_judges_only_the_claims_it_names_by_id(tmp_path):
+    """`ids` in the claims experiment (claims_glue judges C1 alone): the other claims get no row, where
+    they would read `inconclusive` about tasks the profile never ran; an unknown id is refused."""
+    from harness.errors import HarnessError
+
+    claim = {"source": "s", "statement": "fast", "paper": "2x",
+             "rule": {"measure": "speedup_within", "method": "ltp", "at_least": 1.5}}
+    spec = {"claims": [{"id": "A", **claim}, {"id": "B", **claim}]}
+    _records(tmp_path, N)
+    df = over_seeds(load_records(tmp_path))
+    assert list(claims_table(df, spec, tmp_path)["claim"]) == ["A", "B"]
+    check_claims({**spec, "ids": ["B"]}, "test")
+    assert list(claims_table(df, {**spec, "ids": ["B"]}, tmp_path)["claim"]) == ["B"]
+    with pytest.raises(HarnessError, match=r"ids names \['Z'\], which are not claims"):
+        check_claims({**spec, "ids": ["Z"]}, "test")
+
+
 def test_the_schema_states_floors_for_the_metrics_a_constant_says_nothing_about():
     cfg = load_config("default", [])
     assert {"cola", "stsb", "squad"} <= set(cfg["dense_floors"])

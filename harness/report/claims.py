@@ -86,7 +86,10 @@ def _seed_caveat(reading, sep: str = "") -> str:
 def claims_table(df: pd.DataFrame, spec: dict, results_dir) -> pd.DataFrame:
     """One row per (claim, task): see the module doc."""
     rows = []
+    only = spec.get("ids")
     for claim in spec.get("claims", []):
+        if only is not None and claim["id"] not in only:
+            continue
         rule = claim["rule"]
         if not per_task(rule):
             tasks = ["(any)"]
