@@ -26,7 +26,7 @@ MSE to the teacher's prediction, and a row leaves after layer l >= 2 when
 deviation (recorded). This is a harness choice, not the paper's.
 
 The students, the exit rule and the self-distillation are the core's
-(`harness.model.exits`, `harness.run.exit_training`), shared with Magic
+(`harness.model.exits`, `harness.plugin.exit_training`), shared with Magic
 Pyramid; this plugin is the recipe on the dense model and its speed knob.
 
 How this departs from the original: `FastBERT.deviations`.

@@ -25,7 +25,7 @@ Training (`ltp`), one model per lambda, from the fine-tuned dense model:
 The paper's manual-threshold ablation is `methods/ltp_manual.py`; the policy
 (`LTPPolicy`) and the steps the two share (the start from the dense model, the
 hard stage) are the core's (`harness.model.thresholds`,
-`harness.run.threshold_training`), which Magic Pyramid uses too.
+`harness.plugin.threshold_training`), which Magic Pyramid uses too.
 
 Unless absolute values are configured, theta_final and the threshold learning
 rate are multiples of 1/(mean training length), the mean score of an average

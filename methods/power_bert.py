@@ -84,12 +84,6 @@ def significance(state: EncoderState, exclude_self: bool = False) -> torch.Tenso
     return score.masked_fill(~state.mask, -math.inf)
 
 
-def significance_ranks(state: EncoderState, exclude_self: bool = False) -> torch.Tensor:
-    """Rank of every token [b, n]: [CLS] 0, then real tokens by decreasing
-    significance (ties by position), padding last."""
-    return rank_tokens(significance(state, exclude_self), state.mask)
-
-
 def counts_from_mass(mass, rounding: str = "round") -> list[int]:
     """Per-layer counts from the retention mass: rounded, >= 1, non-increasing."""
     out: list[int] = []

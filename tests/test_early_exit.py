@@ -13,7 +13,7 @@ from harness.measure.flops import trace_flops, trace_macs
 from harness.model.exits import EarlyExitPolicy, Student, demo_exits, entropy_uncertainty
 from harness.model.thresholds import LTPPolicy
 from harness.plugin.registry import get_method
-from harness.run.exit_training import exit_distillation_loss
+from harness.plugin.exit_training import exit_distillation_loss
 from methods.magic_pyramid import PrunedExitPolicy
 
 from .conftest import random_batch
@@ -154,7 +154,7 @@ def test_fastbert_train_and_points(smoke_context):
         assert torch.equal(p.model.classifier.weight, dense.classifier.weight)
         assert torch.equal(p.model.layers[0].query.weight, dense.layers[0].query.weight)
     enc = ctx.encoded("validation")
-    from harness.run.inference import evaluate
+    from harness.train.inference import evaluate
 
     layers = [evaluate(p.model, ctx.task, enc, "none", 16).trace.exit_layer.mean() for p in pts]
     assert layers[0] == len(dense.layers) and layers[2] == 1.0 and layers[0] >= layers[1] >= layers[2]

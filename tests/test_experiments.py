@@ -12,7 +12,7 @@ from harness.report.load import load_records
 from harness.storage import record_path, write_json
 
 from .records import record
-from harness.report.rules import fastest_within
+from harness.report.point_choice import fastest_within
 
 N = 40
 LENGTHS = np.arange(10, 10 + N)  # eval lengths 10..49

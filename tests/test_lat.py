@@ -15,7 +15,7 @@ from harness.model.policy import EncoderState
 from harness.model.trace import TraceRecorder
 from harness.pareto import pareto_front
 from harness.plugin.search import spread_points
-from harness.run.finetune import TrainBatch
+from harness.train.finetune import TrainBatch
 from methods.lat import (
     LATPolicy,
     Settings,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.model.thresholds import LTPPolicy, rising_thresholds, token_scores
+from harness.model.selection import received_sum
+from harness.model.thresholds import LTPPolicy, per_real_row, rising_thresholds, token_scores
 from harness.plugin.registry import get_method
-from harness.run.threshold_training import relative_to_length, with_lengths_resolved
+from harness.plugin.threshold_training import relative_to_length, with_lengths_resolved
 
-from .conftest import random_batch
+from .conftest import hand_state, random_batch
 
 
 def _layer0_probs(model, ids, mask):
@@ -23,10 +24,10 @@ def test_scores_use_real_rows_only(tiny_model):
     lengths = [30, 9, 21]
     ids, mask = random_batch(3, 30, lengths=lengths, seed=1)
     with torch.no_grad():
-        batch = token_scores(_layer0_probs(tiny_model, ids, mask), mask.bool())
+        batch = token_scores(hand_state(_layer0_probs(tiny_model, ids, mask), mask))
         for i, n in enumerate(lengths):
             one_ids, one_mask = ids[i : i + 1, :n], mask[i : i + 1, :n]
-            alone = token_scores(_layer0_probs(tiny_model, one_ids, one_mask), one_mask.bool())
+            alone = token_scores(hand_state(_layer0_probs(tiny_model, one_ids, one_mask), one_mask))
             assert torch.allclose(batch[i, :n], alone[0], atol=1e-6)
             assert (batch[i, n:] == 0).all()  # padded keys receive nothing
     # mean over heads and real query rows of a row-stochastic matrix: scores sum to 1
@@ -56,7 +57,7 @@ def _kept_by_layer(model, ids, mask):
     orig = policy.after_attention
 
     def spy(layer, state):
-        s = token_scores(state.attn_probs, state.mask)
+        s = per_real_row(received_sum(state.attn_probs, state.mask), state.attn_probs.shape[1], state.mask)
         expect = ((s >= policy.thresholds[layer]) & state.mask)
         expect[:, 0] = True
         seen.append(expect.sum(1).tolist())

@@ -46,11 +46,11 @@ def test_methods_import_only_the_plugin_api():
 def test_the_import_check_sees_what_it_must(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("import torch\nfrom harness.plugin import MethodPlugin\nimport harness.plugin\n"
-                   "from harness.run.finetune import task_loss\nimport harness.model.policy\nimport harness\n"
+                   "from harness.train.finetune import task_loss\nimport harness.model.policy\nimport harness\n"
                    "from methods.ltp import LTPPolicy\nimport methods.cofi\nfrom . import fastbert\n"
                    "def f():\n    from harness.plugin.registry import get_method\n")
     found = [line.split(": ", 1)[1] for line in _forbidden_imports(src)]
-    assert found == ["harness.run.finetune", "harness.model.policy", "harness", "methods.ltp", "methods.cofi",
+    assert found == ["harness.train.finetune", "harness.model.policy", "harness", "methods.ltp", "methods.cofi",
                      "from . import ...", "harness.plugin.registry"]
 
 

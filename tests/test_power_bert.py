@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from methods.power_bert import PowerBertPolicy, counts_from_mass, significance, significance_ranks
+from harness.plugin import rank_tokens
+from methods.power_bert import PowerBertPolicy, counts_from_mass, significance
 
 from .conftest import hand_state, random_batch
 
@@ -80,7 +81,8 @@ def test_hard_short_example_keeps_all_real_tokens_and_no_padding():
 
 def test_ranks_cls_first_padding_last():
     probs, mask = _designed_probs(8, [5, 1], length=6)
-    r = significance_ranks(_state(probs, mask))[0]
+    state = _state(probs, mask)
+    r = rank_tokens(significance(state), state.mask)[0]  # what the policy ranks by
     assert r[0] == 0 and r[5] == 1 and r[1] == 2
     assert sorted(r[6:].tolist()) == [6, 7]
 
@@ -93,7 +95,8 @@ def test_soft_weights_follow_ranks():
         pol.retention_raw[0] = torch.tensor([0.9, 0.5, 0.25, 0.0, 0.0, 0.0, 0.0]) / 10.0
     pol.after_attention(0, st)
     h = st.hidden[0, :, 0]
-    ranks = significance_ranks(_state(probs, mask))[0]
+    state = _state(probs, mask)
+    ranks = rank_tokens(significance(state), state.mask)[0]
     assert float(h[0]) == 1.0  # [CLS] weight fixed to 1
     assert [float(h[i]) for i in (5, 1, 3)] == pytest.approx([0.9, 0.5, 0.25])
     others = [i for i in range(6) if int(ranks[i]) >= 4]
@@ -147,7 +150,7 @@ def test_hard_counts_per_row(tiny_model):
 
 def test_train_and_operating_points_end_to_end(smoke_context):
     from harness.measure.flops import trace_flops
-    from harness.run.inference import evaluate
+    from harness.train.inference import evaluate
     from harness.plugin.registry import get_method
 
     ctx = smoke_context(

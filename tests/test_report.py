@@ -19,7 +19,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.record import SCHEMA_VERSION
 from harness.data.lengths import kl_divergence, length_stats
-from harness.report.load import load_length_records, load_records, write_summary
+from harness.report.load import load_length_records, load_records, write_summary_frame
 from harness.report.build import build_report, planned_outputs
 from harness.report.tables import baseline_table, length_table, write_table
 from harness.pareto import pareto_front
@@ -112,7 +112,7 @@ def test_load_records_rows_and_flattened_columns(results_dir: Path) -> None:
 
 
 def test_write_summary_sorted(results_dir: Path, tmp_path: Path) -> None:
-    out = write_summary(results_dir, tmp_path / "summary.csv")
+    out = write_summary_frame(load_records(results_dir), tmp_path / "summary.csv")  # as build_report writes it
     summary = pd.read_csv(out, dtype={"operating_point": str})
     assert len(summary) == 14
     keys = list(zip(summary.task, summary.method, summary.operating_point, summary.protocol))

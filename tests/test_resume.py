@@ -1,4 +1,4 @@
-"""Checkpoint and resume of the fine-tuning loop (harness/run/finetune.py):
+"""Checkpoint and resume of the fine-tuning loop (harness/train/finetune.py):
 a run killed mid-training and started again from its resume file ends with
 exactly the weights, log and closure state of an uninterrupted run; a
 finished call returns its stored result without training; stale files are
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import harness.run.finetune as ft
+import harness.train.finetune as ft
 from harness.data.encoding import Encoded
 from harness.data.tasks import get_task
 from harness.model.encoder import BertClassifier, init_weights
-from harness.run.finetune import TrainConfig, default_loss, finetune
+from harness.train.finetune import TrainConfig, default_loss, finetune
 
 from .conftest import tiny_shape
 
@@ -330,7 +330,7 @@ def test_sigterm_with_the_default_handler_ends_the_process_after_saving(tmp_path
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-import harness.run.finetune as ft
+import harness.train.finetune as ft
 from tests.test_resume import Job, _cfg
 real, calls = ft.collate, [0]
 def collate(*a, **kw):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.model.skim import SkimPolicy
-from harness.run.finetune import frozen_except
+from harness.train.finetune import frozen_except
 
 from .conftest import random_batch
 

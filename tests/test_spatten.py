@@ -206,7 +206,7 @@ def test_train_and_operating_points(smoke_context):
     points = list(plugin.operating_points(ctx))
     assert [p.name for p in points] == ["r=0.2", "r=0.7", "r=1"]
     val = ctx.encoded("validation")
-    from harness.run.inference import evaluate
+    from harness.train.inference import evaluate
 
     flops = []
     for p in points:

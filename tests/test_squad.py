@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.measure.metrics import compute_metrics
 from harness.measure.squad_metrics import normalize_answer, question_scores, squad_metrics, token_f1
 from harness.data.tasks import get_task
-from harness.run.spans import best_answers
+from harness.train.spans import best_answers
 
 _DATA_DIR = os.environ.get("HARNESS_DATA_DIR")
 needs_squad = pytest.mark.skipif(
@@ -304,7 +304,7 @@ def test_v2_evaluation_scores_questions_from_windows(tokenizer, tmp_path: Path) 
     import torch
 
     from harness.model.encoder import BertClassifier, init_weights
-    from harness.run.inference import evaluate
+    from harness.train.inference import evaluate
 
     from .conftest import tiny_shape
     from .squad_files import write_squad_dir

@@ -38,10 +38,6 @@ class TaskSpec:
     def is_regression(self) -> bool:
         return self.num_labels == 1 and not self.is_span
 
-    @property
-    def is_pair(self) -> bool:
-        return len(self.text_fields) == 2
-
 
 def _spec(name: str, family: str, text_fields: tuple[str, ...], num_labels: int,
           metrics: tuple[str, ...], seq_len: int, primary: str | None = None,

@@ -16,7 +16,7 @@ unanswerable question).
 `Windows` is an `Encoded` (one row per window), so padding protocols,
 batching and timing treat windows like any other examples; per-question
 results (predictions, FLOPs and time = the sum over a question's windows)
-are gathered by `question` in `harness.run.spans`.
+are gathered by `question` in `harness.train.spans`.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.model.trace import ArchShape, Trace
+from harness.model.trace import ArchShape, Trace, scoring_macs  # noqa: F401 (scoring_macs: see model/trace)
 
 FLOPS_PER_MAC = 2
 
@@ -45,12 +45,6 @@ def head_macs(arch: ArchShape, tokens=1.0):
     if arch.head == "span":
         return np.asarray(tokens, dtype=np.float64) * float(arch.classifier_in * arch.num_labels)
     return float(arch.pooler[0] * arch.pooler[1] + arch.classifier_in * arch.num_labels)
-
-
-def scoring_macs(heads, tokens):
-    """MACs of scoring tokens by the attention they receive (one [1 x n] by
-    [n x n] product per head): heads * n^2, n the row width the scores span."""
-    return heads * tokens * tokens
 
 
 def count_macs(n_attn: np.ndarray, n_ffn: np.ndarray, arch: ArchShape, final_head=True, extra=0.0,

@@ -166,13 +166,13 @@ class Layer(nn.Module):
             if key_weight is not None:
                 weighted = probs * key_weight[:, None, None, :].to(probs.dtype)
                 probs = weighted / weighted.sum(-1, keepdim=True).clamp(min=torch.finfo(probs.dtype).tiny)
-            ctx = torch.matmul(F.dropout(probs, drop, self.training), v)
+            mixed = torch.matmul(F.dropout(probs, drop, self.training), v)
         else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=drop)
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=drop)
         if self.head_gate is not None:
-            ctx = ctx * self.head_gate.view(1, h, 1, 1)
-        ctx = ctx.transpose(1, 2).reshape(b, n, h * dh)
-        out = self.dropout(self.attn_out(ctx))
+            mixed = mixed * self.head_gate.view(1, h, 1, 1)
+        mixed = mixed.transpose(1, 2).reshape(b, n, h * dh)
+        out = self.dropout(self.attn_out(mixed))
         if self.attn_layer_gate is not None:
             out = out * self.attn_layer_gate
         if self.hidden_gate is not None:

@@ -5,7 +5,7 @@ puts them on the fine-tuned dense model, `magic_pyramid` on LTP's pruned
 models (under its own policy, which calls `EarlyExitPolicy.exit_decision`
 after the pruning). The students, the confidence rule and the demo heads the
 generic tests run are one definition here; the self-distillation that trains
-them is `harness.run.exit_training`.
+them is `harness.plugin.exit_training`.
 
 A student sits after every layer but the last (the model's own pooler +
 classifier, the teacher, serves the last layer): Linear d->k + tanh, a
@@ -58,8 +58,8 @@ class Student(nn.Module):
         v = self.value(x).view(b, n, h, dh).transpose(1, 2)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(dh)  # [b, h, 1, n]
         scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        ctx = torch.matmul(scores.softmax(-1), v).reshape(b, self.width)
-        return self.classifier(torch.tanh(self.dense(ctx)))
+        mixed = torch.matmul(scores.softmax(-1), v).reshape(b, self.width)
+        return self.classifier(torch.tanh(self.dense(mixed)))
 
     def macs(self, tokens: torch.Tensor | float) -> torch.Tensor | float:
         """MACs for a row of `tokens` tokens (the matrix products above)."""

@@ -3,7 +3,7 @@
 * `attention_received` - the score of PoWER-BERT, LAT, SpAtten and LTP: the
   attention each token receives, summed over heads and over the REAL query
   rows (padding never changes a score), as one batched matrix product whose
-  MACs are added to the trace (`harness.measure.flops.scoring_macs`);
+  MACs are added to the trace (`harness.model.trace.scoring_macs`);
 * `rank_tokens` / `topk_keep` - keep [CLS] and the k-1 highest-scoring other
   real tokens per row, ties broken by position (a stable sort), so the choice
   never depends on padding (PoWER-BERT, LAT, SpAtten);
@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from harness.measure.flops import scoring_macs
 from harness.model.policy import EncoderState
+from harness.model.trace import scoring_macs
 
 
 def received_sum(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

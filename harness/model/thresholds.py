@@ -5,7 +5,7 @@ then hard stage), `ltp_manual` fixes them at theta_l = theta_final * l / L,
 and `magic_pyramid` prunes with `ltp`'s trained thresholds under its exits.
 The policy, its token score and the rising initial thresholds are therefore
 one definition here; the training steps the threshold methods share are in
-`harness.run.threshold_training`.
+`harness.plugin.threshold_training`.
 
 Score: after the attention sublayer of layer l, token i's importance is the
 attention it receives, averaged over heads and over the real query rows
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from harness.model.policy import EncoderState, Policy, select_tokens
-from harness.model.selection import attention_received, mean_kept_fraction, received_sum, threshold_keep
+from harness.model.selection import attention_received, mean_kept_fraction, threshold_keep
 
 
 # ---- scoring -------------------------------------------------------------------
@@ -32,9 +32,10 @@ def per_real_row(received: torch.Tensor, heads: int, mask: torch.Tensor) -> torc
     return received / heads / mask.to(received.dtype).sum(1, keepdim=True).clamp(min=1.0)
 
 
-def token_scores(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """LTP's score [b, n]: attention received, mean over heads and real query rows."""
-    return per_real_row(received_sum(probs, mask), probs.shape[1], mask)
+def token_scores(state: EncoderState) -> torch.Tensor:
+    """LTP's score [b, n] of the tokens present: attention received, mean over heads and real
+    query rows (its MACs recorded in the trace, as `attention_received` does)."""
+    return per_real_row(attention_received(state), state.attn_probs.shape[1], state.mask)
 
 
 def rising_thresholds(theta_final: float, num_layers: int) -> list[float]:
@@ -96,7 +97,7 @@ class LTPPolicy(Policy):
         if state.attn_probs is None:
             return
         theta = self.thresholds[layer]
-        scores = per_real_row(attention_received(state), state.attn_probs.shape[1], state.mask)
+        scores = token_scores(state)
         if self._soft_active():
             m = torch.sigmoid((scores - theta) / self.temperature)
             first = torch.arange(m.shape[1], device=m.device).unsqueeze(0) == 0

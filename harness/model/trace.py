@@ -110,6 +110,15 @@ class Trace:
         )
 
 
+def scoring_macs(heads, tokens):
+    """MACs of scoring tokens by the attention they receive (one [1 x n] by
+    [n x n] product per head): heads * n^2, n the row width the scores span.
+    The one cost formula that lives here rather than in `harness.measure.flops`
+    (which re-exports it): policies record it while they run, through the
+    recorder below, and the model layer imports nothing of measure."""
+    return heads * tokens * tokens
+
+
 class TraceRecorder:
     """Accumulates one batch's trace while the encoder runs.
 

@@ -13,17 +13,13 @@ LTP's threshold policy and training steps (`ltp`, `ltp_manual`,
 its job only through `JobContext` (another method's trained points included:
 `ctx.points(method)`).
 
-The names below `data`, `model`, `measure` and `plugin` are imported here
-when `harness.plugin` is. The run-level ones (`evaluate`, the fine-tuning
-losses and `frozen_except`, the shared training steps of the threshold and
-exit methods) are imported on first use, by the module-level `__getattr__`:
-`harness.run` imports `harness.plugin` (the registry, the settings), so an
-import of `harness.run` here would be a cycle, and the layering is
-data, model, measure -> plugin -> run -> report.
+Layering (checked by import-linter, `[tool.importlinter]` in pyproject.toml):
+errors, config, storage -> data -> model -> measure -> train -> plugin -> run -> report,
+each importing only the layers before it. So every name here is imported
+with `harness.plugin`: the fine-tuning loop and evaluation are `harness.train`'s,
+below this API, and the workflow's jobs (`harness.run`) sit above it.
 """
 from __future__ import annotations
-
-import importlib
 
 from harness.data.encoding import Encoded
 from harness.data.padding import collate
@@ -46,40 +42,13 @@ from harness.plugin.registry import register_method
 from harness.plugin.search import ParetoSearch, spread_points
 from harness.plugin.settings import MethodSettings
 
-# name -> the run-level module it comes from (imported on first use, see above)
-_LAZY = {
-    "evaluate": "harness.run.inference",
-    "TrainConfig": "harness.run.finetune",
-    "default_loss": "harness.run.finetune",
-    "distillation_loss": "harness.run.finetune",
-    "frozen_except": "harness.run.finetune",
-    "task_loss": "harness.run.finetune",
-    "total_steps": "harness.run.finetune",
-    "hard_stage": "harness.run.threshold_training",
-    "prepare_threshold_point": "harness.run.threshold_training",
-    "relative_to_length": "harness.run.threshold_training",
-    "with_lengths_resolved": "harness.run.threshold_training",
-    "ExitHeadSettings": "harness.run.exit_training",
-    "exit_distillation_loss": "harness.run.exit_training",
-    "label_scale": "harness.run.exit_training",
-    "new_exit_policy": "harness.run.exit_training",
-    "train_exits": "harness.run.exit_training",
-    "validation_distill_loss": "harness.run.exit_training",
-}
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+from harness.plugin.exit_training import (ExitHeadSettings, exit_distillation_loss, label_scale, new_exit_policy,
+                                         train_exits, validation_distill_loss)
+from harness.plugin.threshold_training import (hard_stage, prepare_threshold_point, relative_to_length,
+                                               with_lengths_resolved)
+from harness.train.finetune import (TrainConfig, default_loss, distillation_loss, frozen_except, task_loss,
+                                    total_steps)
+from harness.train.inference import evaluate
 
 __all__ = [
     # the plugin and its job
@@ -102,6 +71,9 @@ __all__ = [
     "count_macs", "dense_macs", "scoring_macs", "attention_params", "ffn_params", "structure_summary", "primary",
     # point names and the search
     "format_knob", "point_identity", "SPARSITY_EPSILON", "ParetoSearch", "spread_points",
-    # run-level, imported on first use
-    *_LAZY,
+    # training and evaluation (harness.train) and the shared training steps of the threshold and exit methods
+    "evaluate", "TrainConfig", "default_loss", "distillation_loss", "frozen_except", "task_loss", "total_steps",
+    "hard_stage", "prepare_threshold_point", "relative_to_length", "with_lengths_resolved",
+    "ExitHeadSettings", "exit_distillation_loss", "label_scale", "new_exit_policy", "train_exits",
+    "validation_distill_loss",
 ]

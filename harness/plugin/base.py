@@ -98,11 +98,10 @@ class MethodPlugin:
     def train(self, ctx: JobContext) -> dict:
         """Train and save with `ctx.save_model`; returns a JSON-able training log.
         Default, for a method with `train_points`: every point in this process,
-        each from the seed, as the workflow's point jobs train them."""
+        each from the seed, as the workflow's point jobs train them
+        (`ctx.train_every_point()`)."""
         if self.train_points(ctx.settings, ctx.task):
-            from harness.run.points import train_all_points
-
-            return train_all_points(ctx)
+            return ctx.train_every_point()
         raise NotImplementedError
 
     def operating_points(self, ctx: JobContext) -> Iterable[OperatingPoint]:

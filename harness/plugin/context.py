@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from harness.data.tasks import TaskSpec
     from harness.model.encoder import BertClassifier
     from harness.model.policy import Policy
-    from harness.run.finetune import TrainConfig
+    from harness.train.finetune import TrainConfig
 
 
 class JobContext(Protocol):
@@ -83,7 +83,7 @@ class JobContext(Protocol):
         """Save `model` atomically into this job's model folder."""
 
     def finetune(self, model, cfg: TrainConfig | None = None, train: Encoded | None = None, **kw) -> dict:
-        """The shared fine-tuning loop on this job's data (`harness.run.finetune.finetune`'s keywords:
+        """The shared fine-tuning loop on this job's data (`harness.train.finetune.finetune`'s keywords:
         loss_fn, checkpoint, score_fn, start_score, parameters, extra_groups, desc); returns its log."""
 
     def train_policy_point(self, base, make_policy: Callable[[], Policy], name: str, cfg: TrainConfig,
@@ -101,6 +101,10 @@ class JobContext(Protocol):
 
     def write_points(self, entries: list[dict]) -> Path:
         """Write this job's points manifest (a method that trains everything in `train`)."""
+
+    def train_every_point(self) -> dict:
+        """Train every point of the method's `train_points` here, one after another, each from the
+        seed as the workflow's point jobs would, and write the points manifest; returns the log."""
 
     def read_json(self, name: str, method: str | None = None) -> Any:
         """A JSON file a method wrote with `write_json` (this job's, or `method`'s)."""

@@ -59,3 +59,16 @@ def get_method(name: str) -> MethodPlugin:
             f"use one of: {', '.join(sorted(_REGISTRY))} (or add a plugin file to methods/)",
         )
     return _REGISTRY[name]()
+
+
+def method_modules() -> dict[str, str]:
+    """A registered method's plugin module -> its name (checkpoints name a method's classes by it)."""
+    discover()
+    return {cls.__module__: name for name, cls in sorted(_REGISTRY.items())}
+
+
+def module_of_method(name: str):
+    """The module of a registered method's plugin file (where a checkpoint's `method:<name>:` classes live)."""
+    import sys
+
+    return sys.modules[type(get_method(name)).__module__]

@@ -11,7 +11,7 @@ records (e.g. with intervals) without touching the spec or the verdict table.
 
 Every measure has the signature `(df, task, rule, results_dir) -> Reading`
 and raises `Inconclusive` when what it needs is not in the records. Points
-are selected with the report's own rules (`harness.report.rules`:
+are selected with the report's own rules (`harness.report.point_choice`:
 `fastest_within`, `nearest_speedup`, `same_point`, and its filter of one
 method's records on a task under a protocol), so a claim reads the same point
 the tables show.
@@ -31,7 +31,7 @@ from harness.claim_spec import BUCKETS, MEASURES, TESTS
 from harness.pareto import pareto_front
 from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.load import per_example
-from harness.report.rules import dense_row, fastest_within, method_points, nearest_speedup, same_point
+from harness.report.point_choice import dense_row, fastest_within, method_points, nearest_speedup, same_point
 from harness.report.tables import paired_comparison
 from harness.report.timings import MISSING, timed_sizes, wall
 

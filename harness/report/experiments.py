@@ -42,7 +42,7 @@ from harness.report.grouped_tables import (grouped_points_table, padding_claim_t
                                            tradeoff_points)
 from harness.report.paper_tables import selected_points_table, wallclock_table
 from harness.report.load import per_example
-from harness.report.rules import DENSE, fastest_within
+from harness.report.point_choice import DENSE, fastest_within
 from harness.report.structure_tables import ratio_table, sparsity_curve
 from harness.report.tables import write_table
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from harness.data.tasks import get_task
 from harness.report.load import per_example
-from harness.report.rules import dense_row
+from harness.report.point_choice import dense_row
 from harness.report.tables import metric_x100
 
 NOTE = ("A working dense model must clear a floor on each task: the larger of what a constant predictor scores "

@@ -26,7 +26,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.record import PROTOCOLS
-from harness.report.rules import DENSE, dense_row, fastest_of, fastest_within, same_point
+from harness.report.point_choice import DENSE, dense_row, fastest_of, fastest_within, same_point
 from harness.report.tables import metric_x100
 from harness.report.timings import wall_columns
 

@@ -151,11 +151,6 @@ def write_summary_frame(df: pd.DataFrame, out_csv: str | os.PathLike[str]) -> st
     return atomic_write_text(out_csv, out.to_csv(index=False))
 
 
-def write_summary(results_dir: str | os.PathLike[str], out_csv: str | os.PathLike[str]) -> str:
-    """Load all records and write them, sorted, to `out_csv`; list columns become JSON."""
-    return write_summary_frame(load_records(results_dir), out_csv)
-
-
 # --------------------------------------------------------------------------- length records
 
 

@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from harness.record import PROTOCOLS
-from harness.report.rules import dense_row, fastest_within, nearest_speedup, same_point
+from harness.report.point_choice import dense_row, fastest_within, nearest_speedup, same_point
 from harness.report.seeds import SEED_NOTE, several_seeds
 from harness.report.tables import metric_x100, paired_note, seed_columns, vs_dense_columns
 from harness.report.timings import wall_columns

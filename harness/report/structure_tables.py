@@ -19,7 +19,7 @@ import math
 import pandas as pd
 
 from harness.measure.bootstrap import ratio
-from harness.report.rules import DENSE, dense_row, same_point
+from harness.report.point_choice import DENSE, dense_row, same_point
 from harness.report.tables import metric_x100, paired_comparison, paired_note
 from harness.report.timings import wall_columns
 

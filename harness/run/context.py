@@ -1,13 +1,13 @@
-"""Everything a method plugin needs for one (task, method) job: the toolkit.
+"""RunContext: one (task, method, training seed) job, as a method plugin sees it.
 
-Data (split and capped by the config's `split_seed`: the same examples for
-every training seed), the job's training seed (`seed`, one of the config's
-`seeds`: initialisation, data order, dropout), tokenized splits, the length-filtered training split, the backbone, the method's typed
-settings, the fine-tuning loop, and atomic stores for models and a method's
-own files (points manifests, search results). A plugin touches the workflow
-only through this object, and only through the members of
-`harness.plugin.context.JobContext`, which `RunContext` implements (the rest
-is the workflow's).
+It implements `harness.plugin.context.JobContext`, the only part of it a
+plugin touches, by composing three pieces with one job each:
+`JobData` (`harness.run.job_data`: the splits, capped by `split_seed` and
+tokenized once), `JobStore` (`harness.run.job_store`: models, a method's own
+files, the points manifest, resume files) and, here, the method's typed
+settings and the training recipe (the profile's training settings, the
+length-filtered training split, fine-tuning with resume files, the validation
+summary, a policy point fine-tuned from a base model).
 """
 from __future__ import annotations
 
@@ -20,25 +20,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data.encoding import Encoded, encode_examples
-from harness.data.windows import Windows, encode_windows
-from harness.data.sources import load_task
-from harness.data.splits import TaskData, cap
+from harness.data.encoding import Encoded
+from harness.data.splits import TaskData
 from harness.data.tasks import TaskSpec, get_task
 from harness.errors import HarnessError
 from harness.measure.flops import dense_macs, relative_flops, trace_macs
 from harness.measure.metrics import primary
-from harness.model.backbone import Backbone, resolve_backbone, resolve_tokenizer
+from harness.model.backbone import Backbone
 from harness.model.policy import Policy
 from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
-from harness.storage import atomic_output, read_json, seed_dir, write_json
-from harness.run.finetune import TrainConfig, finetune
-from harness.run.inference import evaluate
+from harness.run.job_data import SPLITS, JobData
+from harness.run.job_store import JobStore
 from harness.run.plan import all_seeds, base_method, method_values, plugin_for
-from harness.run.points import POINTS_MANIFEST
+from harness.run.points import train_all_points
+from harness.storage import seed_dir
+from harness.train.finetune import TrainConfig, finetune
+from harness.train.inference import evaluate
 
-SPLITS = ("train", "validation", "eval")
-_CAP_KEYS = {"train": "max_train_examples", "validation": "max_validation_examples", "eval": "max_eval_examples"}
+__all__ = ["RunContext", "SPLITS"]
 
 
 class RunContext:
@@ -59,71 +58,40 @@ class RunContext:
         # read data or JSON (lengths, gather_points) run on machines without a GPU
         self.device: str = cfg.get("device", "cpu")
         self.work_dir = Path(cfg["work_dir"])
+        self.inputs = JobData(cfg, self.task)
+        self.store = JobStore(self.work_dir, self.task.name, method, self.seed)
 
-    # ---- data ----------------------------------------------------------------
-    @cached_property
+    # ---- data (JobData) -------------------------------------------------------
+    @property
     def full_data(self) -> TaskData:
         """The task's splits before the config's caps (for dataset statistics)."""
-        return load_task(
-            self.task.name,
-            self.cfg.get("data_dir"),
-            seed=self.split_seed,
-            validation_fraction=self.cfg["train"].get("validation_fraction", 0.1),
-            allow_hub=self.cfg.get("allow_hub", False),
-        )
+        return self.inputs.full_data
 
-    @cached_property
+    @property
     def data(self) -> TaskData:
         """The splits with the config's caps applied (subsamples seeded by split_seed)."""
-        raw, caps = self.full_data, self.caps
-        capped = {s: cap(getattr(raw, s), caps[s], self.split_seed + i) for i, s in enumerate(SPLITS)}
-        return dataclasses.replace(raw, **capped)
+        return self.inputs.data
 
     @property
     def caps(self) -> dict:
-        """Examples kept per split (None = all): `train.max_*_examples`, or this
-        task's entry of `train.task_caps` (e.g. fewer SQuAD questions, whose
-        windows cost several times an MR snippet)."""
-        t = self.cfg["train"]
-        own = (t.get("task_caps") or {}).get(self.task.name, {})
-        return {s: own.get(_CAP_KEYS[s], t.get(_CAP_KEYS[s])) for s in SPLITS}
+        return self.inputs.caps
 
-    @cached_property
+    @property
     def backbone(self) -> Backbone:
-        return resolve_backbone(self.cfg["backbone"], self.cfg.get("data_dir"))
+        return self.inputs.backbone
 
-    @cached_property
+    @property
     def tokenizer(self):
-        """The backbone's tokenizer, without loading its weights if they are not needed yet."""
-        if "backbone" in self.__dict__:
-            return self.backbone.tokenizer
-        return resolve_tokenizer(self.cfg["backbone"], self.cfg.get("data_dir"))
-
-    @cached_property
-    def _encoded(self) -> dict[str, Encoded]:
-        return {}
+        return self.inputs.tokenizer
 
     def encoded(self, split: str) -> Encoded:
-        if split not in SPLITS:
-            raise HarnessError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
-        if split not in self._encoded:
-            examples = getattr(self.data, split)
-            if self.task.is_span:  # one row per 384-token window of a question (harness.data.windows)
-                self._encoded[split] = encode_windows(self.tokenizer, examples, self.task.seq_len)
-            else:
-                self._encoded[split] = encode_examples(self.tokenizer, examples, self.task.seq_len,
-                                                       self.task.is_regression)
-        return self._encoded[split]
+        return self.inputs.encoded(split)
 
     def n_examples(self, split: str) -> int:
-        """Examples of a split as reported: questions for a span task (whose
-        encoded rows are windows), else rows."""
-        enc = self.encoded(split)
-        return enc.n_questions if isinstance(enc, Windows) else len(enc)
+        return self.inputs.n_examples(split)
 
     def eval_median_length(self) -> int:
-        """Median token length of the eval split (after truncation)."""
-        return int(np.median(self.encoded("eval").lengths))
+        return self.inputs.eval_median_length()
 
     @cached_property
     def train_split(self) -> Encoded:
@@ -254,7 +222,7 @@ class RunContext:
         return TrainConfig(**base)
 
     def finetune(self, model, cfg: TrainConfig | None = None, train: Encoded | None = None, **kw) -> dict:
-        """`harness.run.finetune.finetune` on this job's data: the length-filtered
+        """`harness.train.finetune.finetune` on this job's data: the length-filtered
         training split unless `train` is given, validation on `validation`.
         Each call of the job gets its own resume file (`resume_file`), so a
         retried job skips its finished calls and continues the one it was
@@ -287,34 +255,13 @@ class RunContext:
 
     @property
     def resume_dir(self) -> Path:
-        """Resume files of this job's fine-tuning calls: `<work_dir>/resume/<task>/<method>/seed<s>`."""
-        return self.work_dir / "resume" / self.task.name / self.method / seed_dir(self.seed)
+        return self.store.resume_dir
 
     def resume_file(self, desc: str) -> Path:
-        """The next finetune call's resume file: its number within the job
-        (the calls of a retried job come in the same order) and its
-        description (which names the point, so point jobs side by side never share one)."""
-        import re
-
-        n = self.__dict__.get("_resume_calls", 0)
-        self._resume_calls = n + 1
-        slug = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", desc).strip("_")
-        if len(slug) > 100:  # long descriptions stay apart by a hash of the whole
-            import hashlib
-
-            slug = f"{slug[:90]}-{hashlib.sha1(desc.encode()).hexdigest()[:8]}"
-        path = self.resume_dir / f"{n:02d}-{slug}.pt"
-        self.__dict__.setdefault("_resume_files", []).append(path)
-        return path
+        return self.store.resume_file(desc)
 
     def clear_resume(self) -> None:
-        """Remove the resume files of this job's calls (once its outputs are
-        written: a finished job leaves no checkpoints behind). Only this job's:
-        point jobs of the same method may be running beside it."""
-        for path in self.__dict__.get("_resume_files", []):
-            path.unlink(missing_ok=True)
-            for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # a write the kill cut short
-                tmp.unlink(missing_ok=True)
+        self.store.clear_resume()
 
     def train_policy_point(self, base, make_policy, name: str, cfg: TrainConfig, policy_lr: float | None = None,
                            loss_fn=None) -> tuple[object, dict]:
@@ -337,51 +284,28 @@ class RunContext:
         return model, {"steps": log["steps"], "validation": self.validation_summary(model),
                        "seconds": round(time.time() - t0, 2)}
 
+    # ---- files (JobStore) ------------------------------------------------------
     def model_dir(self, method: str | None = None) -> Path:
-        """This job's model folder, or `method`'s (one it starts from) of the same
-        training seed: `<work_dir>/models/<task>/<method>/seed<s>`."""
-        return self.work_dir / "models" / self.task.name / (method or self.method) / seed_dir(self.seed)
+        return self.store.model_dir(method)
 
     def save_model(self, model, name: str = "model.pt") -> Path:
-        """Save atomically into this job's model folder."""
-        path = self.model_dir() / name
-        with atomic_output(path) as tmp:
-            torch.save(model, tmp)
-        return path
+        return self.store.save_model(model, name)
 
     def load_model(self, name: str = "model.pt", method: str | None = None):
-        path = self.model_dir(method) / name
-        if not path.is_file():
-            raise HarnessError(
-                f"trained model {path} not found",
-                f"run the workflow's train step for {self.task.name}/{method or self.method} first",
-            )
-        model = torch.load(path, map_location=self.model_device, weights_only=False)
-        model.eval()
-        return model
+        return self.store.load_model(name, method, self.model_device)
 
-    # ---- a method's own files ---------------------------------------------------
     def write_json(self, name: str, obj) -> Path:
-        """Write a JSON file (a points manifest, search results) into this job's
-        model folder, atomically."""
-        return write_json(self.model_dir() / name, obj)
+        return self.store.write_json(name, obj)
 
     def read_json(self, name: str, method: str | None = None):
-        """A JSON file written by `write_json` of this job's method (or of
-        `method`, whose models this one starts from)."""
-        path = self.model_dir(method) / name
-        if not path.is_file():
-            raise HarnessError(
-                f"{path} not found", f"run the workflow's train step for {self.task.name}/{method or self.method} first"
-            )
-        return read_json(path)
+        return self.store.read_json(name, method)
 
     def points(self, method: str | None = None) -> list[dict]:
-        """The points manifest of this job's method, or of `method` (one it
-        starts from): the entries its `train_point` calls returned, in order,
-        as the workflow's gather step (or `train_all_points`) wrote them."""
-        return self.read_json(POINTS_MANIFEST, method)
+        return self.store.points(method)
 
     def write_points(self, entries: list[dict]) -> Path:
-        """Write this job's points manifest, atomically."""
-        return self.write_json(POINTS_MANIFEST, entries)
+        return self.store.write_points(entries)
+
+    def train_every_point(self) -> dict:
+        """Every point of the method's `train_points`, here in one process (`train_all_points`)."""
+        return train_all_points(self)

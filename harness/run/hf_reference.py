@@ -34,10 +34,10 @@ What it shares with the harness on purpose:
   steps if set) and at the last step, the first best primary metric kept, as
   the harness's `finetune(checkpoint="best")` does;
 * the metric code: `harness.measure.metrics.compute_metrics`, and for span
-  tasks `harness.run.spans.best_answers` (n-best span decoding over windows,
+  tasks `harness.train.spans.best_answers` (n-best span decoding over windows,
   as `run_qa.py`'s `postprocess_qa_predictions`).
 Not shared: the encoder (`harness.model.encoder`), the fine-tuning loop
-(`harness.run.finetune`), the batching (`harness.data.padding`), the weight
+(`harness.train.finetune`), the batching (`harness.data.padding`), the weight
 loading and initialisation. A `random` backbone (the smoke profile's tiny
 BERT) is built from the same configuration and initialised by Hugging Face's
 own `_init_weights` under the seed, so its weights differ from the harness's
@@ -65,7 +65,7 @@ from harness.data.tasks import TaskSpec
 from harness.errors import HarnessError
 from harness.measure.metrics import compute_metrics, primary
 from harness.run.context import RunContext
-from harness.run.finetune import TrainConfig
+from harness.train.finetune import TrainConfig
 from harness.storage import write_json
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # run_glue_no_trainer.py's no_decay list
@@ -120,7 +120,7 @@ def _rows(input_ids, token_type_ids, labels, names) -> list[dict]:
 
 def reference_data(ctx: RunContext) -> ReferenceData:
     """The dense job's examples of every split, tokenized for the Hugging Face model."""
-    from harness.run.context import SPLITS
+    from harness.run.job_data import SPLITS
 
     task, tok = ctx.task, ctx.tokenizer
     data = ctx.data
@@ -220,7 +220,7 @@ def evaluate_reference(model, ref: ReferenceData, split: str, tokenizer, batch_s
             outs.append(out.logits.float().cpu().numpy())
     model.train(was)
     if task.is_span:
-        from harness.run.spans import best_answers
+        from harness.train.spans import best_answers
 
         win = ref.windows[split]
         preds = [a.text for a in best_answers(win, starts, ends, task.version)]

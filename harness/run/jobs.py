@@ -26,7 +26,7 @@ from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
 from harness.measure.timing import TimingSpec, policy_time_share, steady_allocator, time_side_by_side
 from harness.run.context import RunContext
-from harness.run.inference import evaluate
+from harness.train.inference import evaluate
 from harness.run.points import gather_job, point_job, seed_everything
 from harness.run.records import build_record
 from harness.storage import lengths_path, manifest_path, record_path, write_json

@@ -17,7 +17,7 @@ from harness.model.trace import ArchShape
 from harness.plugin.base import OperatingPoint
 from harness.record import PerExample, ResultRecord
 from harness.run.context import RunContext
-from harness.run.inference import EvalRun
+from harness.train.inference import EvalRun
 
 TIMING_DESIGN = (
     "dense and point interleaved on the same pre-built batches in one process, alternating order per round; "

@@ -22,7 +22,7 @@ off) for stages that train heads on a fixed backbone.
 Resume (`resume=<file>`, which `RunContext.finetune` gives every call of a job
 its own of): a job killed at a cluster's time limit continues where it stopped
 when it is retried, with the same batches and random draws; what is saved,
-when, and which file counts: `harness.run.resume`.
+when, and which file counts: `harness.train.resume`.
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ from harness.data.encoding import Encoded
 from harness.data.padding import collate
 from harness.data.tasks import TaskSpec
 from harness.measure.metrics import primary
-from harness.run.inference import evaluate
-from harness.run.resume import ResumeFile, SaveOnSigterm, fingerprint, to_python
+from harness.train.inference import evaluate
+from harness.train.resume import ResumeFile, SaveOnSigterm, fingerprint, to_python
 
 Checkpoint = Literal["best", "last", "best_or_start"]
 

@@ -50,7 +50,7 @@ from harness.data.encoding import Encoded
 from harness.storage import atomic_output
 
 if TYPE_CHECKING:
-    from harness.run.finetune import TrainConfig
+    from harness.train.finetune import TrainConfig
 
 VERSION = 1
 # settings that change when a file is written, not what training computes

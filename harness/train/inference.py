@@ -4,7 +4,7 @@ Returns predictions in dataset order and the per-example trace, from which
 metrics and FLOPs are computed. No sampling: the model runs in eval mode.
 For span tasks the examples are windows (`harness.data.windows`): the trace
 has one row per window and the predictions one answer text per question
-(`harness.run.spans`); `EvalRun.question` maps trace rows to questions.
+(`harness.train.spans`); `EvalRun.question` maps trace rows to questions.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def to_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
 
 def evaluate(model, task: TaskSpec, enc: Encoded, protocol: str, batch_size: int, device="cpu") -> EvalRun:
     if task.is_span:
-        from harness.run.spans import best_answers
+        from harness.train.spans import best_answers
 
         starts, ends, trace = predict_spans(model, enc, protocol, task.seq_len, batch_size, device)
         texts = np.array([a.text for a in best_answers(enc, starts, ends, task.version)], dtype=object)

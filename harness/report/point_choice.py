@@ -1,4 +1,4 @@
-"""Operating-point selection rules, applied to result records only.
+"""Which operating point a table or claim reads: selection rules on result records only.
 
 The papers pick the point they report by a rule; the harness applies the
 same rule on the held-out `validation` metric (never on the reported `eval`

@@ -26,7 +26,7 @@ from harness.data.padding import collate
 from harness.model.exits import EarlyExitPolicy
 from harness.plugin.context import JobContext
 from harness.plugin.settings import MethodSettings
-from harness.run.finetune import frozen_except
+from harness.train.finetune import frozen_except
 
 
 @dataclass(frozen=True)

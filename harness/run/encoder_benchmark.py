@@ -1,6 +1,6 @@
 """What the harness encoder costs: vs `transformers.BertModel`, and its trace.
 
-`python -m harness.measure.encoder_benchmark` times, on the same weights and
+`python -m harness.run.encoder_benchmark` times, on the same weights and
 threads: (1) the harness encoder against `BertModel` (SDPA) on a padded batch
 (its hooks and trace must not make it slower); (2) the dense model on real
 eval examples with the per-example trace recorded (as evaluation runs it) and

@@ -1,0 +1,109 @@
+"""Models saved as safetensors and loaded without pickle (harness.model.checkpoint, JobStore):
+every registered method's model comes back with identical logits and traces; the file names
+classes by stable names (a method's by its registered name), not by module paths; loading reads
+no pickle; a pickled model from an older harness is refused with what to do."""
+from __future__ import annotations
+
+import json
+import pickle
+import types
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from harness.errors import HarnessError
+from harness.model import checkpoint
+from harness.plugin.registry import get_method, method_modules, method_names, module_of_method
+from harness.run.job_store import JobStore
+
+from .conftest import random_batch
+
+LENGTHS = [31, 9, 20]
+
+
+def _run(model):
+    ids, mask = random_batch(len(LENGTHS), max(LENGTHS), lengths=LENGTHS, seed=5)
+    with torch.no_grad():
+        return model(ids, mask)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_comes_back_identical_without_pickle(name, tiny_model, tmp_path, monkeypatch):
+    model = get_method(name).demo_model(tiny_model).eval()
+    before = _run(model)
+    store = JobStore(tmp_path, "mr", name, 0)
+    path = store.save_model(model, "lambda=0.1.pt")
+    assert path.name == "lambda=0.1.safetensors" and not list(tmp_path.rglob("*.pt"))
+
+    def no_pickle(*a, **k):
+        raise AssertionError("a checkpoint load unpickled something")
+
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded = store.load_model("lambda=0.1.pt", None, "cpu")
+    after = _run(loaded)
+    assert type(loaded) is type(model) and type(loaded.policy) is type(model.policy)
+    assert torch.equal(before.logits, after.logits)
+    for field in ("n_attn", "n_ffn", "exit_layer"):
+        assert (getattr(before.trace, field) == getattr(after.trace, field)).all(), field
+    assert [p.shape for p in loaded.parameters()] == [p.shape for p in model.parameters()]
+
+
+def test_the_file_names_classes_by_registered_name_not_by_module(tiny_model, tmp_path):
+    model = get_method("power_bert").demo_model(tiny_model).eval()
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_model(model, path, method_modules())
+    with safe_open(str(path), framework="pt") as f:
+        tree = f.metadata()["tree"]
+    assert "method:power_bert:PowerBertPolicy" in tree and "core:BertClassifier" in tree
+    assert "methods." not in tree and "harness." not in tree
+    # the plugin file moved or renamed: its registered name still finds the class
+    moved = types.ModuleType("somewhere_else.power_bert_renamed")
+    moved.PowerBertPolicy = type(model.policy)
+    loaded = checkpoint.load_model(path, lambda m: moved if m == "power_bert" else module_of_method(m))
+    assert torch.equal(_run(loaded).logits, _run(model).logits)
+
+
+def test_only_module_classes_and_dataclasses_resolve(tmp_path):
+    with pytest.raises(HarnessError, match="does not resolve here"):
+        checkpoint.resolve_class("core:select_tokens", module_of_method)  # a function of harness.model.policy
+    with pytest.raises(HarnessError, match="does not resolve here"):
+        checkpoint.resolve_class("builtins:eval", module_of_method)
+    with pytest.raises(HarnessError, match="does not resolve here"):
+        checkpoint.resolve_class("method:power_bert:math", module_of_method)  # a module the plugin imports
+
+
+def test_what_a_checkpoint_cannot_hold_is_named_at_save(tiny_model, tmp_path):
+    tiny_model.policy.helper = lambda x: x
+    with pytest.raises(HarnessError, match=r"model attribute policy\.@helper is a function"):
+        checkpoint.save_model(tiny_model, tmp_path / "m.safetensors", method_modules())
+
+
+def test_a_pickled_model_from_an_older_harness_is_refused_with_the_fix(tiny_model, tmp_path, monkeypatch):
+    store = JobStore(tmp_path, "mr", "dense", 0)
+    store.model_dir().mkdir(parents=True)
+    torch.save(tiny_model, store.model_dir() / "model.pt")  # what the harness wrote before safetensors
+    monkeypatch.delenv("HARNESS_TRUST_PICKLES", raising=False)
+    with pytest.raises(HarnessError) as e:
+        store.load_model("model.pt", None, "cpu")
+    assert "pickled by an older harness" in str(e.value) and "HARNESS_TRUST_PICKLES=1" in str(e.value)
+    assert "--forcerun train" in str(e.value)
+    monkeypatch.setenv("HARNESS_TRUST_PICKLES", "1")
+    with pytest.warns(UserWarning, match="loading the pickled model"):
+        loaded = store.load_model("model.pt", None, "cpu")
+    assert torch.equal(_run(loaded).logits, _run(tiny_model).logits)
+
+
+def test_a_missing_model_says_which_train_step_to_run(tmp_path):
+    with pytest.raises(HarnessError, match="run the workflow's train step for mr/cofi first"):
+        JobStore(tmp_path, "mr", "ltp", 0).load_model("model.pt", "cofi", "cpu")
+
+
+def test_metadata_is_json_of_the_tree(tiny_model, tmp_path):
+    checkpoint.save_model(tiny_model, tmp_path / "m.safetensors", method_modules())
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == checkpoint.FORMAT
+    assert json.loads(meta["tree"])["class"] == "core:BertClassifier"
