@@ -37,7 +37,7 @@ def test_a_cuda_config_fails_only_where_a_model_is_needed(tmp_path):
     with pytest.raises(HarnessError, match="no GPU is visible"):
         ctx.new_model()
     ctx.model_dir().mkdir(parents=True)
-    (ctx.model_dir() / "model.pt").write_bytes(b"")
+    (ctx.model_dir() / "model.safetensors").write_bytes(b"")
     with pytest.raises(HarnessError, match="no GPU is visible"):
         ctx.load_model()
 

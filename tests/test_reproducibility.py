@@ -13,6 +13,7 @@ import random
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from harness.config import load_config
 from harness.plugin.registry import get_method, method_names
@@ -43,8 +44,8 @@ def _run(root, scramble: int) -> dict:
         torch.manual_seed(scramble)
         train_job(cfg, "mr", method)
         evaluate_job(cfg, "mr", method)
-        models = {p.name: torch.load(p, weights_only=False).state_dict()
-                  for p in sorted((root / "w" / "models" / "mr" / method / "seed0").glob("*.pt"))}
+        models = {p.name: load_file(p)  # every tensor a checkpoint holds (parameters, buffers, tensor attributes)
+                  for p in sorted((root / "w" / "models" / "mr" / method / "seed0").glob("*.safetensors"))}
         records = {}
         for p in sorted((root / "r" / "records" / "mr" / method).rglob("*.json")):
             rec = json.loads(p.read_text())
