@@ -6,9 +6,12 @@ ignored; RunContext gives each finetune call of a job its own file and
 removes them when the job is done."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import harness.train.finetune as ft
 from harness.data.encoding import Encoded
@@ -311,8 +314,9 @@ def test_retried_cofi_point_job_skips_its_pruning_and_resumes_its_finetuning(tmp
     assert a["entries"] and a["log"]["prune"]["trail"]["sparsity"]
     assert _without_times(a) == _without_times(b)
     for entry in a["entries"]:
-        ma = torch.load(reference.parent.parent / entry["file"], weights_only=False).state_dict()
-        mb = torch.load(retried.parent.parent / entry["file"], weights_only=False).state_dict()
+        stem = Path(entry["file"]).stem  # the checkpoint a method's "<name>.pt" is saved as
+        ma = load_file(reference.parent.parent / f"{stem}.safetensors")
+        mb = load_file(retried.parent.parent / f"{stem}.safetensors")
         assert ma.keys() == mb.keys()
         for k in ma:
             assert torch.equal(ma[k], mb[k]), k
