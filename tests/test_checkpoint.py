@@ -107,3 +107,19 @@ def test_metadata_is_json_of_the_tree(tiny_model, tmp_path):
         meta = f.metadata()
     assert meta["format"] == checkpoint.FORMAT
     assert json.loads(meta["tree"])["class"] == "core:BertClassifier"
+
+
+def test_numpy_values_and_special_floats_come_back(tiny_model, tmp_path):
+    """A policy's knobs often come from numpy (a search's results, a point's counts): scalars come back as
+    Python numbers, arrays as arrays; inf and nan survive."""
+    import numpy as np
+
+    tiny_model.policy.counts = np.array([5, 3, 1])
+    tiny_model.policy.knobs = {"lambda": np.float64(0.1), "k": np.int64(4), "on": np.bool_(True),
+                               "bounds": (float("-inf"), float("inf")), "unset": float("nan")}
+    checkpoint.save_model(tiny_model, tmp_path / "m.safetensors", method_modules())
+    policy = checkpoint.load_model(tmp_path / "m.safetensors", module_of_method).policy
+    assert isinstance(policy.counts, np.ndarray) and policy.counts.tolist() == [5, 3, 1]
+    knobs = policy.knobs
+    assert knobs["lambda"] == 0.1 and type(knobs["lambda"]) is float and knobs["k"] == 4 and type(knobs["k"]) is int
+    assert knobs["on"] is True and knobs["bounds"] == (float("-inf"), float("inf")) and knobs["unset"] != knobs["unset"]

@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,10 +90,15 @@ def resolve_class(key: str, module_of_method: Callable[[str], Any]) -> type:
 def _encode(value, where: str, tensors: dict[str, torch.Tensor], keys: Callable[[type], str]):
     """A plain attribute as JSON; tensors go to the safetensors part under `where`; a dataclass
     (a shape, a policy's settings) by its class's stable name and its fields."""
+    if isinstance(value, np.generic):  # numpy scalars (a knob read from an array) as Python's own
+        value = value.item()
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return {"float": repr(value)}  # inf and nan included
+        return {"float": repr(float(value))}  # inf and nan included
+    if isinstance(value, np.ndarray):
+        tensors[where] = torch.from_numpy(np.ascontiguousarray(value))
+        return {"ndarray": where}
     if isinstance(value, torch.Tensor):
         tensors[where] = value.detach().contiguous()
         return {"tensor": where}
@@ -125,6 +131,8 @@ def _decode(value, tensors: dict[str, torch.Tensor], classes: Callable[[str], ty
         return float(inner)
     if kind == "tensor":
         return tensors[inner]
+    if kind == "ndarray":
+        return tensors[inner].cpu().numpy()
     if kind == "dtype":
         return getattr(torch, inner)
     if kind == "size":
