@@ -169,10 +169,10 @@ class _HeadProbe(Policy):
         return self.inner.needs_attention_probs(layer)
 
     def after_attention(self, layer, state):
-        ctx = self.captured.pop(layer, None)
-        if ctx is not None:
-            b, n, _ = ctx.shape
-            mag = ctx.view(b, n, self.heads[layer], self.head_dim).abs().sum(-1)  # [b, n, H]
+        mixed = self.captured.pop(layer, None)  # the layer's attention output, before its projection
+        if mixed is not None:
+            b, n, _ = mixed.shape
+            mag = mixed.view(b, n, self.heads[layer], self.head_dim).abs().sum(-1)  # [b, n, H]
             mag = (mag * state.mask[..., None]).sum((0, 1))
             self.magnitude[layer, : self.heads[layer]] += mag.double().cpu()
         if layer == 0:

@@ -36,8 +36,18 @@ def _forbidden_imports(path: Path) -> list[str]:
     return bad
 
 
+def _method_files() -> list[Path]:
+    """Every registered method's file: methods/ and the packages in HARNESS_PLUGIN_PACKAGES."""
+    import sys
+
+    from harness.plugin.registry import method_modules
+
+    files = {Path(sys.modules[m].__file__).resolve() for m in method_modules()}
+    return sorted(files | {p.resolve() for p in (ROOT / "methods").glob("*.py") if p.name != "__init__.py"})
+
+
 def test_methods_import_only_the_plugin_api():
-    files = sorted(p for p in (ROOT / "methods").glob("*.py") if p.name != "__init__.py")
+    files = _method_files()
     assert files, "no method files found"
     bad = [line for p in files for line in _forbidden_imports(p)]
     assert bad == [], f"a method imports only `{API}` of the harness and never another method: {bad}"

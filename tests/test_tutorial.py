@@ -41,6 +41,10 @@ def test_the_tutorial_method_runs_end_to_end(tmp_path):
                "tests/test_checkpoint.py", "-k", "truncate"])
     passed = int(re.search(r"(\d+) passed", out).group(1))
     assert passed >= 8 and "failed" not in out, out[-2000:]
+    # its file imports the plugin API only (the check reads every registered method's file)
+    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "tests/test_plugin_api.py::test_methods_import_only_the_plugin_api"])
+    assert "1 passed" in out
     # step 3: the smoke workflow, the method alone (and the dense model it starts from)
     run(command(tmp_path / "run", "--cores", "2", config=("methods=[truncate]", "seeds=[0]")))
     records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "results" / "records" / "mr" / "truncate")

@@ -41,12 +41,8 @@ FORMAT = "harness-model/1"
 CORE_MODULES = ("harness.model.encoder", "harness.model.policy", "harness.model.thresholds", "harness.model.exits",
                 "harness.model.skim", "harness.model.structure", "harness.model.trace")
 # nn.Module's own bookkeeping, rebuilt by nn.Module.__init__ (hooks are not saved: none of the harness's models
-# keeps one between forwards)
-_MODULE_INTERNALS = {"training", "_parameters", "_buffers", "_non_persistent_buffers_set", "_modules",
-                     "_backward_pre_hooks", "_backward_hooks", "_is_full_backward_hook", "_forward_hooks",
-                     "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
-                     "_forward_pre_hooks_with_kwargs", "_state_dict_hooks", "_state_dict_pre_hooks",
-                     "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks"}
+# keeps one between forwards); read from torch itself, so a field a later torch adds is covered too
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__) | {"_compiled_call_impl"}
 
 
 # ---- class names -------------------------------------------------------------------
@@ -96,12 +92,14 @@ def _encode(value, where: str, tensors: dict[str, torch.Tensor], keys: Callable[
         return value
     if isinstance(value, float):
         return {"float": repr(float(value))}  # inf and nan included
-    if isinstance(value, np.ndarray):
-        tensors[where] = torch.from_numpy(np.ascontiguousarray(value))
-        return {"ndarray": where}
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        key = f"@{len(tensors)}:{where}"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
+        return {"ndarray": key}
     if isinstance(value, torch.Tensor):
-        tensors[where] = value.detach().contiguous()
-        return {"tensor": where}
+        key = f"@{len(tensors)}:{where}"  # numbered: two attribute paths never share a key
+        tensors[key] = value.detach().contiguous()
+        return {"tensor": key}
     if isinstance(value, torch.dtype):
         return {"dtype": str(value).removeprefix("torch.")}
     if isinstance(value, torch.Size):
@@ -134,7 +132,10 @@ def _decode(value, tensors: dict[str, torch.Tensor], classes: Callable[[str], ty
     if kind == "ndarray":
         return tensors[inner].cpu().numpy()
     if kind == "dtype":
-        return getattr(torch, inner)
+        dtype = getattr(torch, str(inner), None)
+        if not isinstance(dtype, torch.dtype):
+            raise HarnessError(f"a checkpoint names the dtype {inner!r}, which is not one", "load a harness checkpoint")
+        return dtype
     if kind == "size":
         return torch.Size(inner)
     if kind == "device":
@@ -145,6 +146,9 @@ def _decode(value, tensors: dict[str, torch.Tensor], classes: Callable[[str], ty
         return {k: _decode(v, tensors, classes) for k, v in inner.items()}
     if kind == "dataclass":
         cls = classes(inner["class"])
+        if not dataclasses.is_dataclass(cls) or set(inner["fields"]) != {f.name for f in dataclasses.fields(cls)}:
+            raise HarnessError(f"a checkpoint's {inner['class']} does not hold that class's fields",
+                               "load it with the harness (and methods) it was saved with")
         obj = cls.__new__(cls)
         for k, v in inner["fields"].items():
             object.__setattr__(obj, k, _decode(v, tensors, classes))  # frozen ones too
@@ -153,53 +157,99 @@ def _decode(value, tensors: dict[str, torch.Tensor], classes: Callable[[str], ty
 
 
 def _attributes(module: nn.Module) -> dict:
-    state = module.__getstate__() if type(module).__getstate__ is not nn.Module.__getstate__ else module.__dict__
-    return {k: v for k, v in state.items() if k not in _MODULE_INTERNALS}
+    return {k: v for k, v in module.__getstate__().items() if k not in _MODULE_INTERNALS}
+
+
+def _settable(cls: type, name: str) -> bool:
+    """An attribute a checkpoint may set on a rebuilt module: not torch's bookkeeping, not a dunder, and
+    not a method or property of the class (a file must not replace code)."""
+    on_class = getattr(cls, name, None)
+    return (name not in _MODULE_INTERNALS and not (name.startswith("__") and name.endswith("__"))
+            and not callable(on_class) and not isinstance(on_class, property))
 
 
 # ---- the tree ----------------------------------------------------------------------
-def describe(module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor], keys: Callable[[type], str]) -> dict:
+class _Seen:
+    """Identity while walking a tree: a module or parameter reached twice is stored once and tied again
+    on load (a shared head, tied weights), so a loaded model has the parameters the saved one had."""
+
+    def __init__(self):
+        self.modules: dict[int, str] = {}
+        self.tensors: dict[int, str] = {}
+
+
+def describe(module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor], keys: Callable[[type], str],
+             seen: _Seen | None = None) -> dict:
     """The module tree below `module` as JSON, its tensors added to `tensors`."""
+    seen = seen if seen is not None else _Seen()
+    if id(module) in seen.modules:
+        return {"same_as": seen.modules[id(module)]}
+    seen.modules[id(module)] = prefix
     node: dict[str, Any] = {"class": keys(type(module)), "training": module.training}
-    params = {}
-    for name, p in module._parameters.items():
-        if p is not None:
-            tensors[f"{prefix}{name}"] = p.detach().contiguous()
-        params[name] = None if p is None else {"requires_grad": p.requires_grad}
-    buffers = {}
-    for name, b in module._buffers.items():
-        if b is not None:
-            tensors[f"{prefix}{name}"] = b.detach().contiguous()
-        buffers[name] = None if b is None else {"persistent": name not in module._non_persistent_buffers_set}
+    params, buffers = {}, {}
+    for kind, items, out in (("parameter", module._parameters, params), ("buffer", module._buffers, buffers)):
+        for name, t in items.items():
+            if t is None:
+                out[name] = None
+                continue
+            spec = ({"requires_grad": t.requires_grad} if kind == "parameter"
+                    else {"persistent": name not in module._non_persistent_buffers_set})
+            if id(t) in seen.tensors:
+                spec["same_as"] = seen.tensors[id(t)]
+            else:
+                seen.tensors[id(t)] = tensors_key = f"{prefix}{name}"
+                tensors[tensors_key] = t.detach().contiguous()
+            out[name] = spec
     node["parameters"], node["buffers"] = params, buffers
-    node["attributes"] = {k: _encode(v, f"{prefix}@{k}", tensors, keys) for k, v in _attributes(module).items()}
-    node["children"] = {name: None if child is None else describe(child, f"{prefix}{name}.", tensors, keys)
+    node["attributes"] = {k: _encode(v, f"{prefix}{k}", tensors, keys) for k, v in _attributes(module).items()}
+    node["children"] = {name: None if child is None else describe(child, f"{prefix}{name}.", tensors, keys, seen)
                         for name, child in module._modules.items()}
     return node
 
 
-def build(node: dict, prefix: str, tensors: dict[str, torch.Tensor], classes: Callable[[str], type]) -> nn.Module:
+def build(node: dict, prefix: str, tensors: dict[str, torch.Tensor], classes: Callable[[str], type],
+          built: dict[str, Any] | None = None) -> nn.Module:
+    built = built if built is not None else {}
+    if "same_as" in node:
+        return built[node["same_as"]]
     cls = classes(node["class"])
     module = cls.__new__(cls)
     nn.Module.__init__(module)
+    built[prefix] = module
     for k, v in node["attributes"].items():
+        if not _settable(cls, k):
+            raise HarnessError(f"a checkpoint sets {prefix}{k} on a {cls.__name__}, which only code may set",
+                               "load a checkpoint the harness wrote")
         object.__setattr__(module, k, _decode(v, tensors, classes))
-    for name, spec in node["parameters"].items():
-        module._parameters[name] = None if spec is None else nn.Parameter(tensors[f"{prefix}{name}"],
-                                                                           requires_grad=spec["requires_grad"])
-    for name, spec in node["buffers"].items():
-        module._buffers[name] = None if spec is None else tensors[f"{prefix}{name}"]
-        if spec is not None and not spec["persistent"]:
-            module._non_persistent_buffers_set.add(name)
+    for kind, specs in (("parameter", node["parameters"]), ("buffer", node["buffers"])):
+        for name, spec in specs.items():
+            if "." in name or not _settable(cls, name):
+                raise HarnessError(f"a checkpoint names the {kind} {prefix}{name}, which a module cannot hold",
+                                   "load a checkpoint the harness wrote")
+            if spec is None:
+                value = None
+            elif "same_as" in spec:
+                value = built[spec["same_as"]]
+            elif kind == "parameter":
+                value = built[f"{prefix}{name}"] = nn.Parameter(tensors[f"{prefix}{name}"],
+                                                               requires_grad=spec["requires_grad"])
+            else:
+                value = built[f"{prefix}{name}"] = tensors[f"{prefix}{name}"]
+            if kind == "parameter":
+                module._parameters[name] = value
+            else:
+                module._buffers[name] = value
+                if spec is not None and not spec["persistent"]:
+                    module._non_persistent_buffers_set.add(name)
     for name, child in node["children"].items():
-        module._modules[name] = None if child is None else build(child, f"{prefix}{name}.", tensors, classes)
+        module._modules[name] = None if child is None else build(child, f"{prefix}{name}.", tensors, classes, built)
     module.training = bool(node["training"])
     return module
 
 
 def _shared_storage_free(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied weights, views): each is stored as its own copy,
-    and ties that matter are restored by the modules themselves (the harness's models tie none)."""
+    """safetensors refuses tensors that share memory: a view into a larger tensor, or two distinct tensors
+    over one storage, is stored as its own copy (ties between parameters are kept by `same_as` above)."""
     seen: set[tuple[int, int]] = set()
     out = {}
     for k, t in tensors.items():
@@ -223,10 +273,16 @@ def load_model(path: str | Path, module_of_method: Callable[[str], Any], device:
     """Rebuild a model `save_model` wrote; no pickle is read."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise HarnessError(f"{path} is not a harness model checkpoint (format {meta.get('format')!r})",
-                               "train it again with this harness")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return build(json.loads(meta["tree"]), "", tensors, lambda key: resolve_class(key, module_of_method))
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT or "tree" not in meta:
+                raise HarnessError(f"{path} is not a harness model checkpoint (format {meta.get('format')!r})",
+                                   "train it again with this harness")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return build(json.loads(meta["tree"]), "", tensors, lambda key: resolve_class(key, module_of_method))
+    except HarnessError:
+        raise
+    except Exception as e:  # a truncated or foreign file
+        raise HarnessError(f"{path} could not be read as a model checkpoint ({type(e).__name__}: {e})",
+                           "train it again (delete the file and rerun its train step)") from None

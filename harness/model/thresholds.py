@@ -34,7 +34,9 @@ def per_real_row(received: torch.Tensor, heads: int, mask: torch.Tensor) -> torc
 
 def token_scores(state: EncoderState) -> torch.Tensor:
     """LTP's score [b, n] of the tokens present: attention received, mean over heads and real
-    query rows (its MACs recorded in the trace, as `attention_received` does)."""
+    query rows. Its MACs are recorded in the trace (as `attention_received` does), so a policy
+    calls it once per layer; to look at the scores without counting them, use
+    `per_real_row(received_sum(probs, mask), heads, mask)`."""
     return per_real_row(attention_received(state), state.attn_probs.shape[1], state.mask)
 
 

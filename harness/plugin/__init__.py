@@ -14,8 +14,8 @@ its job only through `JobContext` (another method's trained points included:
 `ctx.points(method)`).
 
 Layering (checked by import-linter, `[tool.importlinter]` in pyproject.toml):
-errors, config, storage -> data -> model -> measure -> train -> plugin -> run -> report,
-each importing only the layers before it. So every name here is imported
+errors, config/storage/pareto -> data -> model -> measure -> record -> claim_spec -> train ->
+plugin -> methods -> run -> report -> cli, each importing only the layers before it. So every name here is imported
 with `harness.plugin`: the fine-tuning loop and evaluation are `harness.train`'s,
 below this API, and the workflow's jobs (`harness.run`) sit above it.
 """

@@ -88,8 +88,8 @@ class JobContext(Protocol):
 
     def train_policy_point(self, base, make_policy: Callable[[], Policy], name: str, cfg: TrainConfig,
                            policy_lr: float | None = None, loss_fn=None) -> tuple[object, dict]:
-        """A copy of `base` under a new policy fine-tuned (the policy at its own rate) and saved as
-        `<name>.pt`; the model and its log."""
+        """A copy of `base` under a new policy fine-tuned (the policy at its own rate) and saved
+        under `<name>.pt` (the file is `<name>.safetensors`); the model and its log."""
 
     def validation_summary(self, model) -> dict:
         """`model` on the validation split: its score, relative FLOPs, tokens per layer."""

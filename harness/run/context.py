@@ -268,7 +268,7 @@ class RunContext:
         """A copy of `base` under the policy `make_policy()` builds (its initial
         weights drawn from the seed alone, whatever ran before), fine-tuned
         with the policy's parameters at their own constant `policy_lr` (None:
-        the schedule's), keeping the last weights; saved as `<name>.pt`.
+        the schedule's), keeping the last weights; saved under `<name>.pt` (`<name>.safetensors`).
         Returns the model and its log (steps, validation summary, seconds)."""
         t0 = time.time()
         model = copy.deepcopy(base)

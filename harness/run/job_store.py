@@ -39,8 +39,11 @@ class JobStore:
                             f"run the workflow's train step for {self.task}/{method or self.method} first")
 
     def checkpoint_path(self, name: str, method: str | None = None) -> Path:
-        """Where the model a method calls `name` ("model.pt", "lambda=0.1.pt") lives: `<stem>.safetensors`."""
-        return self.model_dir(method) / f"{Path(name).stem}.safetensors"
+        """Where the model a method calls `name` lives: "lambda=0.1.pt" (the name manifests keep) or
+        "lambda=0.1" is `lambda=0.1.safetensors` in the model folder."""
+        if "/" in name or "\\" in name or not name.strip("."):
+            raise HarnessError(f"model name {name!r} is not a file name", "name a model like 'lambda=0.1.pt'")
+        return self.model_dir(method) / f"{name.removesuffix('.pt').removesuffix('.safetensors')}.safetensors"
 
     def save_model(self, model, name: str = "model.pt") -> Path:
         """Save atomically into this job's model folder, as safetensors (`harness.model.checkpoint`)."""
@@ -69,8 +72,8 @@ class JobStore:
             raise HarnessError(
                 f"{path} is a model pickled by an older harness; loading a pickle runs whatever code it names, "
                 "and models are now saved as safetensors",
-                f"retrain it (snakemake --forcerun train --cores N, or delete {path.parent}), or, if you made this "
-                "work folder yourself, set HARNESS_TRUST_PICKLES=1 to load it")
+                f"retrain it (delete {path.parent} and rerun the workflow, or snakemake --forcerun train "
+                "train_point), or, if you made this work folder yourself, set HARNESS_TRUST_PICKLES=1 to load it")
         warnings.warn(f"loading the pickled model {path} (HARNESS_TRUST_PICKLES=1)", stacklevel=3)
         return torch.load(path, map_location=device, weights_only=False)
 
