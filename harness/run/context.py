@@ -29,15 +29,13 @@ from harness.measure.metrics import primary
 from harness.model.backbone import Backbone
 from harness.model.policy import Policy
 from harness.plugin.settings import EVAL_MEDIAN, as_dict, parse_settings
-from harness.run.job_data import SPLITS, JobData
+from harness.run.job_data import JobData
 from harness.run.job_store import JobStore
 from harness.run.plan import all_seeds, base_method, method_values, plugin_for
 from harness.run.points import train_all_points
 from harness.storage import seed_dir
 from harness.train.finetune import TrainConfig, finetune
 from harness.train.inference import evaluate
-
-__all__ = ["RunContext", "SPLITS"]
 
 
 class RunContext:

@@ -34,8 +34,8 @@ class JobStore:
         training seed: `<work_dir>/models/<task>/<method>/seed<s>`."""
         return self.work_dir / "models" / self.task / (method or self.method) / seed_dir(self.seed)
 
-    def _missing(self, path: Path, method: str | None) -> HarnessError:
-        return HarnessError(f"{path} not found",
+    def _missing(self, path: Path, method: str | None, what: str = "") -> HarnessError:
+        return HarnessError(f"{what}{path} not found",
                             f"run the workflow's train step for {self.task}/{method or self.method} first")
 
     def checkpoint_path(self, name: str, method: str | None = None) -> Path:
@@ -56,16 +56,15 @@ class JobStore:
         path = self.checkpoint_path(name, method)
         legacy = self.model_dir(method) / name
         if not path.is_file() and legacy.is_file() and legacy.suffix == ".pt":
-            model = self._load_pickle(legacy, method, device)
+            model = self._load_pickle(legacy, device)
         elif not path.is_file():
-            raise HarnessError(f"trained model {path} not found",
-                               f"run the workflow's train step for {self.task}/{method or self.method} first")
+            raise self._missing(path, method, "trained model ")
         else:
             model = checkpoint.load_model(path, module_of_method, device)
         model.eval()
         return model
 
-    def _load_pickle(self, path: Path, method: str | None, device: str):
+    def _load_pickle(self, path: Path, device: str):
         """A model pickled whole by a harness before safetensors: loading it runs whatever code the file
         names, so only on request (`HARNESS_TRUST_PICKLES=1`, for a work folder of your own)."""
         if os.environ.get("HARNESS_TRUST_PICKLES") != "1":
