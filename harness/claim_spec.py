@@ -66,6 +66,14 @@ Measures (arguments in brackets, defaults after `=`):
 * `wall_over_flops` [method, target=2.0, protocol=none, batch_size]: at the
   point whose FLOPs speedup is nearest `target` (inconclusive if none is
   within 25% of it), the wall-clock speedup over the FLOPs speedup.
+* `metric_vs_dense` [method, tolerance=0.01, protocol=none]: the chosen
+  point's eval metric minus dense's, in points (a paired bootstrap).
+
+Every measure of a `method` also takes `precision` (fp32, bf16, fp16, int8;
+default fp32): that method's records at that precision are read (its point
+chosen on its validation metric at that precision), every other method's,
+dense's included, at fp32: e.g. LTP in int8 against the full-precision dense
+model (LTP Section 4.6).
 
 `protocol_ratio`, the bucket measures and `long_quarter_drop` read the
 `fastest_within` point and say when none met the tolerance (the most
@@ -83,7 +91,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.record import PROTOCOLS
+from harness.record import PRECISION_NAMES, PROTOCOLS
 
 TESTS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "at_least": (">=", operator.ge), "at_most": ("<=", operator.le),
@@ -113,9 +121,10 @@ MEASURES: dict[str, Measure] = {
     "speedup_at": Measure(("method", "knobs"), ("protocol", "quantity", "batch_size")),
     "selection_cost_ratio": Measure(("length",), ("column",), per_task=False),
     "wall_over_flops": Measure(("method",), ("target", "protocol", "batch_size")),
+    "metric_vs_dense": Measure(("method",), (*_SELECT, "protocol")),
 }
 _CHOICES = {"protocol": PROTOCOLS, "quantity": ("flops", "wall"), "statistic": ("max", "mean"),
-            "unreached": ("fails", "inconclusive")}
+            "unreached": ("fails", "inconclusive"), "precision": PRECISION_NAMES}
 
 
 def check_rule(rule: dict, where: str) -> None:
@@ -139,6 +148,8 @@ def check_rule(rule: dict, where: str) -> None:
         raise HarnessError(f"{where}: a rule has exactly one test, found {tests or 'none'}",
                            f"add one of: {', '.join(TESTS)} (a number)")
     args = set(rule) - {"measure", *TESTS}
+    if "method" in m.required:  # every measure of a method can read it at another precision
+        args -= {"precision"}
     unknown, missing = args - set(m.required) - set(m.optional), set(m.required) - args
     if unknown or missing:
         raise HarnessError(f"{where}: measure {name} " + (f"takes no {sorted(unknown)}" if unknown else
@@ -148,7 +159,7 @@ def check_rule(rule: dict, where: str) -> None:
         choices = BUCKETS if name.startswith("bucket") else _CHOICES["protocol"]
         if key in rule and rule[key] not in choices:
             raise HarnessError(f"{where}.{key}: {rule[key]!r}", f"use one of: {', '.join(choices)}")
-    for key in ("protocol", "quantity", "statistic", "unreached"):
+    for key in ("protocol", "quantity", "statistic", "unreached", "precision"):
         if key in rule and rule[key] not in _CHOICES[key]:
             raise HarnessError(f"{where}.{key}: {rule[key]!r}", f"use one of: {', '.join(_CHOICES[key])}")
 

@@ -1,6 +1,6 @@
 """The result record: one typed, versioned schema for writer, reader and tests.
 
-One record per (task, method, operating point, protocol). The evaluate job
+One record per (task, method, operating point, protocol, precision). The evaluate job
 builds a `ResultRecord` and writes `to_dict()`; the report reads files back
 through `check_record`, which refuses a record of another `schema_version`
 (or with missing or unknown fields) with a message that says how to
@@ -20,7 +20,13 @@ data: splits, caps, bootstrap) beside `seed`, now the training seed alone (one o
 `seeds`; records of several training seeds share their eval examples). A version-4 record is
 still read: `check_record` computes its interval from its own per-example predictions and labels
 with the default bootstrap (and says so in `provenance.bootstrap`). A version-4 or -5 record's one
-`seed` set both, so it is read as `split_seed` = `seed`.
+`seed` set both, so it is read as `split_seed` = `seed`. 7 = the precision axis (`eval.precisions`):
+`precision` (part of the record's key: fp32, bf16, fp16 or int8), `bops_per_example`,
+`baseline_bops_per_example` and `relative_bops` (bit operations against the full-precision dense model
+on the same examples: `harness.measure.flops.bops`), `kernels` (what ran: `harness.measure.kernels`;
+null where the point was not timed), and `wallclock_speedup_vs_fastest_dense` (the eval batch's speedup
+against the fastest dense precision whose validation metric is within tolerance of fp32 dense's; null
+where not timed at the precisions). A version-6 record is read as fp32, its BOPs its MACs x 32 x 32.
 """
 from __future__ import annotations
 
@@ -31,8 +37,9 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PROTOCOLS: tuple[str, ...] = ("sequence", "batch", "none")
+PRECISION_NAMES: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")  # fp16: bf16 asked on a GPU without bf16
 
 
 @dataclass
@@ -58,6 +65,7 @@ class ResultRecord:
     knobs: dict
     task: str
     protocol: str
+    precision: str  # fp32, bf16 (fp16 on a GPU without bf16) or int8: harness.model.precision
     backbone: str
     split_seed: int  # splits, caps' subsamples and bootstrap resamples (the config's split_seed)
     seed: int  # the training seed: initialisation, data order, dropout (one of the config's seeds)
@@ -79,6 +87,9 @@ class ResultRecord:
     baseline_macs_per_example: float
     flops_speedup: float
     relative_flops: float
+    bops_per_example: float  # bit operations: MACs x weight bits x activation bits (harness.measure.flops.bops)
+    baseline_bops_per_example: float  # the full-precision (fp32) dense model on the same examples
+    relative_bops: float
     policy_flops_per_example: float  # the part the policy's own products cost (scorers, predictors, exit heads)
     tokens_per_layer: list[float]  # mean real tokens entering each layer's attention
     ffn_tokens_per_layer: list[float]
@@ -90,7 +101,11 @@ class ResultRecord:
     timing: dict | None  # threads, n_examples, by_batch_size: {bs: harness.measure.timing.PairedTiming.to_dict()}
     latency_ms_median: float | None  # batch 1, per example (span tasks: per question, the sum over its windows)
     throughput_examples_per_s: float | None  # at the eval batch size (span tasks: questions per second)
-    wallclock_speedup: float | None  # at the eval batch size (median over rounds)
+    wallclock_speedup: float | None  # at the eval batch size (median over rounds), against dense at this precision
+    # at the eval batch size, against the fastest dense precision within tolerance (timing.by_batch_size's
+    # `fastest_dense`); None unless this point was timed at every precision
+    wallclock_speedup_vs_fastest_dense: float | None
+    kernels: dict | None  # the matrix-product operators and kernels one untimed pass ran (harness.measure.kernels)
     # fidelity
     deviations: list[str]
     policy: dict
@@ -131,6 +146,9 @@ def check_record(data: Any, path: str | Path) -> dict:
     if version == 5 and isinstance(data.get("seed"), int):
         data = _from_version_5(data)
         version = data["schema_version"]
+    if version == 6:
+        data = _from_version_6(data)
+        version = data["schema_version"]
     if version != SCHEMA_VERSION:
         raise HarnessError(
             f"result record {path} has schema version {version}; this harness reads version {SCHEMA_VERSION}",
@@ -145,6 +163,11 @@ def check_record(data: Any, path: str | Path) -> dict:
     per = data["per_example"]
     if not isinstance(per, dict) or any(k not in per for k in _REQUIRED_PER_EXAMPLE):
         raise HarnessError(f"result record {path}: per_example lacks {list(_REQUIRED_PER_EXAMPLE)}", _regenerate(path))
+    if data["precision"] not in PRECISION_NAMES:
+        raise HarnessError(
+            f"result record {path} has precision {data['precision']!r}; expected one of {list(PRECISION_NAMES)}",
+            _regenerate(path),
+        )
     if data["protocol"] not in PROTOCOLS:
         raise HarnessError(
             f"result record {path} has protocol {data['protocol']!r}; expected one of {list(PROTOCOLS)}",
@@ -190,4 +213,20 @@ def _from_version_5(data: dict) -> dict:
             out["split_seed"] = data.get("split_seed", value)
         if key != "split_seed":
             out[key] = value
+    return {**out, "schema_version": 6}
+
+
+def _from_version_6(data: dict) -> dict:
+    """A version-6 record read as version 7: fp32, its bit operations its MACs at 32 x 32 bits."""
+    macs, base = data.get("macs_per_example"), data.get("baseline_macs_per_example")
+    added = {"protocol": {"precision": "fp32"},
+             "relative_flops": {"bops_per_example": None if macs is None else 1024.0 * macs,
+                                "baseline_bops_per_example": None if base is None else 1024.0 * base,
+                                "relative_bops": data.get("relative_flops")},
+             "wallclock_speedup": {"wallclock_speedup_vs_fastest_dense": None, "kernels": None}}
+    out = {}
+    for key, value in data.items():  # the new fields where version 7 writes them
+        out[key] = value
+        for new, default in added.get(key, {}).items():
+            out.setdefault(new, data.get(new, default))
     return {**out, "schema_version": SCHEMA_VERSION}

@@ -42,8 +42,11 @@ def seed_dir(seed: int) -> str:
     return f"seed{int(seed)}"
 
 
-def record_path(results_dir: str | Path, task: str, method: str, op: str, protocol: str, seed: int = 0) -> Path:
-    return Path(results_dir) / "records" / task / method / seed_dir(seed) / safe_name(op) / f"{protocol}.json"
+def record_path(results_dir: str | Path, task: str, method: str, op: str, protocol: str, seed: int = 0,
+                precision: str = "fp32") -> Path:
+    """`<protocol>.json` at full precision (fp32), `<protocol>.<precision>.json` at a lower one."""
+    name = protocol if precision == "fp32" else f"{protocol}.{precision}"
+    return Path(results_dir) / "records" / task / method / seed_dir(seed) / safe_name(op) / f"{name}.json"
 
 
 def manifest_path(results_dir: str | Path, task: str, method: str, seed: int = 0) -> Path:

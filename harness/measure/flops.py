@@ -90,6 +90,32 @@ def dense_macs(lengths: np.ndarray, arch: ArchShape) -> np.ndarray:
     return count_macs(counts, counts, arch, head_tokens=lengths)
 
 
+def attention_product_macs(n_attn: np.ndarray, arch: ArchShape) -> np.ndarray:
+    """Per-example MACs of the attention products QK^T and AV ([N, L] token counts entering attention):
+    the part of `count_macs` that is not a Linear layer's (nor the policy's)."""
+    n = np.asarray(n_attn, dtype=np.float64)
+    total = np.zeros(n.shape[0], dtype=np.float64)
+    for layer in range(arch.num_layers):
+        total += 2.0 * n[:, layer] * n[:, layer] * arch.heads[layer] * arch.head_dim
+    return total
+
+
+def trace_attention_product_macs(trace: Trace, protocol: str) -> np.ndarray:
+    return attention_product_macs(trace.n_attn if protocol == "none" else trace.w_attn, trace.arch)
+
+
+def bops(macs: np.ndarray, product_macs: np.ndarray, policy: np.ndarray, bits: dict[str, int]) -> np.ndarray:
+    """Per-example bit operations (MACs x weight bits x activation bits; LTP Section 4.6): the Linear
+    layers' MACs (`macs` less the attention products' and the policy's) at the Linear widths of `bits`
+    (`harness.model.precision.bits`), the attention products and the policy's own products (scorers,
+    predictors, exit heads: counted at full width, an upper bound where a predictor is quantized) at
+    `bits["matmul"]` squared."""
+    macs, product_macs, policy = (np.asarray(a, dtype=np.float64) for a in (macs, product_macs, policy))
+    linear = macs - product_macs - policy
+    return (linear * bits["linear_weight"] * bits["linear_activation"]
+            + (product_macs + policy) * bits["matmul"] ** 2)
+
+
 def relative_flops(flops, baseline_flops) -> float:
     """FLOPs of a set of examples relative to the dense model on the same
     examples (total over total; 1 / the FLOPs speedup)."""

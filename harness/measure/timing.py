@@ -282,26 +282,64 @@ def time_side_by_side(
     point, dense, enc: Encoded, protocol: str, seq_len: int, batch_size: int, spec: TimingSpec, device: str = "cpu"
 ) -> PairedTiming:
     """Time `point` against `dense` on the same pre-built batches of `enc`."""
-    point.eval()
-    dense.eval()
+    return time_interleaved({"dense": dense, "point": point}, enc, protocol, seq_len, batch_size, spec, device,
+                            [("point", "dense")]).pair("point", "dense")
+
+
+@dataclass
+class InterleavedTiming:
+    """Several models timed in the same rounds on the same batches (`time_interleaved`): any two give a
+    `PairedTiming`, whose per-round ratios come from the same rounds."""
+
+    batch_size: int
+    n_examples: int
+    threads: int
+    number: int
+    seconds: dict[str, list[float]]  # per model, per round: seconds for all n_examples
+    gpu_seconds: dict[str, list[float]]
+    warmups: int
+    target: float
+    load: dict | None
+
+    def pair(self, point: str, dense: str) -> PairedTiming:
+        gpu = self.gpu_seconds.get(point) or None
+        return PairedTiming(self.batch_size, self.n_examples, self.threads, self.number, self.seconds[point],
+                            self.seconds[dense], self.warmups, gpu, self.gpu_seconds.get(dense) or None if gpu else None,
+                            self.target, self.load)
+
+    def median_seconds(self, name: str) -> float:
+        return float(np.median(self.seconds[name]))
+
+
+def time_interleaved(models: dict, enc: Encoded, protocol: str, seq_len: int, batch_size: int, spec: TimingSpec,
+                     device: str = "cpu", pairs: list[tuple[str, str]] | None = None) -> InterleavedTiming:
+    """Time every model of `models` ({name: model}) in the same rounds on the same pre-built batches of
+    `enc`: each round runs each model once, in an order rotated by one every round (two models: first
+    the one named first, then the other, alternating), so slow drifts of the machine hit all alike. Rounds
+    stop once every (point, dense) pair of `pairs` (default: every pair) has met `spec.target`, or at
+    `max_rounds`, or after `max_seconds` once `min_rounds` have run."""
+    names = list(models)
+    pairs = pairs or [(a, b) for a in names for b in names if a != b]
+    for model in models.values():
+        model.eval()
     batches = [b.to(device) for b in make_batches(enc, protocol, seq_len, batch_size)]
     gpu = str(device).startswith("cuda")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
-    runs = {"point": _runner(point, batches, sync), "dense": _runner(dense, batches, sync)}
-    gpu_times: dict[str, list[float]] = {"point": [], "dense": []}
+    runs = {name: _runner(model, batches, sync) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    gpu_times: dict[str, list[float]] = {name: [] for name in names}
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     with MachineLoad() as load:  # the machine's load around the rounds
         try:
             for f in runs.values():  # warm-up
                 f()
-            once = min(_seconds(f) for f in runs.values())  # the faster pass sets the repeats
+            once = min(_seconds(f) for f in runs.values())  # the fastest pass sets the repeats
             number = max(1, math.ceil(spec.min_time / max(once, 1e-9)))
-            times: dict[str, list[float]] = {"point": [], "dense": []}
             began = time.perf_counter()
             while True:
-                order = ("dense", "point") if len(times["point"]) % 2 == 0 else ("point", "dense")
-                for name in order:
+                shift = len(times[names[0]]) % len(names)
+                for name in names[shift:] + names[:shift]:
                     for _ in range(spec.round_warmups):
                         runs[name]()
                     if gpu:  # device time beside wall time: events around the same passes
@@ -315,15 +353,15 @@ def time_side_by_side(
                         events[1].record()
                         events[1].synchronize()
                         gpu_times[name].append(events[0].elapsed_time(events[1]) / 1000.0 / number)
-                rounds = len(times["point"])
+                rounds = len(times[names[0]])
                 if rounds >= spec.max_rounds:
                     break
                 if rounds >= spec.min_rounds:
-                    if within_target(np.asarray(times["dense"]) / np.asarray(times["point"]), spec.target):
+                    if all(within_target(np.asarray(times[d]) / np.asarray(times[p]), spec.target) for p, d in pairs):
                         break
                     if time.perf_counter() - began > spec.max_seconds:
                         break
         finally:
             torch.set_num_threads(previous)
-    return PairedTiming(batch_size, len(enc), spec.threads, number, times["point"], times["dense"], spec.round_warmups,
-                        gpu_times["point"] or None, gpu_times["dense"] or None, spec.target, load.result)
+    return InterleavedTiming(batch_size, len(enc), spec.threads, number, times, gpu_times, spec.round_warmups,
+                             spec.target, load.result)

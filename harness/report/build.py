@@ -68,8 +68,10 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
     and every planned experiment; return the paths (see `planned_outputs`).
     Raises HarnessError (before writing anything) if records are missing or malformed."""
     results_dir, figures_dir = cfg["results_dir"], cfg["figures_dir"]
-    records = load_records(results_dir)  # one row per record: per training seed
-    df = over_seeds(records)  # one row per point: the mean over seeds (harness.report.seeds)
+    records = load_records(results_dir)  # one row per record: per training seed and precision
+    every = over_seeds(records)  # one row per point: the mean over seeds (harness.report.seeds)
+    full = records[records["precision"] == "fp32"]
+    df = every[every["precision"] == "fp32"]  # the tables below the experiments read full precision
     lengths = load_length_records(results_dir)
     baseline = baseline_table(df)
     lengths_tab = length_table(lengths)
@@ -81,11 +83,11 @@ def build_report(cfg: dict, methods: list[str]) -> list[str]:
     written += write_table(lengths_tab, results_dir, "length_stats")
     written += length_histograms(lengths, figures_dir)
     for protocol in cfg["eval"]["protocols"]:
-        written += tradeoff_curves(df, figures_dir, protocol, per_seed=records)
+        written += tradeoff_curves(df, figures_dir, protocol, per_seed=full)
     # the claims read each task's dense floor (harness.report.floors), a profile setting
     experiments = {name: ({**spec, "dense_floors": cfg.get("dense_floors") or {}} if spec.get("kind") == "claims"
                           else spec) for name, spec in (cfg.get("experiments") or {}).items()}
-    written += run_experiments(df, experiments, methods, results_dir, figures_dir, cfg["eval"]["protocols"])
+    written += run_experiments(every, experiments, methods, results_dir, figures_dir, cfg["eval"]["protocols"])
     building = planned(cfg.get("experiments"), methods)
     skipped = [f"{name}: the profile runs none of {wanted_methods(spec)}"
                for name, spec in (cfg.get("experiments") or {}).items() if name not in building]

@@ -443,16 +443,42 @@ def _m_wall_over_flops(df, task, a, results_dir) -> Reading:
                           f"{flops:.2f}x under {protocol}", low=low, high=high, n=n, noise=noise + " (FLOPs exact)")
 
 
+def _m_metric_vs_dense(df, task, a, results_dir) -> Reading:
+    protocol = a.get("protocol", "none")
+    row, met = _chosen(df, task, a["method"], a.get("tolerance", 0.01), protocol)
+    dense = dense_row(df, task, protocol)
+    value = 100 * float(row["primary_value"] - dense["primary_value"])
+    c = paired_comparison([row, dense])
+    precision = row.get("precision", "fp32")
+    bops = row.get("relative_bops")
+    at = f", relative BOPs {float(bops):.3f}" if bops is not None and math.isfinite(float(bops)) else ""
+    return _metric_reading(df, task, value, c, [row, dense],
+                           f"{a['method']} {row['operating_point']}{_flag(met)} in {precision}: "
+                           f"{100 * row['primary_value']:.1f} vs dense {100 * dense['primary_value']:.1f} (fp32) "
+                           f"at {row['flops_speedup']:.2f}x FLOPs{at} under {protocol}")
+
+
 COMPUTE: dict[str, Callable[..., Reading]] = {
     "speedup_within": _m_speedup_within, "speedup_margin": _m_speedup_margin, "metric_gap": _m_metric_gap,
     "protocol_ratio": _m_protocol_ratio, "bucket_speedup_ratio": _m_bucket_speedup_ratio,
     "bucket_margin": _m_bucket_margin, "long_quarter_drop": _m_long_quarter_drop,
     "metric_retained": _m_metric_retained, "speedup_at": _m_speedup_at,
     "selection_cost_ratio": _m_selection_cost_ratio, "wall_over_flops": _m_wall_over_flops,
+    "metric_vs_dense": _m_metric_vs_dense,
 }
 assert COMPUTE.keys() == MEASURES.keys(), "every measure of the spec is computed here, and no other"
 
 
 def read(df: pd.DataFrame, task: str | None, rule: dict, results_dir) -> Reading:
-    """The value of one (checked, single) rule's measure on `task` (None: a task-independent measure)."""
-    return COMPUTE[rule["measure"]](df, task, rule, results_dir)
+    """The value of one (checked, single) rule's measure on `task` (None: a task-independent measure), on
+    the fp32 records, or with the rule's `precision`, its method's records at that precision."""
+    return COMPUTE[rule["measure"]](at_precision(df, rule.get("method"), rule.get("precision", "fp32")), task, rule,
+                                    results_dir)
+
+
+def at_precision(df: pd.DataFrame, method: str | None, precision: str) -> pd.DataFrame:
+    """The records a rule reads: `method`'s at `precision`, every other method's at fp32."""
+    if "precision" not in df.columns:
+        return df
+    mine = (df["method"] == method) if method else pd.Series(False, index=df.index)
+    return df[(mine & (df["precision"] == precision)) | (~mine & (df["precision"] == "fp32"))]

@@ -84,7 +84,10 @@ def _seed_caveat(reading, sep: str = "") -> str:
 
 
 def claims_table(df: pd.DataFrame, spec: dict, results_dir) -> pd.DataFrame:
-    """One row per (claim, task): see the module doc."""
+    """One row per (claim, task): see the module doc. `df` holds every precision: a rule reads its
+    method's at its `precision` and everything else at fp32 (`claim_measures.read`); floors read fp32 dense."""
+    every = df
+    df = df[df["precision"] == "fp32"] if "precision" in df.columns else df
     rows = []
     only = spec.get("ids")
     for claim in spec.get("claims", []):
@@ -108,7 +111,7 @@ def claims_table(df: pd.DataFrame, spec: dict, results_dir) -> pd.DataFrame:
             elif per_task(rule) and (floor := below_floor(df, task, {"dense_floors": spec.get("dense_floors")})):
                 verdict, ours, reason = INCONCLUSIVE, "n/a", floor
             else:
-                verdict, ours, reason = judge(df, None if task == "(any)" else task, rule, results_dir)
+                verdict, ours, reason = judge(every, None if task == "(any)" else task, rule, results_dir)
             rows.append({"claim": claim["id"], "source": claim["source"], "statement": claim["statement"],
                          "paper": claim["paper"], "task": task, "ours": ours, "rule": rule_text(rule),
                          "verdict": verdict, "reason": reason})

@@ -21,8 +21,15 @@ policy's own products take), method_tradeoff (Infor-Coef Figs. 2-4: metric vs
 speedup or remaining FLOPs under one protocol), claims (the papers' claims,
 each with a rule fixed in the config, as verdicts: `harness.report.claims`).
 
-Every kind also takes `tasks` (only those tasks' records) and `metric` (a
-metric read in place of each task's primary one): see `scoped`.
+bops_tradeoff (LTP Fig. 7: metric vs relative BOPs at every precision) and
+precision_survival (each method's timed point at every precision: metric,
+speedup over dense at the same precision and over the fastest dense):
+`harness.report.precision_tables`.
+
+Every kind also takes `tasks` (only those tasks' records), `metric` (a
+metric read in place of each task's primary one) and `precision` (the
+records of that precision, default fp32; claims and the two precision kinds
+read every precision): see `scoped`.
 """
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ from harness.report.buckets import FIXED_BUCKETS, bucket_table, quartile_buckets
 from harness.report.grouped_tables import (grouped_points_table, padding_claim_table, policy_cost_table,
                                            tradeoff_points)
 from harness.report.paper_tables import selected_points_table, wallclock_table
+from harness.report.precision_tables import bops_figure, bops_tradeoff, precision_survival
 from harness.report.load import per_example
 from harness.report.point_choice import DENSE, fastest_within
 from harness.report.structure_tables import ratio_table, sparsity_curve
@@ -155,6 +163,7 @@ class Kind:
     table: bool = True  # whether the table itself is an output
     needs_methods: bool = True  # False: reads a benchmark file, not method records
     per_protocol: bool = False  # one figure per padding protocol (<name>_<protocol>.*) from a `protocol` column
+    all_precisions: bool = False  # reads the records of every precision (the others: the spec's `precision`, fp32)
 
 
 KINDS: dict[str, Kind] = {
@@ -177,7 +186,9 @@ KINDS: dict[str, Kind] = {
     "policy_cost": Kind(lambda df, m, s, r: policy_cost_table(df, m, s)),
     "method_tradeoff": Kind(lambda df, m, s, r: tradeoff_points(df, m, s), paper_plots.tradeoff_figure),
     # every claim reads its own methods; a claim whose methods did not run is inconclusive, not skipped
-    "claims": Kind(lambda df, m, s, r: claims_table(df, s, r), needs_methods=False),
+    "claims": Kind(lambda df, m, s, r: claims_table(df, s, r), needs_methods=False, all_precisions=True),
+    "bops_tradeoff": Kind(lambda df, m, s, r: bops_tradeoff(df, m, s), bops_figure, all_precisions=True),
+    "precision_survival": Kind(lambda df, m, s, r: precision_survival(df, m, s), all_precisions=True),
 }
 
 
@@ -206,10 +217,13 @@ def planned(experiments: dict, methods: list[str]) -> dict[str, dict]:
             if not KINDS[spec["kind"]].needs_methods or configured_methods(spec, methods)}
 
 
-def scoped(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    """The records an experiment reads: only its `tasks` (when given), and with
+def scoped(df: pd.DataFrame, spec: dict, kind: Kind | None = None) -> pd.DataFrame:
+    """The records an experiment reads: those of its `precision` (default fp32; a kind that compares
+    precisions reads all), only its `tasks` (when given), and with
     `metric` given, that metric in place of each task's primary one (records
     without it are left out), so every kind can plot e.g. SQuAD v2.0's HasAns F1."""
+    if "precision" in df.columns and not (kind and kind.all_precisions):
+        df = df[df["precision"] == spec.get("precision", "fp32")]
     if spec.get("tasks"):
         df = df[df["task"].isin(spec["tasks"])]
     name = spec.get("metric")
@@ -231,8 +245,8 @@ def run_experiments(df: pd.DataFrame, experiments: dict, methods: list[str], res
     written = []
     every = df
     for name, spec in planned(experiments, methods).items():
-        df = scoped(every, spec)
         kind = KINDS[spec["kind"]]
+        df = scoped(every, spec, kind)
         configured = configured_methods(spec, methods)
         present = _pick(configured, df["method"])
         table = kind.build(df, present, spec, Path(results_dir)) if present or not kind.needs_methods else None

@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.record import check_record
 from harness.storage import atomic_write_text
 
-KEY_COLUMNS: list[str] = ["task", "method", "operating_point", "protocol"]
+KEY_COLUMNS: list[str] = ["task", "method", "operating_point", "protocol", "precision"]
 REQUIRED_LENGTH_KEYS: tuple[str, ...] = ("task", "hist_bins", "train_lengths", "eval_lengths")
 _LEAD_COLUMNS: list[str] = KEY_COLUMNS + ["metric", "primary_value", "val_primary_value"]
 
@@ -102,7 +102,7 @@ def load_records(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     survive (the rest is bulky and belongs in the record, not the summary).
     `record_path` says which file a row came from. Raises HarnessError when no
     records exist, a file is malformed, or two files claim the same
-    (task, method, operating_point, protocol) and training seed. Records of
+    (task, method, operating_point, protocol, precision) and training seed. Records of
     several training seeds give one row each (`seed`, `split_seed`);
     `harness.report.seeds.over_seeds` folds them into one row per point.
     """
@@ -111,7 +111,7 @@ def load_records(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if not files:
         raise HarnessError(
             f"no result records were found under {records_dir}",
-            "run the workflow first so it writes records/<task>/<method>/seed<s>/<op>/<protocol>.json",
+            "run the workflow first so it writes records/<task>/<method>/seed<s>/<op>/<protocol>[.<precision>].json",
         )
     rows = [_flatten_record(_read_json(f, "result record"), f) for f in files]
     df = pd.DataFrame(rows)
@@ -119,7 +119,7 @@ def load_records(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if dup.any():
         clash = df.loc[dup, "record_path"].tolist()
         raise HarnessError(
-            f"several records share one (task, method, operating_point, protocol, seed): {clash}",
+            f"several records share one (task, method, operating_point, protocol, precision, seed): {clash}",
             "remove the stale copies so each run has exactly one record",
         )
     lead = [c for c in _LEAD_COLUMNS if c in df.columns]

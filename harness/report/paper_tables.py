@@ -30,7 +30,10 @@ WALLCLOCK_NOTE = (
     "Point = the method's point whose FLOPs speedup under protocol none is nearest {target}x. "
     "wall_bs<b> = wall-clock speedup over the dense model at batch size b under the protocol, timed side by side "
     "in one process on the same batches (median over interleaved rounds; [low, high] = its 95% interval); "
-    "ratio = wall-clock speedup at the largest batch size / FLOPs speedup under that protocol."
+    "ratio = wall-clock speedup at the largest batch size / FLOPs speedup under that protocol. precision = the "
+    "records' (the experiment's `precision`, default fp32; dense at the same precision); fastest_bs<b> = where the "
+    "point was also timed at every precision, its speedup over the fastest dense precision within tolerance "
+    "(fastest_bs<b>_dense names it)."
 )
 
 
@@ -101,10 +104,14 @@ def wallclock_table(df: pd.DataFrame, methods: list[str], target: float = 2.0, p
                     continue
                 by_bs = rec["timing"]["by_batch_size"]
                 row = {"task": task, "method": method, "operating_point": point["operating_point"], "protocol": p,
-                       "flops_speedup": rec["flops_speedup"]}
+                       "precision": rec.get("precision", "fp32"), "flops_speedup": rec["flops_speedup"]}
                 sizes = sorted(int(b) for b in by_bs)
                 for b in sizes:
                     row |= wall_columns(rec, b, interval=True)
+                    fastest = by_bs[str(b)].get("fastest_dense")  # a point also timed at every precision
+                    if fastest:
+                        row[f"fastest_bs{b}"] = fastest["speedup"]
+                        row[f"fastest_bs{b}_dense"] = fastest["precision"]
                 row["ratio"] = row[f"wall_bs{sizes[-1]}"] / rec["flops_speedup"] if sizes else math.nan
                 rows.append(row)
     out = pd.DataFrame(rows)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.pareto import fewest_within
+
 DENSE = "dense"
 
 
@@ -44,12 +46,8 @@ def fastest_of(points: pd.DataFrame, reference: float, tolerance: float = 0.01) 
     """The rule of `fastest_within` on given points against a given reference
     validation metric (e.g. the model a method starts from): the fewest-FLOPs
     point within `tolerance` of it, else the most accurate one, flagged."""
-    if points.empty:
-        return None, False
-    ok = points[points["val_primary_value"] >= reference - tolerance]
-    if len(ok):
-        return ok.sort_values(["flops_per_example", "val_primary_value"], ascending=[True, False]).iloc[0], True
-    return points.sort_values("val_primary_value", ascending=False).iloc[0], False
+    at, met = fewest_within(list(points["flops_per_example"]), list(points["val_primary_value"]), reference, tolerance)
+    return (None, False) if at is None else (points.iloc[at], met)
 
 
 def nearest_speedup(df: pd.DataFrame, task: str, method: str, target: float = 2.0, protocol: str = "none"):

@@ -3,7 +3,7 @@
 `load_records` keeps one row per record file, so one per training seed (the
 config's `seeds`; all of them share `split_seed`, hence their eval examples).
 `over_seeds` folds those rows into one per (task, method, operating point,
-protocol), the unit every table and figure compares:
+protocol, precision), the unit every table and figure compares:
 
 * every float column (metrics, validation metrics, FLOPs, speedups, latencies,
   the records' bootstrap bounds) is the **mean over the seeds** that reached the
@@ -35,7 +35,7 @@ SEED_NOTE = (
     "[*_seed_low, *_seed_high] = mean +- t(n-1, 0.975) x sd / sqrt(n) over the n_seeds seeds' values (training noise "
     "only); paired intervals resample the same eval examples for every seed's record and compare the seed means."
 )
-_KEY = ["task", "method", "operating_point", "protocol"]
+_KEY = ["task", "method", "operating_point", "protocol", "precision"]
 _KEPT_INTS = ("seed", "split_seed", "n_eval", "n_validation", "n_train", "batch_size", "schema_version")
 
 
@@ -57,7 +57,7 @@ def several_seeds(df: pd.DataFrame) -> bool:
 
 
 def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, method, operating point, protocol): see the module doc."""
+    """One row per (task, method, operating point, protocol, precision): see the module doc."""
     if df.empty:
         return df.assign(n_seeds=pd.Series(dtype=int))
     seed = df["seed"] if "seed" in df.columns else pd.Series(0, index=df.index)

@@ -4,7 +4,8 @@
 padding protocol: metrics on `eval` (and `validation`, for selection rules),
 analytic FLOPs from the traces against the dense model on the same batches,
 wall-clock speedups timed side by side with the dense model in this process,
-and writes one record per (point, protocol) only once all are computed.
+the same at each lower precision of `eval.precisions` (`harness.run.precisions`),
+and writes one record per (point, protocol, precision) only once all are computed.
 """
 from __future__ import annotations
 
@@ -24,11 +25,16 @@ from harness.errors import HarnessError
 from harness.measure.bootstrap import BootstrapSpec, metric_interval
 from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
+from harness.data.padding import make_batches
+from harness.measure.kernels import observed_kernels
 from harness.measure.timing import TimingSpec, policy_time_share, steady_allocator, time_side_by_side
+from harness.model.precision import FULL, at_precision, resolved
 from harness.run.context import RunContext
+from harness.run.precisions import (TimedPoint, calibration_batches, dense_validation, lower_precisions,
+                                    time_at_precisions)
 from harness.train.inference import evaluate
 from harness.run.points import gather_job, point_job, seed_everything
-from harness.run.records import build_record
+from harness.run.records import build_record, wall_clock
 from harness.storage import lengths_path, manifest_path, record_path, write_json
 
 
@@ -127,30 +133,38 @@ def timing_spec(cfg: dict) -> TimingSpec:
 UNPADDED_AT_ONE = ("batch", "none")
 
 
-def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | None = None) -> dict[int, dict]:
-    """{batch size: timing} of `model` against `dense` on the first
-    `timing.n_examples` eval examples, under `protocol`, with the share of the
-    point's forward time spent in its policy's modules (`policy_time_share`).
-    For a span task: every window of the first questions whose windows fit in
-    `timing.n_examples`, and the time per question besides the time per window.
-    `shared` (one dict per point, across its protocols) keeps the batch-1 timing
-    of `batch` or `none` for the other: it is timed once (`timed_under` says under which)."""
-    t = ctx.cfg["timing"]
+def timing_sample(ctx: RunContext):
+    """(the eval examples every timing runs on, how many questions they hold): the first
+    `timing.n_examples` eval examples; for a span task every window of the first questions whose
+    windows fit in `timing.n_examples` (questions: None for other tasks)."""
+    n = ctx.cfg["timing"]["n_examples"]
     enc = ctx.encoded("eval")
-    questions = None
     if isinstance(enc, Windows):  # whole questions: every window of the first ones, at most n_examples windows
-        fits = np.nonzero(np.bincount(enc.question, minlength=enc.n_questions).cumsum() <= t["n_examples"])[0]
+        fits = np.nonzero(np.bincount(enc.question, minlength=enc.n_questions).cumsum() <= n)[0]
         questions = max(1, len(fits))
-        sample = enc.subset(np.nonzero(enc.question < questions)[0])
-    else:
-        sample = enc.subset(range(min(t["n_examples"], len(enc))))
+        return enc.subset(np.nonzero(enc.question < questions)[0]), questions
+    return enc.subset(range(min(n, len(enc)))), None
+
+
+def timing_sizes(ctx: RunContext) -> list[int]:
+    """The timed batch sizes: `timing.batch_sizes` and the eval batch (the record's headline speedup)."""
+    return sorted(set(ctx.cfg["timing"]["batch_sizes"]) | {ctx.eval_batch_size})
+
+
+def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | None = None) -> dict[int, dict]:
+    """{batch size: timing} of `model` against `dense` on `timing_sample`, under `protocol`, with the
+    share of the point's forward time spent in its policy's modules (`policy_time_share`); for a span
+    task the time per question besides the time per window. `shared` (one dict per point, across its
+    protocols) keeps the batch-1 timing of `batch` or `none` for the other: it is timed once
+    (`timed_under` says under which)."""
+    t = ctx.cfg["timing"]
+    sample, questions = timing_sample(ctx)
     spec = timing_spec(ctx.cfg)
-    sizes = sorted(set(t["batch_sizes"]) | {ctx.eval_batch_size})  # the eval batch: the record's headline speedup
     kernels = {"point": model.attention_kernels(), "dense": dense.attention_kernels()}
     extra = {k: dense_with_kernel(dense, k) for k in t.get("dense_kernels", ["auto"]) if k != "auto"}
     out = {}
     with timing_lock(ctx.cfg):
-        for bs in sizes:
+        for bs in timing_sizes(ctx):
             shareable = bs == 1 and protocol in UNPADDED_AT_ONE and shared is not None
             if shareable and 1 in shared:
                 out[bs] = dict(shared[1])
@@ -172,6 +186,15 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | No
     return out
 
 
+def observed(ctx: RunContext, model, dense, protocol: str) -> dict:
+    """The kernels one untimed pass of the point and of dense ran on the first timing batch
+    (`harness.measure.kernels`)."""
+    sample, _ = timing_sample(ctx)
+    one = make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size)[0].to(ctx.device)
+    return {who: observed_kernels(lambda m=m: m(one.input_ids, one.attention_mask, one.token_type_ids, trace=False),
+                                  ctx.device) for who, m in (("point", model), ("dense", dense))}
+
+
 def dense_with_kernel(dense, kernel: str):
     """`dense` running attention with `kernel` ("eager": the explicit softmax the
     attention-score pruners run), sharing its weights."""
@@ -188,7 +211,8 @@ def peak_gpu_memory(device: str) -> int | None:
 def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> Path:
     """Records of `method`'s points trained with training seed `seed` (None:
     the config's first), on the eval split of `split_seed` (the same examples
-    for every training seed), and their manifest."""
+    for every training seed), at every precision of `eval.precisions` the
+    device runs (`harness.run.precisions`), and their manifest."""
     steady = steady_allocator()  # before any model is loaded: timings must not depend on what ran before
     ctx = RunContext(cfg, task, method, seed)
     seed_everything(ctx.seed)
@@ -198,7 +222,8 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
                           {"task": task, "method": method, "seed": ctx.seed, "records": [], "summary": [],
                            "excluded": excluded})
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
-    timed = cfg["timing"].get("protocols", cfg["eval"]["protocols"])
+    ev = cfg["eval"]
+    timed = cfg["timing"].get("protocols", ev["protocols"])
     if ctx.seed not in cfg["timing"].get("seeds", [ctx.seed]):
         timed = []  # this training seed's records carry metrics and FLOPs only (timing.seeds)
     prov = provenance(cfg, cfg["timing"]["threads"])
@@ -206,7 +231,34 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
     prov["bootstrap"] = {**boot.to_dict(), "unit": "question" if ctx.task.is_span else "example",
                          "interval": "metrics_interval: {metric: [low, high]}, each record's eval examples resampled "
                                      "with replacement (harness.measure.bootstrap)"}
+    lower, skipped = lower_precisions(cfg, ctx.device)
+    prov["precisions"] = {"asked": list(ev.get("precisions", [FULL])), "run": [FULL] + lower, "skipped": skipped}
+    precision_protocols = [p for p in (ev.get("precision_protocols") or ev["protocols"]) if p in ev["protocols"]]
+    calibration = calibration_batches(ctx) if lower else []
+    chooser, dense_val = None, {}
+    if lower:
+        dense_val = dense_validation(ctx, dense, [FULL] + lower, calibration)
+        chooser = TimedPoint(dense_val[FULL], ev.get("precision_tolerance", 0.01))
     records = []
+
+    def add(op, model, precision, protocol, val, timings=None, kernels=None, conversion=None):
+        run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
+        record = build_record(ctx, op, run, val, dense.arch(), timings,
+                              {**prov, "precision": precision, "precision_conversion": conversion or {"precision": FULL},
+                               "steady_allocator": steady, "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)},
+                              precision, kernels)
+        per = record.per_example
+        record.metrics_interval = {k: list(v) for k, v in
+                                   metric_interval(ctx.task, per.prediction, per.label, boot).items()}
+        records.append(record)
+
+    def add_lower(op, model):  # the point at each lower precision, untimed, under the precision protocols
+        for p in lower:
+            converted, notes = at_precision(model, p, ctx.device, calibration)
+            val = evaluate(converted, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
+            for protocol in precision_protocols:
+                add(op, converted, resolved(p, ctx.device), protocol, val, conversion=notes)
+
     for op in ctx.plugin.operating_points(ctx):
         shared: dict = {}  # this point's batch-1 timing, shared by `batch` and `none` (side_by_side)
         if str(ctx.device).startswith("cuda"):
@@ -214,33 +266,69 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         model = op.model.to(ctx.device).eval()
         model.restore_dropped = ctx.settings.restore_dropped  # span heads: Drop-and-Restore or not
         val = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
-        for protocol in cfg["eval"]["protocols"]:
-            run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
+        for protocol in ev["protocols"]:
             timings = side_by_side(ctx, model, dense, protocol, shared) if protocol in timed else None
-            record = build_record(ctx, op, run, val, dense.arch(), timings,
-                                  {**prov, "steady_allocator": steady,
-                                   "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)})
-            per = record.per_example
-            record.metrics_interval = {k: list(v) for k, v in
-                                       metric_interval(ctx.task, per.prediction, per.label, boot).items()}
-            records.append(record)
+            add(op, model, FULL, protocol, val, timings, observed(ctx, model, dense, protocol) if timings else None)
+        if chooser is not None:
+            cost = next(r.flops_per_example for r in records
+                        if r.operating_point == op.name and r.protocol == precision_protocols[0])
+            chooser.offer(op, model, cost, primary(ctx.task, val.metrics))
+            if ev.get("precision_points", "all") == "all":
+                add_lower(op, model)
     if not records:
         raise HarnessError(
             f"method {method} yielded no operating points for {task}",
             f"check the settings of {method} (its knob lists may be empty)",
         )
+    if chooser is not None and chooser.best is not None:
+        op, model = chooser.best
+        if ev.get("precision_points", "all") == "selected":
+            add_lower(op, model)
+        time_every_precision(ctx, op.name, model, dense, [FULL] + lower, [p for p in precision_protocols if p in timed],
+                             calibration, dense_val, records)
     paths = [
-        write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol, ctx.seed), r.to_dict())
+        write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol, ctx.seed, r.precision),
+                   r.to_dict())
         for r in records
     ]
     summary = [
-        {"operating_point": r.operating_point, "protocol": r.protocol, "primary": primary(ctx.task, r.metrics)}
+        {"operating_point": r.operating_point, "protocol": r.protocol, "precision": r.precision,
+         "primary": primary(ctx.task, r.metrics)}
         for r in records
     ]
     return write_json(
         manifest_path(cfg["results_dir"], task, method, ctx.seed),
         {"task": task, "method": method, "seed": ctx.seed, "records": [str(p) for p in paths], "summary": summary},
     )
+
+
+def time_every_precision(ctx: RunContext, name: str, model, dense, precisions: list[str], protocols: list[str],
+                         calibration, dense_val: dict, records: list) -> None:
+    """Time point `name` at every precision against dense at every precision under each of `protocols`
+    (`harness.run.precisions.time_at_precisions`) and put the timings into its records: a lower-precision
+    record gets them as its timing; the fp32 record, timed against fp32 dense already, gains
+    `vs_dense_at` and `fastest_dense` per batch size. Every record gets its speedup against the fastest dense."""
+    sample, questions = timing_sample(ctx)
+    tolerance = ctx.cfg["eval"].get("precision_tolerance", 0.01)
+    shared: dict = {}
+    for protocol in protocols:
+        with timing_lock(ctx.cfg):
+            timed = time_at_precisions(ctx, model, dense, precisions, protocol, sample, questions, timing_sizes(ctx),
+                                       timing_spec(ctx.cfg), calibration, dense_val, tolerance,
+                                       shared if protocol in UNPADDED_AT_ONE else None)
+        for p, timings in timed.items():
+            rec = next(r for r in records if (r.operating_point, r.protocol, r.precision)
+                       == (name, protocol, resolved(p, ctx.device)))
+            main = timings.get(ctx.eval_batch_size)
+            if p == FULL and rec.timing:
+                for bs, t in timings.items():
+                    rec.timing["by_batch_size"][str(bs)].update(
+                        {k: t[k] for k in ("vs_dense_at", "fastest_dense", "dense_validation", "models_interleaved")})
+            else:
+                for key, value in wall_clock(timings, ctx.eval_batch_size).items():
+                    setattr(rec, key, value)
+                rec.kernels = (main or next(iter(timings.values())))["kernels"]
+            rec.wallclock_speedup_vs_fastest_dense = main["fastest_dense"]["speedup"] if main else None
 
 
 def selection_cost_job(cfg: dict) -> Path:

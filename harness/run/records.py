@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from harness.data.padding import padded_lengths
-from harness.measure.flops import FLOPS_PER_MAC, dense_macs, policy_macs, relative_flops, trace_macs
+from harness.measure.flops import (FLOPS_PER_MAC, bops, dense_macs, policy_macs, relative_flops,
+                                   trace_attention_product_macs, trace_macs)
+from harness.model.precision import bits
 from harness.measure.params import structure_summary
 from harness.model.trace import ArchShape
 from harness.plugin.base import OperatingPoint
@@ -25,7 +27,7 @@ TIMING_DESIGN = (
 )
 
 
-def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
+def identity(ctx: RunContext, op: OperatingPoint, protocol: str, precision: str = "fp32") -> dict:
     return {
         "method": ctx.method,
         "base_method": ctx.base_method,
@@ -34,6 +36,7 @@ def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
         "knobs": op.knobs,
         "task": ctx.task.name,
         "protocol": protocol,
+        "precision": precision,
         "backbone": ctx.cfg["backbone"]["name"],
         "split_seed": ctx.split_seed,
         "seed": ctx.seed,
@@ -46,11 +49,16 @@ def identity(ctx: RunContext, op: OperatingPoint, protocol: str) -> dict:
     }
 
 
-def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray, policy: np.ndarray | None = None) -> dict:
+def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray, policy: np.ndarray | None = None,
+         products: np.ndarray | None = None, precision: str = "fp32") -> dict:
     """Analytic cost of `run` (per-example `macs`, of which `policy` are the
-    policy's own) against the dense model on the same examples at the widths
-    its protocol computes them at."""
+    policy's own and `products` the attention products QK^T and AV) against the
+    dense model on the same examples at the widths its protocol computes them
+    at; bit operations at `precision` against the fp32 dense model's."""
     policy = policy_macs(run.trace, run.protocol) if policy is None else policy
+    products = trace_attention_product_macs(run.trace, run.protocol) if products is None else products
+    point_bops = bops(macs, products, policy, bits(precision))
+    base_bops = bops(base_macs, np.zeros_like(base_macs), np.zeros_like(base_macs), bits("fp32"))
     return {
         "flops_per_example": FLOPS_PER_MAC * macs.mean(),
         "macs_per_example": macs.mean(),
@@ -58,6 +66,9 @@ def cost(run: EvalRun, macs: np.ndarray, base_macs: np.ndarray, policy: np.ndarr
         "baseline_macs_per_example": base_macs.mean(),
         "flops_speedup": base_macs.mean() / macs.mean(),
         "relative_flops": relative_flops(macs, base_macs),
+        "bops_per_example": point_bops.mean(),
+        "baseline_bops_per_example": base_bops.mean(),
+        "relative_bops": float(point_bops.sum() / base_bops.sum()),
         "policy_flops_per_example": FLOPS_PER_MAC * policy.mean(),
         "tokens_per_layer": run.trace.n_attn.mean(0),
         "ffn_tokens_per_layer": run.trace.n_ffn.mean(0),
@@ -70,7 +81,7 @@ def wall_clock(timings: dict[int, dict] | None, eval_batch_size: int) -> dict:
     """The record's timing fields from {batch size: PairedTiming.to_dict()}."""
     if not timings:
         return {"timing": None, "latency_ms_median": None, "throughput_examples_per_s": None,
-                "wallclock_speedup": None}
+                "wallclock_speedup": None, "wallclock_speedup_vs_fastest_dense": None}
     one, main, first = timings.get(1), timings.get(eval_batch_size), next(iter(timings.values()))
     timing = {"threads": first["threads"], "n_examples": first["n_examples"], "design": TIMING_DESIGN,
               "by_batch_size": {str(b): t for b, t in sorted(timings.items())}}
@@ -85,6 +96,8 @@ def wall_clock(timings: dict[int, dict] | None, eval_batch_size: int) -> dict:
         "throughput_examples_per_s": 1000.0 / latency(main) if span and main else
         (main["point_examples_per_s"] if main else None),
         "wallclock_speedup": main["speedup"] if main else None,
+        "wallclock_speedup_vs_fastest_dense": main["fastest_dense"]["speedup"] if main and "fastest_dense" in main
+        else None,
     }
 
 
@@ -100,8 +113,9 @@ def per_question(values: np.ndarray, question: np.ndarray | None, n_questions: i
 
 
 def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: EvalRun, dense_arch: ArchShape,
-                 timings: dict[int, dict] | None, provenance: dict) -> ResultRecord:
-    """One record; for a span task every per-example figure is per question
+                 timings: dict[int, dict] | None, provenance: dict, precision: str = "fp32",
+                 kernels: dict | None = None) -> ResultRecord:
+    """One record of `op` at `precision` (the model `run` and `validation` ran); for a span task every per-example figure is per question
     (FLOPs and tokens summed over its windows, its gold answer texts and the
     predicted text), while token-per-layer means are per window."""
     enc = ctx.encoded("eval")
@@ -115,14 +129,16 @@ def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: 
         exits = np.zeros(nq, dtype=np.int64)
         np.maximum.at(exits, q, run.trace.exit_layer)
     return ResultRecord(
-        **identity(ctx, op, run.protocol),
+        **identity(ctx, op, run.protocol, precision),
         metric=ctx.task.primary_metric,
         metrics=run.metrics,
         validation_metrics=validation.metrics,
-        **cost(run, macs, base_macs, per_question(policy_macs(run.trace, run.protocol), q, nq)),
+        **cost(run, macs, base_macs, per_question(policy_macs(run.trace, run.protocol), q, nq),
+               per_question(trace_attention_product_macs(run.trace, run.protocol), q, nq), precision),
         structure=structure_summary(run.trace.arch, dense_arch),
         batch_size=ctx.eval_batch_size,
         **wall_clock(timings, ctx.eval_batch_size),
+        kernels=kernels,
         deviations=list(ctx.plugin.deviations),
         policy=op.model.policy.describe(),
         notes=op.notes,

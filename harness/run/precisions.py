@@ -1,0 +1,144 @@
+"""The evaluate job's precision axis (`eval.precisions`): lower-precision records and their timings.
+
+Why a deployer needs it: on hardware with bf16 or int8 units the dense model itself runs faster at a
+lower precision, so a method's fp32-against-fp32 speedup is not what they would see. For every point
+(or, with `eval.precision_points: selected`, the timed one only) and every lower precision the device
+runs, the job evaluates the point converted by `harness.model.precision` (metrics, tokens, FLOPs, BOPs:
+one record each). One point per method and training seed, the one with the fewest FLOPs whose fp32
+validation metric is within `eval.precision_tolerance` of dense's (`harness.pareto.fewest_within`, the
+papers' rule, on validation), is then timed at every precision in the same interleaved rounds as the
+dense model at every precision (`harness.measure.timing.time_interleaved`), which gives each of its
+records two speedups: against dense at the same precision, and against the **fastest dense**: the
+dense precision with the shortest median time among those whose validation metric is within the
+tolerance of fp32 dense's.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from harness.data.padding import make_batches
+from harness.measure.kernels import observed_kernels
+from harness.measure.metrics import primary
+from harness.measure.timing import time_interleaved
+from harness.model.precision import FULL, at_precision, unavailable
+from harness.pareto import fewest_within
+from harness.train.inference import evaluate
+
+
+def lower_precisions(cfg: dict, device) -> tuple[list[str], dict[str, str]]:
+    """(the lower precisions asked for that `device` runs, {precision: why not} for the others)."""
+    runnable, skipped = [], {}
+    for p in cfg["eval"].get("precisions", [FULL]):
+        if p == FULL:
+            continue
+        why = unavailable(p, device)
+        if why:
+            skipped[p] = why
+        else:
+            runnable.append(p)
+    return runnable, skipped
+
+
+def calibration_batches(ctx) -> list:
+    """The first `eval.calibration_examples` validation examples, batched as evaluated (int8's scales)."""
+    enc = ctx.encoded("validation")
+    n = min(int(ctx.cfg["eval"].get("calibration_examples", 256)), len(enc))
+    sub = enc.subset(range(n))
+    return [b.to(ctx.device) for b in make_batches(sub, "batch", ctx.task.seq_len, ctx.eval_batch_size)]
+
+
+class TimedPoint:
+    """The point a method times at every precision, chosen as its points are evaluated (one pass: the
+    rule is a total order, so the best of the points so far and a new one is one of the two). Keeps a
+    copy of the best point's model: a method may yield every point from one model it re-configures."""
+
+    def __init__(self, reference: float, tolerance: float):
+        self.reference, self.tolerance = reference, tolerance
+        self.costs: list[float] = []
+        self.values: list[float] = []
+        self.best = None  # (operating point, copy of its model)
+        self.met = False
+
+    def offer(self, op, model, cost: float, value: float) -> None:
+        self.costs.append(float(cost))
+        self.values.append(math.nan if value is None else float(value))
+        at, met = fewest_within(self.costs, self.values, self.reference, self.tolerance)
+        if at == len(self.costs) - 1:
+            self.best, self.met = (op, copy.deepcopy(model)), met
+
+
+def _summary(pair) -> dict:
+    lo, hi = pair.interval
+    return {"speedup": pair.speedup, "speedup_low": lo, "speedup_high": hi, "reliable": pair.reliable,
+            "dense_latency_ms": 1000.0 * float(np.median(pair.dense_s)) / pair.n_examples}
+
+
+def fastest_dense(timing, dense_validation: dict[str, float], tolerance: float) -> str:
+    """The dense precision with the shortest median time among those whose validation metric is within
+    `tolerance` of fp32 dense's (fp32 itself always qualifies)."""
+    floor = dense_validation[FULL] - tolerance
+    eligible = [q for q, v in dense_validation.items() if q == FULL or (v is not None and v >= floor)]
+    return min(eligible, key=lambda q: (timing.median_seconds(f"dense@{q}"), q != FULL))
+
+
+def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, sample, questions, sizes, spec,
+                       calibration, dense_validation: dict[str, float], tolerance: float,
+                       shared: dict | None = None) -> dict[str, dict]:
+    """{precision: {batch size: timing}} of `point` at every precision of `precisions` (fp32 first),
+    each timed in the same interleaved rounds as dense at every precision, under `protocol`. Each
+    timing is the pair (point, dense) at the same precision (`PairedTiming.to_dict`) plus `vs_dense_at`
+    (the point against dense at every precision), `fastest_dense` (the precision and the speedup against
+    it), `dense_validation` and `kernels` ({"point", "dense"}: `harness.measure.kernels`). `shared` keeps
+    batch 1 for the other of `batch` and `none` (no row is padded at batch 1). `questions`: for a span
+    task, how many questions `sample`'s windows hold (times per question besides per window)."""
+    models = {}
+    for p in precisions:
+        models[f"point@{p}"] = point if p == FULL else at_precision(point, p, ctx.device, calibration)[0]
+        models[f"dense@{p}"] = dense if p == FULL else at_precision(dense, p, ctx.device, calibration)[0]
+    one = next(iter(make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size))).to(ctx.device)
+
+    def observe(model):
+        return observed_kernels(lambda: model(one.input_ids, one.attention_mask, one.token_type_ids, trace=False),
+                                ctx.device)
+
+    kernels = {p: {"point": observe(models[f"point@{p}"]), "dense": observe(models[f"dense@{p}"])}
+               for p in precisions}
+    out: dict[str, dict] = {p: {} for p in precisions}
+    pairs = [(f"point@{p}", f"dense@{q}") for p in precisions for q in precisions]
+    for bs in sizes:
+        if bs == 1 and shared is not None and 1 in shared:
+            for p in precisions:
+                out[p][1] = dict(shared[1][p])
+            continue
+        timing = time_interleaved(models, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device, pairs)
+        fastest = fastest_dense(timing, dense_validation, tolerance)
+        for p in precisions:
+            entry = timing.pair(f"point@{p}", f"dense@{p}").to_dict()
+            entry["vs_dense_at"] = {q: _summary(timing.pair(f"point@{p}", f"dense@{q}")) for q in precisions}
+            entry["fastest_dense"] = {"precision": fastest, **entry["vs_dense_at"][fastest]}
+            entry["dense_validation"] = dense_validation
+            entry["models_interleaved"] = list(models)
+            entry["kernels"] = kernels[p]
+            if questions is not None:  # a question's time is the sum over its windows
+                entry["questions"] = questions
+                for who in ("point", "dense"):
+                    entry[f"{who}_ms_per_question"] = entry[f"{who}_latency_ms"] * len(sample) / questions
+            out[p][bs] = entry
+        if bs == 1 and shared is not None:
+            shared[1] = {p: out[p][1] for p in precisions}
+            for p in precisions:
+                out[p][1]["timed_under"] = protocol
+    return out
+
+
+def dense_validation(ctx, dense, precisions: list[str], calibration) -> dict[str, float]:
+    """Dense's validation metric at every precision (protocol `none`, as every record's validation)."""
+    out = {}
+    for p in precisions:
+        model = dense if p == FULL else at_precision(dense, p, ctx.device, calibration)[0]
+        run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
+        out[p] = primary(ctx.task, run.metrics)
+    return out
