@@ -46,6 +46,33 @@ def test_method_on_cuda_matches_cpu_and_its_flops(name, tiny_model):
     assert t.to_dict()["gpu_speedup_low"] <= t.to_dict()["gpu_speedup"] <= t.to_dict()["gpu_speedup_high"]
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("name", method_names())
+def test_method_at_lower_precision_on_cuda_runs_with_exact_flops(name, precision, tiny_model):
+    """bf16 (fp16 where the GPU has no bf16) and torchao's int8 on the GPU: every method runs, its
+    FLOPs equal FlopCounterMode's, two runs agree, and the kernels it ran are observed."""
+    from types import SimpleNamespace
+
+    from harness.measure.kernels import observed_kernels
+    from harness.model.precision import at_precision, unavailable
+
+    if unavailable(precision, "cuda"):
+        pytest.skip(unavailable(precision, "cuda"))
+    ids, mask = (t.cuda() for t in random_batch(len(LENGTHS), max(LENGTHS), lengths=LENGTHS, seed=3))
+    batch = SimpleNamespace(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+    fp32 = get_method(name).demo_model(tiny_model).eval().cuda()
+    model, notes = at_precision(fp32, precision, "cuda", calibration=[batch])
+    with torch.no_grad():
+        measured = count_flops(lambda: model(ids, mask))
+        first, second = model(ids, mask), model(ids, mask)
+    assert torch.isfinite(first.logits.float()).all()
+    analytic = trace_flops(first.trace, "batch").sum()
+    assert abs(analytic - measured) / measured < 1e-3, (name, precision, analytic, measured)
+    assert torch.equal(first.logits, second.logits)
+    seen = observed_kernels(lambda: model(ids, mask, trace=False), "cuda")
+    assert seen["device_kernels"], seen
+
+
 @pytest.mark.parametrize("name", method_names())
 def test_timed_forward_syncs_on_cuda_as_counted(name, tiny_model):
     """torch's own sync detector on the GPU agrees with harness.measure.syncs:

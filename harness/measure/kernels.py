@@ -30,7 +30,7 @@ def observed_kernels(run, device) -> dict:
 
     gpu = str(device).startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities) as prof, torch.inference_mode():  # as the timed passes run
         run()
         if gpu:
             torch.cuda.synchronize()
@@ -62,7 +62,7 @@ def onednn_primitives(run) -> list[str] | None:
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 1)
         try:
-            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON), torch.inference_mode():
                 run()
             libc.fflush(None)
         finally:

@@ -34,7 +34,7 @@ FULL = "fp32"
 
 def half_dtype(device) -> torch.dtype:
     """bfloat16, or float16 on a GPU without bf16 units."""
-    if str(device).startswith("cuda") and not torch.cuda.is_bf16_supported():
+    if str(device).startswith("cuda") and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16
     return torch.bfloat16
 
@@ -63,7 +63,7 @@ def unavailable(precision: str, device) -> str | None:
         return None
     on_gpu = str(device).startswith("cuda")
     if precision == "bf16" and not on_gpu and not _cpu_has_bf16():
-        return ("this CPU has no bfloat16 matrix units (oneDNN reports no AVX-512 BF16 or AMX); "
+        return ("this CPU has no bfloat16 matrix units (neither AVX-512 BF16 nor AMX); "
                 "bf16 would be emulated, not deployed")
     if precision == "int8" and importlib.util.find_spec("torchao") is None:
         return "torchao is not installed (pip install torchao, pinned in constraints.txt)"
@@ -71,8 +71,10 @@ def unavailable(precision: str, device) -> str | None:
 
 
 def _cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: oneDNN runs bf16 on plain AVX-512 or AVX2 too, by emulation, which is not
+    what a deployer would choose bf16 for."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -131,7 +133,8 @@ def _int8(model: torch.nn.Module, calibration: list) -> tuple[torch.nn.Module, d
             dynamic.append(name)
         quantize_(module, config, filter_fn=lambda m, _fqn: isinstance(m, torch.nn.Linear))
     return model, {"precision": "int8", "library": "torchao", "linears": len(linears),
-                   "static_activation_scales": len(static), "dynamic_activation_scales": dynamic,
+                   "static_activation_scales": len(static), "dynamic_activation_scales": len(dynamic),
+                   "dynamic_linears": dynamic,
                    "calibration_examples": int(sum(b.input_ids.shape[0] for b in calibration)),
                    "weights": "int8 symmetric per output channel",
                    "activations": "int8 symmetric per tensor, static scale = calibrated max |x| / 127",

@@ -105,7 +105,8 @@ def _timed(row) -> dict | None:
 
 
 def precision_survival(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.DataFrame:
-    """One row per (task, method, precision) at the method's point timed at every precision."""
+    """One row per (task, method, precision) at the method's point timed at every precision (one per
+    training seed: seeds that chose different points give a row each)."""
     protocol = spec.get("protocol", "batch")
     sub = df[df["protocol"] == protocol]
     rows = []
@@ -114,34 +115,34 @@ def precision_survival(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.D
         dense32 = at_task[(at_task["method"] == DENSE) & (at_task["precision"] == "fp32")]
         for method in [DENSE, *methods]:
             mine = at_task[at_task["method"] == method]
-            timed = mine[[_timed(r) is not None for _, r in mine.iterrows()]]
-            if timed.empty:
-                continue
-            point = timed.iloc[0]["operating_point"]
-            for _, r in mine[mine["operating_point"] == point].sort_values(
-                    "precision", key=lambda c: c.map(ORDER)).iterrows():
-                metric = r["metric"]
-                row = {"task": task, "method": method, "operating_point": point, "precision": r["precision"],
-                       "protocol": protocol, "metric": metric, "value": 100 * r["primary_value"],
-                       "value_low": 100 * r.get(f"metric_{metric}_low", math.nan),
-                       "value_high": 100 * r.get(f"metric_{metric}_high", math.nan),
-                       "flops_speedup": r["flops_speedup"], "relative_bops": r["relative_bops"]}
-                if len(dense32):
-                    c = paired_comparison([r, dense32.iloc[0]])
-                    row |= {"vs_fp32_dense": 100 * c.value, "vs_fp32_dense_low": 100 * c.low,
-                            "vs_fp32_dense_high": 100 * c.high}
-                for bs, t in sorted((_timed(r) or {}).items()):
-                    same = t.get("vs_dense_at", {}).get(r["precision"] if r["precision"] != "fp16" else "bf16")
-                    same = same or {"speedup": t["speedup"], "speedup_low": t.get("speedup_low"),
-                                    "speedup_high": t.get("speedup_high"), "reliable": t.get("reliable")}
-                    fast = t["fastest_dense"]
-                    for name, s in (("same", same), ("fastest", fast)):
-                        row |= {f"{name}_bs{bs}": s["speedup"], f"{name}_bs{bs}_low": s.get("speedup_low"),
-                                f"{name}_bs{bs}_high": s.get("speedup_high"),
-                                f"{name}_bs{bs}_reliable": s.get("reliable")}
-                    row[f"fastest_bs{bs}_dense"] = fast["precision"]
-                    row[f"point_ms_bs{bs}"] = t.get("point_latency_ms")
-                rows.append(row)
+            timed = mine[pd.Series([_timed(r) is not None for _, r in mine.iterrows()], index=mine.index, dtype=bool)]
+            for point in dict.fromkeys(timed["operating_point"]):
+                at_point = mine[mine["operating_point"] == point]
+                for _, r in at_point.sort_values("precision", key=lambda c: c.map(ORDER)).iterrows():
+                    rows.append(_survival_row(task, method, protocol, r, dense32.iloc[0] if len(dense32) else None))
     out = pd.DataFrame(rows)
     out.attrs["note"] = SURVIVAL_NOTE
     return out
+
+
+def _survival_row(task: str, method: str, protocol: str, r, dense32) -> dict:
+    metric = r["metric"]
+    row = {"task": task, "method": method, "operating_point": r["operating_point"], "precision": r["precision"],
+           "protocol": protocol, "metric": metric, "value": 100 * r["primary_value"],
+           "value_low": 100 * r.get(f"metric_{metric}_low", math.nan),
+           "value_high": 100 * r.get(f"metric_{metric}_high", math.nan),
+           "flops_speedup": r["flops_speedup"], "relative_bops": r["relative_bops"]}
+    if dense32 is not None:
+        c = paired_comparison([r, dense32])
+        row |= {"vs_fp32_dense": 100 * c.value, "vs_fp32_dense_low": 100 * c.low, "vs_fp32_dense_high": 100 * c.high}
+    for bs, t in sorted((_timed(r) or {}).items()):
+        same = t.get("vs_dense_at", {}).get(r["precision"]) or {
+            "speedup": t["speedup"], "speedup_low": t.get("speedup_low"), "speedup_high": t.get("speedup_high"),
+            "reliable": t.get("reliable")}
+        fast = t["fastest_dense"]
+        for name, s in (("same", same), ("fastest", fast)):
+            row |= {f"{name}_bs{bs}": s["speedup"], f"{name}_bs{bs}_low": s.get("speedup_low"),
+                    f"{name}_bs{bs}_high": s.get("speedup_high"), f"{name}_bs{bs}_reliable": s.get("reliable")}
+        row[f"fastest_bs{bs}_dense"] = fast["precision"]
+        row[f"point_ms_bs{bs}"] = t.get("point_latency_ms")
+    return row

@@ -100,10 +100,11 @@ def unreliable_table(records: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
             half = (w.high - w.low) / 2 / w.speedup if w.speedup else math.nan
             seed = int(r.get("seed", 0) or 0)
             rows.append({"task": r["task"], "method": r["method"], "seed": seed,
-                         "operating_point": r["operating_point"], "protocol": r["protocol"], "batch_size": size,
+                         "operating_point": r["operating_point"], "protocol": r["protocol"],
+                         "precision": r.get("precision", "fp32"), "batch_size": size,
                          "speedup": w.speedup, "low": w.low, "high": w.high, "half_width": half, "rounds": w.rounds,
                          "load": _load_text(w.load), "command": retime_command(cfg, r["task"], r["method"], seed)})
-    columns = ["task", "method", "seed", "operating_point", "protocol", "batch_size", "speedup", "low", "high",
+    columns = ["task", "method", "seed", "operating_point", "protocol", "precision", "batch_size", "speedup", "low", "high",
                "half_width", "rounds", "load", "command"]
     out = pd.DataFrame(rows, columns=columns)
     out.attrs["note"] = UNRELIABLE_NOTE

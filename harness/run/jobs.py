@@ -232,11 +232,17 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
                          "interval": "metrics_interval: {metric: [low, high]}, each record's eval examples resampled "
                                      "with replacement (harness.measure.bootstrap)"}
     lower, skipped = lower_precisions(cfg, ctx.device)
+    if method not in ev.get("precision_methods", [method]):
+        lower, skipped = [], {p: f"eval.precision_methods leaves {method} out" for p in lower} | skipped
     prov["precisions"] = {"asked": list(ev.get("precisions", [FULL])), "run": [FULL] + lower, "skipped": skipped}
     precision_protocols = [p for p in (ev.get("precision_protocols") or ev["protocols"]) if p in ev["protocols"]]
+    every_point = ev.get("precision_points", "all")
+    every_point = every_point == "all" or (isinstance(every_point, list) and method in every_point)
+    timed_precisions = [p for p in cfg["timing"].get("precision_protocols", precision_protocols)
+                        if p in timed and p in precision_protocols]
     calibration = calibration_batches(ctx) if lower else []
     chooser, dense_val = None, {}
-    if lower:
+    if lower and precision_protocols:
         dense_val = dense_validation(ctx, dense, [FULL] + lower, calibration)
         chooser = TimedPoint(dense_val[FULL], ev.get("precision_tolerance", 0.01))
     records = []
@@ -246,7 +252,7 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         record = build_record(ctx, op, run, val, dense.arch(), timings,
                               {**prov, "precision": precision, "precision_conversion": conversion or {"precision": FULL},
                                "steady_allocator": steady, "gpu_peak_memory_bytes": peak_gpu_memory(ctx.device)},
-                              precision, kernels)
+                              precision, kernels, model)
         per = record.per_example
         record.metrics_interval = {k: list(v) for k, v in
                                    metric_interval(ctx.task, per.prediction, per.label, boot).items()}
@@ -269,11 +275,11 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         for protocol in ev["protocols"]:
             timings = side_by_side(ctx, model, dense, protocol, shared) if protocol in timed else None
             add(op, model, FULL, protocol, val, timings, observed(ctx, model, dense, protocol) if timings else None)
-        if chooser is not None:
-            cost = next(r.flops_per_example for r in records
-                        if r.operating_point == op.name and r.protocol == precision_protocols[0])
+        if chooser is not None:  # the papers' rule, as the report's tables apply it: FLOPs under `none`
+            choice = "none" if "none" in ev["protocols"] else ev["protocols"][0]
+            cost = next(r.flops_per_example for r in records if r.operating_point == op.name and r.protocol == choice)
             chooser.offer(op, model, cost, primary(ctx.task, val.metrics))
-            if ev.get("precision_points", "all") == "all":
+            if every_point:
                 add_lower(op, model)
     if not records:
         raise HarnessError(
@@ -282,10 +288,10 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         )
     if chooser is not None and chooser.best is not None:
         op, model = chooser.best
-        if ev.get("precision_points", "all") == "selected":
+        if not every_point:
             add_lower(op, model)
-        time_every_precision(ctx, op.name, model, dense, [FULL] + lower, [p for p in precision_protocols if p in timed],
-                             calibration, dense_val, records)
+        time_every_precision(ctx, op.name, model, dense, [FULL] + lower, timed_precisions, calibration, dense_val,
+                             records)
     paths = [
         write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol, ctx.seed, r.precision),
                    r.to_dict())

@@ -15,6 +15,7 @@ tolerance of fp32 dense's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ from harness.data.padding import make_batches
 from harness.measure.kernels import observed_kernels
 from harness.measure.metrics import primary
 from harness.measure.timing import time_interleaved
-from harness.model.precision import FULL, at_precision, unavailable
+from harness.model.precision import FULL, at_precision, resolved, unavailable
 from harness.pareto import fewest_within
 from harness.train.inference import evaluate
 
@@ -67,7 +68,8 @@ class TimedPoint:
         self.values.append(math.nan if value is None else float(value))
         at, met = fewest_within(self.costs, self.values, self.reference, self.tolerance)
         if at == len(self.costs) - 1:
-            self.best, self.met = (op, copy.deepcopy(model)), met
+            kept = copy.deepcopy(model)
+            self.best, self.met = (dataclasses.replace(op, model=kept), kept), met
 
 
 def _summary(pair) -> dict:
@@ -94,6 +96,9 @@ def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, 
     it), `dense_validation` and `kernels` ({"point", "dense"}: `harness.measure.kernels`). `shared` keeps
     batch 1 for the other of `batch` and `none` (no row is padded at batch 1). `questions`: for a span
     task, how many questions `sample`'s windows hold (times per question besides per window)."""
+    def named(q: str) -> str:
+        return resolved(q, ctx.device)
+
     models = {}
     for p in precisions:
         models[f"point@{p}"] = point if p == FULL else at_precision(point, p, ctx.device, calibration)[0]
@@ -115,11 +120,11 @@ def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, 
             continue
         timing = time_interleaved(models, sample, protocol, ctx.task.seq_len, bs, spec, ctx.device, pairs)
         fastest = fastest_dense(timing, dense_validation, tolerance)
-        for p in precisions:
+        for p in precisions:  # keyed by the precision that ran (fp16 where a GPU has no bf16), as records are
             entry = timing.pair(f"point@{p}", f"dense@{p}").to_dict()
-            entry["vs_dense_at"] = {q: _summary(timing.pair(f"point@{p}", f"dense@{q}")) for q in precisions}
-            entry["fastest_dense"] = {"precision": fastest, **entry["vs_dense_at"][fastest]}
-            entry["dense_validation"] = dense_validation
+            entry["vs_dense_at"] = {named(q): _summary(timing.pair(f"point@{p}", f"dense@{q}")) for q in precisions}
+            entry["fastest_dense"] = {"precision": named(fastest), **entry["vs_dense_at"][named(fastest)]}
+            entry["dense_validation"] = {named(q): v for q, v in dense_validation.items()}
             entry["models_interleaved"] = list(models)
             entry["kernels"] = kernels[p]
             if questions is not None:  # a question's time is the sum over its windows

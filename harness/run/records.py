@@ -114,8 +114,9 @@ def per_question(values: np.ndarray, question: np.ndarray | None, n_questions: i
 
 def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: EvalRun, dense_arch: ArchShape,
                  timings: dict[int, dict] | None, provenance: dict, precision: str = "fp32",
-                 kernels: dict | None = None) -> ResultRecord:
-    """One record of `op` at `precision` (the model `run` and `validation` ran); for a span task every per-example figure is per question
+                 kernels: dict | None = None, model=None) -> ResultRecord:
+    """One record of `op` at `precision` (`model`, default `op.model`, is what `run` and `validation`
+    ran: its policy is the one described); for a span task every per-example figure is per question
     (FLOPs and tokens summed over its windows, its gold answer texts and the
     predicted text), while token-per-layer means are per window."""
     enc = ctx.encoded("eval")
@@ -140,7 +141,7 @@ def build_record(ctx: RunContext, op: OperatingPoint, run: EvalRun, validation: 
         **wall_clock(timings, ctx.eval_batch_size),
         kernels=kernels,
         deviations=list(ctx.plugin.deviations),
-        policy=op.model.policy.describe(),
+        policy=(op.model if model is None else model).policy.describe(),
         notes=op.notes,
         per_example=PerExample(
             length=per_question(enc.lengths, q, nq),
