@@ -24,6 +24,7 @@ try:
     METHODS = plan.resolve_methods(CFG)
     plan.check_task_methods(CFG, TASKS, METHODS)
     plan.check_method_seeds(CFG, METHODS)
+    plan.check_precision_methods(CFG, METHODS)
 except HarnessError as e:
     sys.exit(f"error: {e}")
 

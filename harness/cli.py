@@ -133,12 +133,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> None:
-    from harness.run.plan import check_method_seeds, check_task_methods, resolve_methods, resolve_tasks
+    from harness.run.plan import (check_method_seeds, check_precision_methods, check_task_methods, resolve_methods,
+                                  resolve_tasks)
 
     cfg = _config(args)
     methods = resolve_methods(cfg)
     check_task_methods(cfg, resolve_tasks(cfg), methods)
     check_method_seeds(cfg, methods)
+    check_precision_methods(cfg, methods)
     print(f"config {cfg['profile']} is valid")
 
 

@@ -188,3 +188,16 @@ def test_the_evaluate_job_writes_every_precision_and_times_the_selected_point(tm
     # untimed protocol `none` at a lower precision: metrics, FLOPs and BOPs, no timing
     untimed = [r for r in ltp if r["protocol"] == "none" and r["precision"] != "fp32"]
     assert untimed and all(r["timing"] is None and r["kernels"] is None for r in untimed)
+
+
+def test_a_misspelled_method_in_the_precision_settings_is_one_clear_error():
+    from harness.config import load_config
+    from harness.errors import HarnessError
+    from harness.run.plan import check_precision_methods, resolve_methods
+
+    for key in ("precision_methods", "precision_points"):
+        cfg = load_config("smoke", [f"eval.{key}=[ltpp]"])
+        with pytest.raises(HarnessError, match=rf"eval.{key} names \['ltpp'\], which is not a method or variant"):
+            check_precision_methods(cfg, resolve_methods(cfg))
+    cfg = load_config("default")
+    check_precision_methods(cfg, resolve_methods(cfg))  # [ltp]

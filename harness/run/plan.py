@@ -166,6 +166,18 @@ def check_method_seeds(cfg: dict, methods: list[str]) -> None:
                            f"use some of the config's seeds {run_at} (or drop timing.seeds to time every seed)")
 
 
+def check_precision_methods(cfg: dict, methods: list[str]) -> None:
+    """`eval.precision_methods` and a list `eval.precision_points` name methods that exist."""
+    known = set(method_names()) | set(cfg.get("variants") or {}) | set(methods)
+    ev = cfg["eval"]
+    for key in ("precision_methods", "precision_points"):
+        named = ev.get(key)
+        unknown = [m for m in named if m not in known] if isinstance(named, list) else []
+        if unknown:
+            raise HarnessError(f"eval.{key} names {unknown}, which is not a method or variant",
+                               f"use some of: {', '.join(methods)}")
+
+
 def done_path(cfg: dict, task: str, method: str, seed: int) -> Path:
     """A trained method's marker, in its seed's model folder
     (`<work_dir>/models/<task>/<method>/seed<s>/done.json`)."""
