@@ -46,6 +46,8 @@ def fastest_of(points: pd.DataFrame, reference: float, tolerance: float = 0.01) 
     """The rule of `fastest_within` on given points against a given reference
     validation metric (e.g. the model a method starts from): the fewest-FLOPs
     point within `tolerance` of it, else the most accurate one, flagged."""
+    if points.empty:  # (a filter that kept nothing may leave no columns either)
+        return None, False
     at, met = fewest_within(list(points["flops_per_example"]), list(points["val_primary_value"]), reference, tolerance)
     return (None, False) if at is None else (points.iloc[at], met)
 
