@@ -140,6 +140,15 @@ def test_the_selection_rule_is_one_definition():
     assert fewest_within([3.0, 1.0, 2.0], [0.90, 0.85, 0.895], 0.90, 0.01) == (2, True)
     assert fewest_within([3.0, 1.0], [0.80, float("nan")], 0.90, 0.01) == (0, False)
     assert fewest_within([], [], 0.9, 0.01) == (None, False)
+    import pandas as pd
+
+    from harness.report.point_choice import fastest_of
+
+    rows = pd.DataFrame({"flops_per_example": [3.0, 1.0], "val_primary_value": [0.9, 0.85]})
+    chosen, met = fastest_of(rows, 0.9, 0.01)
+    assert chosen["flops_per_example"] == 3.0 and met
+    # a knob filter that keeps nothing (boolean indexing with an empty list leaves no columns either)
+    assert fastest_of(rows[[]], 0.9, 0.01) == (None, False)
 
 
 def test_the_evaluate_job_writes_every_precision_and_times_the_selected_point(tmp_path):
