@@ -50,6 +50,13 @@ def observed_kernels(run, device) -> dict:
     return out
 
 
+def observed_on(model, batch, device) -> dict:
+    """`observed_kernels` of `model`'s untimed forward over one batch (`harness.data.padding.Batch`),
+    called as the timed passes call it."""
+    return observed_kernels(lambda: model(batch.input_ids, batch.attention_mask, batch.token_type_ids, trace=False),
+                            device)
+
+
 def onednn_primitives(run) -> list[str] | None:
     """The oneDNN primitives one call of `run` executed ("kind implementation data types"), from oneDNN's
     verbose output on the process's stdout (captured at the file-descriptor level); None where this

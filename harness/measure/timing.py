@@ -218,6 +218,16 @@ class PairedTiming:
                 "gpu_speedup": device.speedup, "gpu_speedup_low": lo, "gpu_speedup_high": hi}
 
 
+def add_question_times(timing: dict, windows: int, questions: int | None) -> dict:
+    """A span task's timing (`PairedTiming.to_dict`) over `windows` windows of `questions` questions gains
+    the time per question, the sum over its windows (unchanged when `questions` is None)."""
+    if questions is not None:
+        timing["questions"] = questions
+        for who in ("point", "dense"):
+            timing[f"{who}_ms_per_question"] = timing[f"{who}_latency_ms"] * windows / questions
+    return timing
+
+
 def _runner(model, batches, sync):
     def run() -> None:
         with torch.inference_mode():

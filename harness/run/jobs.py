@@ -25,13 +25,13 @@ from harness.errors import HarnessError
 from harness.measure.bootstrap import BootstrapSpec, metric_interval
 from harness.measure.metrics import primary
 from harness.measure.provenance import provenance
-from harness.data.padding import make_batches
-from harness.measure.kernels import observed_kernels
-from harness.measure.timing import TimingSpec, policy_time_share, steady_allocator, time_side_by_side
+from harness.measure.kernels import observed_on
+from harness.measure.timing import (TimingSpec, add_question_times, policy_time_share, steady_allocator,
+                                    time_side_by_side)
 from harness.model.precision import FULL, at_precision, resolved
 from harness.run.context import RunContext
-from harness.run.precisions import (TimedPoint, calibration_batches, dense_validation, lower_precisions,
-                                    time_at_precisions)
+from harness.run.precisions import (TimedPoint, at_precisions, calibration_batches, dense_validation, first_batch,
+                                    lower_precisions, time_at_precisions)
 from harness.train.inference import evaluate
 from harness.run.points import gather_job, point_job, seed_everything
 from harness.run.records import build_record, wall_clock
@@ -174,10 +174,7 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | No
             for kernel, other in extra.items():  # the same comparison against dense on the pruners' kernel
                 out[bs][f"dense_{kernel}"] = time_side_by_side(model, other, sample, protocol, ctx.task.seq_len, bs,
                                                                spec, ctx.device).to_dict()
-            if questions is not None:  # a question's time is the sum over its windows
-                out[bs]["questions"] = questions
-                for who in ("point", "dense"):
-                    out[bs][f"{who}_ms_per_question"] = out[bs][f"{who}_latency_ms"] * len(sample) / questions
+            add_question_times(out[bs], len(sample), questions)
             out[bs]["policy_time_share"] = policy_time_share(model, sample, protocol, ctx.task.seq_len, bs,
                                                              spec.threads, ctx.device)
             if shareable:
@@ -189,10 +186,8 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | No
 def observed(ctx: RunContext, model, dense, protocol: str) -> dict:
     """The kernels one untimed pass of the point and of dense ran on the first timing batch
     (`harness.measure.kernels`)."""
-    sample, _ = timing_sample(ctx)
-    one = make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size)[0].to(ctx.device)
-    return {who: observed_kernels(lambda m=m: m(one.input_ids, one.attention_mask, one.token_type_ids, trace=False),
-                                  ctx.device) for who, m in (("point", model), ("dense", dense))}
+    one = first_batch(ctx, timing_sample(ctx)[0], protocol)
+    return {"point": observed_on(model, one, ctx.device), "dense": observed_on(dense, one, ctx.device)}
 
 
 def dense_with_kernel(dense, kernel: str):
@@ -241,9 +236,10 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
     timed_precisions = [p for p in cfg["timing"].get("precision_protocols", precision_protocols)
                         if p in timed and p in precision_protocols]
     calibration = calibration_batches(ctx) if lower else []
-    chooser, dense_val = None, {}
+    chooser, dense_val, dense_at = None, {}, {}
     if lower and precision_protocols:
-        dense_val = dense_validation(ctx, dense, [FULL] + lower, calibration)
+        dense_at = at_precisions(dense, [FULL] + lower, ctx.device, calibration)  # converted once for the job
+        dense_val = dense_validation(ctx, dense_at)
         chooser = TimedPoint(dense_val[FULL], ev.get("precision_tolerance", 0.01))
     records = []
 
@@ -290,8 +286,7 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         op, model = chooser.best
         if not every_point:
             add_lower(op, model)
-        time_every_precision(ctx, op.name, model, dense, [FULL] + lower, timed_precisions, calibration, dense_val,
-                             records)
+        time_every_precision(ctx, op.name, model, dense_at, timed_precisions, calibration, dense_val, records)
     paths = [
         write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol, ctx.seed, r.precision),
                    r.to_dict())
@@ -308,9 +303,10 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
     )
 
 
-def time_every_precision(ctx: RunContext, name: str, model, dense, precisions: list[str], protocols: list[str],
-                         calibration, dense_val: dict, records: list) -> None:
-    """Time point `name` at every precision against dense at every precision under each of `protocols`
+def time_every_precision(ctx: RunContext, name: str, model, dense_at: dict, protocols: list[str], calibration,
+                         dense_val: dict, records: list) -> None:
+    """Time point `name` at every precision of `dense_at` ({precision: dense converted}) against dense at
+    every precision under each of `protocols`
     (`harness.run.precisions.time_at_precisions`) and put the timings into its records: a lower-precision
     record gets them as its timing; the fp32 record, timed against fp32 dense already, gains
     `vs_dense_at` and `fastest_dense` per batch size. Every record gets its speedup against the fastest dense."""
@@ -319,7 +315,7 @@ def time_every_precision(ctx: RunContext, name: str, model, dense, precisions: l
     shared: dict = {}
     for protocol in protocols:
         with timing_lock(ctx.cfg):
-            timed = time_at_precisions(ctx, model, dense, precisions, protocol, sample, questions, timing_sizes(ctx),
+            timed = time_at_precisions(ctx, model, dense_at, protocol, sample, questions, timing_sizes(ctx),
                                        timing_spec(ctx.cfg), calibration, dense_val, tolerance,
                                        shared if protocol in UNPADDED_AT_ONE else None)
         for p, timings in timed.items():

@@ -21,9 +21,9 @@ import math
 import numpy as np
 
 from harness.data.padding import make_batches
-from harness.measure.kernels import observed_kernels
+from harness.measure.kernels import observed_on
 from harness.measure.metrics import primary
-from harness.measure.timing import time_interleaved
+from harness.measure.timing import add_question_times, time_interleaved
 from harness.model.precision import FULL, at_precision, resolved, unavailable
 from harness.pareto import fewest_within
 from harness.train.inference import evaluate
@@ -86,11 +86,21 @@ def fastest_dense(timing, dense_validation: dict[str, float], tolerance: float) 
     return min(eligible, key=lambda q: (timing.median_seconds(f"dense@{q}"), q != FULL))
 
 
-def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, sample, questions, sizes, spec,
+def at_precisions(model, precisions: list[str], device, calibration) -> dict:
+    """{precision: `model` at it} (`harness.model.precision.at_precision`; fp32 is `model` itself)."""
+    return {p: at_precision(model, p, device, calibration)[0] for p in precisions}
+
+
+def first_batch(ctx, sample, protocol: str):
+    """The first batch the timings run under `protocol`, on the job's device (what kernels are observed on)."""
+    return make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size)[0].to(ctx.device)
+
+
+def time_at_precisions(ctx, point, dense_at: dict, protocol: str, sample, questions, sizes, spec,
                        calibration, dense_validation: dict[str, float], tolerance: float,
                        shared: dict | None = None) -> dict[str, dict]:
-    """{precision: {batch size: timing}} of `point` at every precision of `precisions` (fp32 first),
-    each timed in the same interleaved rounds as dense at every precision, under `protocol`. Each
+    """{precision: {batch size: timing}} of `point` at every precision of `dense_at` ({precision: dense at
+    it}, fp32 first), each timed in the same interleaved rounds as dense at every precision, under `protocol`. Each
     timing is the pair (point, dense) at the same precision (`PairedTiming.to_dict`) plus `vs_dense_at`
     (the point against dense at every precision), `fastest_dense` (the precision and the speedup against
     it), `dense_validation` and `kernels` ({"point", "dense"}: `harness.measure.kernels`). `shared` keeps
@@ -99,17 +109,12 @@ def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, 
     def named(q: str) -> str:
         return resolved(q, ctx.device)
 
+    precisions = list(dense_at)
     models = {}
-    for p in precisions:
-        models[f"point@{p}"] = point if p == FULL else at_precision(point, p, ctx.device, calibration)[0]
-        models[f"dense@{p}"] = dense if p == FULL else at_precision(dense, p, ctx.device, calibration)[0]
-    one = next(iter(make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size))).to(ctx.device)
-
-    def observe(model):
-        return observed_kernels(lambda: model(one.input_ids, one.attention_mask, one.token_type_ids, trace=False),
-                                ctx.device)
-
-    kernels = {p: {"point": observe(models[f"point@{p}"]), "dense": observe(models[f"dense@{p}"])}
+    for p, converted in at_precisions(point, precisions, ctx.device, calibration).items():
+        models[f"point@{p}"], models[f"dense@{p}"] = converted, dense_at[p]
+    one = first_batch(ctx, sample, protocol)
+    kernels = {p: {who: observed_on(models[f"{who}@{p}"], one, ctx.device) for who in ("point", "dense")}
                for p in precisions}
     out: dict[str, dict] = {p: {} for p in precisions}
     pairs = [(f"point@{p}", f"dense@{q}") for p in precisions for q in precisions]
@@ -127,11 +132,7 @@ def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, 
             entry["dense_validation"] = {named(q): v for q, v in dense_validation.items()}
             entry["models_interleaved"] = list(models)
             entry["kernels"] = kernels[p]
-            if questions is not None:  # a question's time is the sum over its windows
-                entry["questions"] = questions
-                for who in ("point", "dense"):
-                    entry[f"{who}_ms_per_question"] = entry[f"{who}_latency_ms"] * len(sample) / questions
-            out[p][bs] = entry
+            out[p][bs] = add_question_times(entry, len(sample), questions)
         if bs == 1 and shared is not None:
             shared[1] = {p: out[p][1] for p in precisions}
             for p in precisions:
@@ -139,11 +140,8 @@ def time_at_precisions(ctx, point, dense, precisions: list[str], protocol: str, 
     return out
 
 
-def dense_validation(ctx, dense, precisions: list[str], calibration) -> dict[str, float]:
-    """Dense's validation metric at every precision (protocol `none`, as every record's validation)."""
-    out = {}
-    for p in precisions:
-        model = dense if p == FULL else at_precision(dense, p, ctx.device, calibration)[0]
-        run = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
-        out[p] = primary(ctx.task, run.metrics)
-    return out
+def dense_validation(ctx, dense_at: dict) -> dict[str, float]:
+    """Dense's validation metric at every precision of `dense_at` (protocol `none`, as every record's
+    validation)."""
+    return {p: primary(ctx.task, evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size,
+                                          ctx.device).metrics) for p, model in dense_at.items()}
