@@ -183,11 +183,14 @@ def side_by_side(ctx: RunContext, model, dense, protocol: str, shared: dict | No
     return out
 
 
-def observed(ctx: RunContext, model, dense, protocol: str) -> dict:
+def observed(ctx: RunContext, model, dense, protocol: str, dense_kernels: dict) -> dict:
     """The kernels one untimed pass of the point and of dense ran on the first timing batch
-    (`harness.measure.kernels`)."""
+    (`harness.measure.kernels`). Dense's are observed once per job and protocol (`dense_kernels`, keyed by
+    (precision, protocol), shared with `harness.run.precisions.time_at_precisions`): every point meets the same dense."""
     one = first_batch(ctx, timing_sample(ctx)[0], protocol)
-    return {"point": observed_on(model, one, ctx.device), "dense": observed_on(dense, one, ctx.device)}
+    if (FULL, protocol) not in dense_kernels:
+        dense_kernels[(FULL, protocol)] = observed_on(dense, one, ctx.device)
+    return {"point": observed_on(model, one, ctx.device), "dense": dense_kernels[(FULL, protocol)]}
 
 
 def dense_with_kernel(dense, kernel: str):
@@ -233,6 +236,9 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
     precision_protocols = [p for p in (ev.get("precision_protocols") or ev["protocols"]) if p in ev["protocols"]]
     every_point = ev.get("precision_points", "all")
     every_point = every_point == "all" or (isinstance(every_point, list) and method in every_point)
+    if not every_point:  # a method whose selected point alone gets lower-precision records: under these protocols
+        precision_protocols = [p for p in ev.get("selected_precision_protocols", precision_protocols)
+                               if p in precision_protocols]
     timed_precisions = [p for p in cfg["timing"].get("precision_protocols", precision_protocols)
                         if p in timed and p in precision_protocols]
     calibration = calibration_batches(ctx) if lower else []
@@ -242,6 +248,7 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         dense_val = dense_validation(ctx, dense_at)
         chooser = TimedPoint(dense_val[FULL], ev.get("precision_tolerance", 0.01))
     records = []
+    dense_kernels: dict = {}  # (precision, protocol): what dense ran, observed once per job
 
     def add(op, model, precision, protocol, val, timings=None, kernels=None, conversion=None):
         run = evaluate(model, ctx.task, ctx.encoded("eval"), protocol, ctx.eval_batch_size, ctx.device)
@@ -254,12 +261,16 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
                                    metric_interval(ctx.task, per.prediction, per.label, boot).items()}
         records.append(record)
 
-    def add_lower(op, model):  # the point at each lower precision, untimed, under the precision protocols
+    def add_lower(op, model) -> dict:
+        """The point at each lower precision, untimed, under the precision protocols: {precision: converted}."""
+        conversions = {}
         for p in lower:
             converted, notes = at_precision(model, p, ctx.device, calibration)
             val = evaluate(converted, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
             for protocol in precision_protocols:
                 add(op, converted, resolved(p, ctx.device), protocol, val, conversion=notes)
+            conversions[p] = converted
+        return conversions
 
     for op in ctx.plugin.operating_points(ctx):
         shared: dict = {}  # this point's batch-1 timing, shared by `batch` and `none` (side_by_side)
@@ -270,13 +281,13 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         val = evaluate(model, ctx.task, ctx.encoded("validation"), "none", ctx.eval_batch_size, ctx.device)
         for protocol in ev["protocols"]:
             timings = side_by_side(ctx, model, dense, protocol, shared) if protocol in timed else None
-            add(op, model, FULL, protocol, val, timings, observed(ctx, model, dense, protocol) if timings else None)
+            add(op, model, FULL, protocol, val, timings,
+                observed(ctx, model, dense, protocol, dense_kernels) if timings else None)
         if chooser is not None:  # the papers' rule, as the report's tables apply it: FLOPs under `none`
             choice = "none" if "none" in ev["protocols"] else ev["protocols"][0]
             cost = next(r.flops_per_example for r in records if r.operating_point == op.name and r.protocol == choice)
-            chooser.offer(op, model, cost, primary(ctx.task, val.metrics))
-            if every_point:
-                add_lower(op, model)
+            chooser.offer(op, model, cost, primary(ctx.task, val.metrics),
+                          add_lower(op, model) if every_point else None)
     if not records:
         raise HarnessError(
             f"method {method} yielded no operating points for {task}",
@@ -284,9 +295,8 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
         )
     if chooser is not None and chooser.best is not None:
         op, model = chooser.best
-        if not every_point:
-            add_lower(op, model)
-        time_every_precision(ctx, op.name, model, dense_at, timed_precisions, calibration, dense_val, records)
+        point_at = {FULL: model, **(chooser.conversions if every_point else add_lower(op, model))}
+        time_every_precision(ctx, op.name, point_at, dense_at, timed_precisions, dense_val, records, dense_kernels)
     paths = [
         write_json(record_path(cfg["results_dir"], task, method, r.operating_point, r.protocol, ctx.seed, r.precision),
                    r.to_dict())
@@ -303,10 +313,10 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
     )
 
 
-def time_every_precision(ctx: RunContext, name: str, model, dense_at: dict, protocols: list[str], calibration,
-                         dense_val: dict, records: list) -> None:
-    """Time point `name` at every precision of `dense_at` ({precision: dense converted}) against dense at
-    every precision under each of `protocols`
+def time_every_precision(ctx: RunContext, name: str, point_at: dict, dense_at: dict, protocols: list[str],
+                         dense_val: dict, records: list, dense_kernels: dict) -> None:
+    """Time point `name` at every precision of `dense_at` ({precision: dense converted}; `point_at` the
+    same for the point, converted once for its records) against dense at every precision under each of `protocols`
     (`harness.run.precisions.time_at_precisions`) and put the timings into its records: a lower-precision
     record gets them as its timing; the fp32 record, timed against fp32 dense already, gains
     `vs_dense_at` and `fastest_dense` per batch size. Every record gets its speedup against the fastest dense."""
@@ -315,9 +325,9 @@ def time_every_precision(ctx: RunContext, name: str, model, dense_at: dict, prot
     shared: dict = {}
     for protocol in protocols:
         with timing_lock(ctx.cfg):
-            timed = time_at_precisions(ctx, model, dense_at, protocol, sample, questions, timing_sizes(ctx),
-                                       timing_spec(ctx.cfg), calibration, dense_val, tolerance,
-                                       shared if protocol in UNPADDED_AT_ONE else None)
+            timed = time_at_precisions(ctx, point_at, dense_at, protocol, sample, questions, timing_sizes(ctx),
+                                       timing_spec(ctx.cfg), dense_val, tolerance,
+                                       shared if protocol in UNPADDED_AT_ONE else None, dense_kernels)
         for p, timings in timed.items():
             rec = next(r for r in records if (r.operating_point, r.protocol, r.precision)
                        == (name, protocol, resolved(p, ctx.device)))

@@ -61,15 +61,19 @@ class TimedPoint:
         self.costs: list[float] = []
         self.values: list[float] = []
         self.best = None  # (operating point, copy of its model)
+        self.conversions: dict = {}  # the best point at the lower precisions, where offered with them
         self.met = False
 
-    def offer(self, op, model, cost: float, value: float) -> None:
+    def offer(self, op, model, cost: float, value: float, conversions: dict | None = None) -> None:
+        """`conversions`: {precision: `model` converted to it}, kept with the best point (they are not
+        re-converted for its timing: int8's calibration is the slow part)."""
         self.costs.append(float(cost))
         self.values.append(math.nan if value is None else float(value))
         at, met = fewest_within(self.costs, self.values, self.reference, self.tolerance)
         if at == len(self.costs) - 1:
             kept = copy.deepcopy(model)
             self.best, self.met = (dataclasses.replace(op, model=kept), kept), met
+            self.conversions = dict(conversions or {})
 
 
 def _summary(pair) -> dict:
@@ -96,11 +100,13 @@ def first_batch(ctx, sample, protocol: str):
     return make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size)[0].to(ctx.device)
 
 
-def time_at_precisions(ctx, point, dense_at: dict, protocol: str, sample, questions, sizes, spec,
-                       calibration, dense_validation: dict[str, float], tolerance: float,
-                       shared: dict | None = None) -> dict[str, dict]:
-    """{precision: {batch size: timing}} of `point` at every precision of `dense_at` ({precision: dense at
-    it}, fp32 first), each timed in the same interleaved rounds as dense at every precision, under `protocol`. Each
+def time_at_precisions(ctx, point_at: dict, dense_at: dict, protocol: str, sample, questions, sizes, spec,
+                       dense_validation: dict[str, float], tolerance: float,
+                       shared: dict | None = None, dense_kernels: dict | None = None) -> dict[str, dict]:
+    """{precision: {batch size: timing}} of the point at every precision of `dense_at` ({precision: dense at
+    it}, fp32 first; `point_at` the same for the point), each timed in the same interleaved rounds as dense
+    at every precision, under `protocol`. `dense_kernels` ({(precision, protocol): kernels}) keeps what
+    dense ran across calls: it is observed once per job. Each
     timing is the pair (point, dense) at the same precision (`PairedTiming.to_dict`) plus `vs_dense_at`
     (the point against dense at every precision), `fastest_dense` (the precision and the speedup against
     it), `dense_validation` and `kernels` ({"point", "dense"}: `harness.measure.kernels`). `shared` keeps
@@ -111,10 +117,14 @@ def time_at_precisions(ctx, point, dense_at: dict, protocol: str, sample, questi
 
     precisions = list(dense_at)
     models = {}
-    for p, converted in at_precisions(point, precisions, ctx.device, calibration).items():
-        models[f"point@{p}"], models[f"dense@{p}"] = converted, dense_at[p]
+    for p in precisions:
+        models[f"point@{p}"], models[f"dense@{p}"] = point_at[p], dense_at[p]
     one = first_batch(ctx, sample, protocol)
-    kernels = {p: {who: observed_on(models[f"{who}@{p}"], one, ctx.device) for who in ("point", "dense")}
+    dense_kernels = {} if dense_kernels is None else dense_kernels
+    for p in precisions:
+        if (p, protocol) not in dense_kernels:
+            dense_kernels[(p, protocol)] = observed_on(dense_at[p], one, ctx.device)
+    kernels = {p: {"point": observed_on(point_at[p], one, ctx.device), "dense": dense_kernels[(p, protocol)]}
                for p in precisions}
     out: dict[str, dict] = {p: {} for p in precisions}
     pairs = [(f"point@{p}", f"dense@{q}") for p in precisions for q in precisions]

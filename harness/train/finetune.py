@@ -16,6 +16,14 @@ groups and checkpoint policy:
 * `best_or_start` - `best`, but the starting weights are kept when they score
                     strictly higher than every trained checkpoint.
 
+Mixed precision (`TrainConfig.autocast = "bf16"`): every training forward and loss runs under
+`torch.autocast` in bfloat16 (matrix products in bf16 with fp32 accumulation, the losses, LayerNorm and
+softmax-like reductions autocast keeps in fp32; parameters, gradients and the optimizer in fp32), the
+standard mixed-precision recipe for fine-tuning BERT. On a CPU with bf16 matrix units a training step is
+1.6-1.7x faster (MiniLM, batch 32, 2 threads, measured 2026-12-07); where the device has none
+(`harness.model.precision.unavailable`) it trains in fp32 and the log says why. Validation passes (the
+checkpoint choices) run in fp32, as every evaluation does.
+
 `frozen_except` freezes everything but some parameters (and switches dropout
 off) for stages that train heads on a fixed backbone.
 
@@ -45,6 +53,7 @@ from harness.data.encoding import Encoded
 from harness.data.padding import collate
 from harness.data.tasks import TaskSpec
 from harness.measure.metrics import primary
+from harness.model.precision import unavailable
 from harness.train.inference import evaluate
 from harness.train.resume import ResumeFile, SaveOnSigterm, fingerprint, to_python
 
@@ -69,6 +78,7 @@ class TrainConfig:
     # test/shape-check use: stop every fine-tuning call after this many optimizer
     # steps (its schedule, and the ramps that count `total_steps`, end there); None = off
     max_steps: int | None = None
+    autocast: str = "none"  # "bf16": training forwards under torch.autocast (module docstring)
 
 
 @dataclass
@@ -138,6 +148,21 @@ def _scored(value) -> dict:
     score = float(entry["score"])
     entry["score"] = -math.inf if math.isnan(score) else score
     return entry
+
+
+def autocast_for(cfg: TrainConfig, device) -> tuple[contextlib.AbstractContextManager, str]:
+    """(the context every training forward and loss runs in, what it runs: "bf16", "none", or "none (why
+    not bf16)")."""
+    if cfg.autocast in (None, "none"):
+        return contextlib.nullcontext(), "none"
+    if cfg.autocast != "bf16":
+        raise ValueError(f"unknown train.autocast {cfg.autocast!r} (known: none, bf16)")
+    why = unavailable("bf16", device)
+    if why is None and str(device).startswith("cuda") and not torch.cuda.is_bf16_supported():
+        why = "this GPU has no bfloat16 units (fp16 would need loss scaling)"
+    if why:
+        return contextlib.nullcontext(), f"none ({why})"
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16), "bf16"
 
 
 def finetune(
@@ -225,7 +250,8 @@ def finetune(
     torch.manual_seed(cfg.seed)
     eval_every = cfg.eval_every or steps_per_epoch
     best, best_state = None, None
-    log: dict = {"validation": [], "steps": total, "checkpoint": checkpoint}
+    amp, log_autocast = autocast_for(cfg, device)
+    log: dict = {"validation": [], "steps": total, "checkpoint": checkpoint, "autocast": log_autocast}
     step, epoch, perm, pos = 0, 0, None, 0
     if saved is not None:  # continue where the killed run last saved
         file.restore(saved)  # model, outside parameters, closures, global generators
@@ -260,8 +286,9 @@ def finetune(
             b = collate(train, idx).to(device)
             batch = TrainBatch(b.input_ids, b.attention_mask, b.token_type_ids,
                                torch.as_tensor(train.labels[b.index]).to(device))
-            out = model(*batch.inputs)
-            loss = loss_fn(model, out, batch)
+            with amp:
+                out = model(*batch.inputs)
+                loss = loss_fn(model, out, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
