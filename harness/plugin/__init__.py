@@ -33,7 +33,7 @@ from harness.model.policy import EncoderState, Exit, Policy, drop_rows, select_t
 from harness.model.selection import (attention_received, mean_kept_fraction, rank_tokens, received_sum,
                                      threshold_keep, topk_keep)
 from harness.model.skim import SkimPolicy, SkimStep
-from harness.model.structure import Gates, clear_gates, demo_pruned, materialize, prune_heads
+from harness.model.structure import Gates, clear_gates, demo_pruned, materialize, prune_ffn, prune_heads, prune_hidden
 from harness.model.thresholds import LTPPolicy, per_real_row, rising_thresholds, token_scores
 from harness.plugin.base import MethodPlugin, OperatingPoint
 from harness.plugin.context import JobContext
@@ -62,7 +62,7 @@ __all__ = [
     # learned skimming
     "SkimPolicy", "SkimStep",
     # structural pruning
-    "Gates", "materialize", "clear_gates", "prune_heads", "demo_pruned",
+    "Gates", "materialize", "clear_gates", "prune_heads", "prune_ffn", "prune_hidden", "demo_pruned",
     # threshold pruning (LTP's policy)
     "LTPPolicy", "per_real_row", "token_scores", "rising_thresholds",
     # early exit (FastBERT's heads)

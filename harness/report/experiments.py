@@ -168,7 +168,8 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "selected_points": Kind(lambda df, m, s, r: selected_points_table(df, m, s.get("tolerance", 0.01),
-                                                                      extra_metrics=s.get("metrics", ()))),
+                                                                      extra_metrics=s.get("metrics", ()),
+                                                                      knobs=s.get("knobs"))),
     "wallclock": Kind(lambda df, m, s, r: wallclock_table(df, m, s.get("target", 2.0)), paper_plots.wallclock_figure),
     "robustness": Kind(lambda df, m, s, r: robustness(df, m), paper_plots.robustness_figure),
     "trajectories": Kind(lambda df, m, s, r: trajectories(df, m, s.get("n_examples", 20), s.get("tolerance", 0.01)),

@@ -26,7 +26,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.record import PROTOCOLS
-from harness.report.point_choice import DENSE, dense_row, fastest_of, fastest_within, same_point
+from harness.report.point_choice import DENSE, dense_row, fastest_of, fastest_within, knobs_match, same_point
 from harness.report.tables import metric_x100
 from harness.report.timings import wall_columns
 
@@ -50,24 +50,6 @@ POLICY_NOTE = (
     "whose selection runs as tensor ops; token gathers and masks outside the modules are not counted, and on a GPU "
     "each hook synchronizes, which inflates the share)."
 )
-
-
-def _knobs(row) -> dict:
-    return json.loads(row["knobs_json"])
-
-
-def _matches(row, wanted: dict) -> bool:
-    have = _knobs(row)
-    for k, v in (wanted or {}).items():
-        if k not in have:
-            return False
-        a = have[k]
-        if isinstance(v, (int, float)) and isinstance(a, (int, float)):
-            if abs(float(a) - float(v)) > 1e-9:
-                return False
-        elif a != v:
-            return False
-    return True
 
 
 def _speedups(df, rec) -> dict:
@@ -100,7 +82,7 @@ def grouped_points_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd
             if entry["method"] not in methods and entry["method"] != DENSE:
                 continue
             points = none[(none.task == task) & (none.method == entry["method"])]
-            points = points[[_matches(r, entry.get("knobs")) for _, r in points.iterrows()]]
+            points = points[[knobs_match(r, entry.get("knobs")) for _, r in points.iterrows()]]
             ref_label = entry.get("reference", DENSE)
             if entry["method"] == DENSE:
                 ref_val = base["val_primary_value"]
@@ -202,10 +184,10 @@ def tradeoff_points(df: pd.DataFrame, methods: list[str], spec: dict) -> pd.Data
     for task in sorted(sub["task"].unique()):
         for m in [DENSE, *methods]:
             for _, r in sub[(sub.task == task) & (sub.method == m)].iterrows():
-                if not _matches(r, filters.get(m)):
+                if not knobs_match(r, filters.get(m)):
                     continue
                 split = series.get(m)
-                line = f"{m} ({split}={_knobs(r).get(split)})" if split else m
+                line = f"{m} ({split}={json.loads(r['knobs_json']).get(split)})" if split else m
                 rows.append({"task": task, "method": m, "series": line, "operating_point": r["operating_point"],
                              "protocol": protocol,
                              "metric": r["metric"], "value": metric_x100(r["metric"], r["primary_value"]),

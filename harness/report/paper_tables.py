@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from harness.record import PROTOCOLS
-from harness.report.point_choice import dense_row, fastest_within, nearest_speedup, same_point
+from harness.report.point_choice import dense_row, fastest_within, nearest_speedup, only_points, same_point
 from harness.report.seeds import SEED_NOTE, several_seeds
 from harness.report.tables import metric_x100, paired_note, seed_columns, vs_dense_columns
 from harness.report.timings import wall_columns
@@ -38,9 +38,11 @@ WALLCLOCK_NOTE = (
 
 
 def selected_points_table(
-    df: pd.DataFrame, methods: list[str], tolerance: float = 0.01, protocols=PROTOCOLS, extra_metrics=()
+    df: pd.DataFrame, methods: list[str], tolerance: float = 0.01, protocols=PROTOCOLS, extra_metrics=(),
+    knobs: dict | None = None,
 ) -> pd.DataFrame:
-    """See the module doc; `extra_metrics` (e.g. SQuAD's exact_match) adds
+    """See the module doc; `knobs` ({method: {knob: value}}) chooses among only the matching points of a
+    method (Magic Pyramid Table 2's DistilBERT column: the student of one shape); `extra_metrics` (e.g. SQuAD's exact_match) adds
     the dense and the chosen point's eval value of each (x100) as columns.
     From an `over_seeds` frame with several training seeds, dense and value
     are means over seeds, each followed by its t interval over seeds
@@ -48,6 +50,7 @@ def selected_points_table(
     (`dense_n_seeds`, `n_seeds`); vs_dense's paired interval then compares the
     seed means on the same resampled examples. One seed: no extra columns."""
     several = several_seeds(df)
+    df = only_points(df, knobs)
     rows = []
     for task in sorted(df["task"].unique()):
         base = dense_row(df, task, "none")

@@ -15,11 +15,36 @@ metric):
 """
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from harness.pareto import fewest_within
 
 DENSE = "dense"
+
+
+def knobs_match(row, wanted: dict | None) -> bool:
+    """Whether a record row's knobs hold every `wanted` {knob: value} (numbers compared to 1e-9)."""
+    have = json.loads(row["knobs_json"])
+    for k, v in (wanted or {}).items():
+        if k not in have:
+            return False
+        a = have[k]
+        if isinstance(v, (int, float)) and isinstance(a, (int, float)):
+            if abs(float(a) - float(v)) > 1e-9:
+                return False
+        elif a != v:
+            return False
+    return True
+
+
+def only_points(df: pd.DataFrame, knobs: dict | None) -> pd.DataFrame:
+    """`df` without the points of a method in `knobs` ({method: {knob: value}}) that do not match its filter."""
+    if not knobs or df.empty:
+        return df
+    keep = [r["method"] not in knobs or knobs_match(r, knobs[r["method"]]) for _, r in df.iterrows()]
+    return df[keep]
 
 
 def method_points(df: pd.DataFrame, task: str, method: str, protocol: str) -> pd.DataFrame:
