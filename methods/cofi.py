@@ -50,15 +50,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.plugin import (SPARSITY_EPSILON, EncoderState, Gates, HarnessError, JobContext, MethodPlugin,
-                            MethodSettings, OperatingPoint, Policy, attention_params, clear_gates, distillation_loss,
-                            ffn_params, materialize, point_identity, register_method, structure_summary, task_loss,
+from harness.plugin import (LOG_ALPHA_RANGE, SPARSITY_EPSILON, EncoderState, Gates, GradientAscent, HarnessError,
+                            JobContext, MethodPlugin, MethodSettings, OperatingPoint, Policy, attention_params,
+                            clear_gates, deterministic_gate, distillation_loss, ffn_params, keep_probability,
+                            materialize, point_identity, register_method, sample_gate, structure_summary, task_loss,
                             total_steps)
 
-STRETCH = (-0.1, 1.1)
-BETA = 2.0 / 3.0
-LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
-EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -76,37 +73,6 @@ class Settings(MethodSettings):
     label_weight: float = 0.0  # cross-entropy on the labels (the reference uses none)
     init_log_alpha: float = 10.0  # heads, sublayers and hidden dims (FFN dims start at 0), clamped to ln 100
     sparsity_epsilon: float = SPARSITY_EPSILON  # further than this from its target, a point is flagged off_target
-
-
-# ---- hard-concrete gates --------------------------------------------------------
-def keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
-    """P(gate > 0) = 1 - Q(0), Q the CDF of the stretched hard-concrete."""
-    lo, hi = STRETCH
-    x = (0.0 - lo) / (hi - lo)
-    q0 = torch.sigmoid(math.log(x / (1 - x)) * BETA - log_alpha).clamp(EPS, 1 - EPS)
-    return 1.0 - q0
-
-
-def sample_gate(log_alpha: torch.Tensor) -> torch.Tensor:
-    """A reparameterised hard-concrete sample in [0, 1] (exact zeros and ones)."""
-    u = torch.rand_like(log_alpha).clamp(EPS, 1 - EPS)
-    y = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / BETA)
-    lo, hi = STRETCH
-    return (y * (hi - lo) + lo).clamp(0.0, 1.0)
-
-
-@torch.no_grad()
-def deterministic_gate(log_alpha: torch.Tensor) -> torch.Tensor:
-    """The reference's inference gate for one group (last dim): the
-    round(size - expected kept) smallest soft values become zero."""
-    soft = torch.sigmoid(log_alpha / BETA * 0.8)
-    flat_soft, flat_la = soft.reshape(-1, soft.shape[-1]), log_alpha.reshape(-1, soft.shape[-1])
-    out = flat_soft.clone()
-    for row, la in zip(out, flat_la):
-        zeros = int(round(la.numel() - float(keep_probability(la).sum())))
-        if zeros > 0:
-            row[torch.argsort(row, stable=True)[:zeros]] = 0.0
-    return out.reshape(soft.shape)
 
 
 class CoFiMasks(nn.Module):
@@ -207,18 +173,6 @@ class PrunedStructure(LayerOutputs):
 
     def describe(self) -> dict:
         return {"kind": "cofi_materialized", **self.summary}
-
-
-class GradientAscent(torch.autograd.Function):
-    """Identity forward, negated gradient: minimising the loss ascends on the input."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad
 
 
 # ---- distillation ---------------------------------------------------------------------

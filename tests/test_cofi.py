@@ -19,8 +19,8 @@ from harness.config import load_config
 from harness.measure.params import encoder_params
 from harness.model.structure import materialize
 from harness.plugin.registry import get_method
-from methods.cofi import (CoFiMasks, CoFiPolicy, GradientAscent, deterministic_gate, keep_probability,
-                          sample_gate, teacher_layers)
+from harness.model.hard_concrete import GradientAscent, deterministic_gate, keep_probability, sample_gate
+from methods.cofi import CoFiMasks, CoFiPolicy, teacher_layers
 
 from .conftest import random_batch
 

@@ -28,6 +28,8 @@ from harness.measure.flops import count_macs, dense_macs, scoring_macs
 from harness.measure.metrics import primary
 from harness.measure.params import attention_params, ffn_params, structure_summary
 from harness.model.encoder import BertClassifier
+from harness.model.hard_concrete import (BETA, LOG_ALPHA_RANGE, STRETCH, GradientAscent, deterministic_gate,
+                                         keep_probability, sample_gate)
 from harness.model.exits import EarlyExitPolicy, Student, demo_exits, entropy_uncertainty
 from harness.model.policy import EncoderState, Exit, Policy, drop_rows, select_tokens
 from harness.model.selection import (attention_received, mean_kept_fraction, rank_tokens, received_sum,
@@ -63,6 +65,8 @@ __all__ = [
     "SkimPolicy", "SkimStep",
     # structural pruning
     "Gates", "materialize", "clear_gates", "prune_heads", "prune_ffn", "prune_hidden", "demo_pruned",
+    # hard-concrete gates and the Lagrangian (CoFi's masks, ToP's token gates)
+    "STRETCH", "BETA", "LOG_ALPHA_RANGE", "keep_probability", "sample_gate", "deterministic_gate", "GradientAscent",
     # threshold pruning (LTP's policy)
     "LTPPolicy", "per_real_row", "token_scores", "rising_thresholds",
     # early exit (FastBERT's heads)
