@@ -261,7 +261,7 @@ def test_a_misspelled_rule_is_one_clear_error(rule, message):
 def test_profiles_read_the_papers_claims_from_one_file():
     for profile in ("default", "smoke"):
         claims = load_config(profile)["experiments"]["claims"]["claims"]
-        assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 16)]
+        assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 17)]
         check_claims({"claims": claims}, profile)
     assert rule_text(claims[0]["rule"]) == ("speedup_within(method=ltp, tolerance=0.01, protocol=none, "
                                           "unreached=inconclusive) >= 1.9")

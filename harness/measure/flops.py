@@ -27,10 +27,15 @@ FLOPS_PER_MAC = 2
 
 def layer_macs(n_attn: np.ndarray, n_ffn: np.ndarray, arch: ArchShape, layer: int) -> np.ndarray:
     """MACs of one layer for token counts entering attention and FFN."""
+    return layer_macs_of(np.asarray(n_attn, dtype=np.float64), np.asarray(n_ffn, dtype=np.float64), arch, layer)
+
+
+def layer_macs_of(n_attn, n_ffn, arch: ArchShape, layer: int):
+    """`layer_macs` on any array type whose arithmetic is elementwise (NumPy arrays, torch tensors: a
+    method's differentiable expected cost under its keep probabilities, ToP's constraint), so the
+    objective a method trains against and the FLOPs the records report are one formula."""
     d, dh = arch.hidden, arch.head_dim
     inner = arch.heads[layer] * dh
-    n_attn = n_attn.astype(np.float64)
-    n_ffn = n_ffn.astype(np.float64)
     attn = 0.0
     if arch.heads[layer]:
         # Q, K, V: n*d*inner each; O: n*inner*d; QK^T and AV: n*n*dh per head

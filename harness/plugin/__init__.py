@@ -24,7 +24,7 @@ from __future__ import annotations
 from harness.data.encoding import Encoded
 from harness.data.padding import collate
 from harness.errors import HarnessError
-from harness.measure.flops import count_macs, dense_macs, scoring_macs
+from harness.measure.flops import count_macs, dense_macs, head_macs, layer_macs_of, scoring_macs
 from harness.measure.metrics import primary
 from harness.measure.params import attention_params, ffn_params, structure_summary
 from harness.model.encoder import BertClassifier
@@ -72,7 +72,7 @@ __all__ = [
     # early exit (FastBERT's heads)
     "EarlyExitPolicy", "Student", "entropy_uncertainty", "demo_exits",
     # measures
-    "count_macs", "dense_macs", "scoring_macs", "attention_params", "ffn_params", "structure_summary", "primary",
+    "count_macs", "dense_macs", "scoring_macs", "layer_macs_of", "head_macs", "attention_params", "ffn_params", "structure_summary", "primary",
     # point names and the search
     "format_knob", "point_identity", "SPARSITY_EPSILON", "ParetoSearch", "spread_points",
     # training and evaluation (harness.train) and the shared training steps of the threshold and exit methods
