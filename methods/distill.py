@@ -22,12 +22,12 @@ narrow), each trained independently from the fine-tuned dense model, which is al
   teacher sliced (`harness.model.structure`), a smaller dense model. TinyBERT-4's own start is
   its general distillation, which needs a pre-training corpus (none offline): its rows say
   "w/o GD".
-* **Stage 1, intermediate distillation** (`intermediate_epochs`): the mean over real tokens of
-  ||W_h h_s - h_t||^2 for the embeddings and every student layer m against teacher layer
-  g(m) = round((m + 1) N / M) - 1 (TinyBERT's uniform map), W_h a learned linear map from the
-  student's width to the teacher's initialised to the slicing's inverse (identity at full width),
-  plus the attention maps' mean squared error over real query rows and keys, each student head
-  against the teacher head it was sliced from (same index) in layer g(m).
+* **Stage 1, intermediate distillation** (`intermediate_epochs`): the mean squared error, per
+  element over real tokens, of W_h h_s against h_t for the embeddings and for every student layer
+  against the teacher layer it starts as, W_h a learned linear map from the student's width to the
+  teacher's initialised to the slicing's inverse (identity at full width), plus the attention maps'
+  mean squared error as log-probabilities over real query rows and keys, each student head against
+  the teacher head it was sliced from.
 * **Stage 2, prediction distillation** (`prediction_epochs`): KL of the logits at temperature
   `temperature` (TinyBERT: 1) times T^2, plus `label_weight` x the task loss; the checkpoint kept
   is the best on the held-out validation split.
@@ -71,12 +71,6 @@ def initial_layers(teacher_layers: int, student_layers: int) -> list[int]:
     if student_layers == 1:
         return [0]
     return [math.floor(i * (teacher_layers - 1) / (student_layers - 1) + 0.5) for i in range(student_layers)]
-
-
-def target_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """The teacher layer whose output each student layer learns (TinyBERT's uniform map g(m) = m N / M,
-    1-indexed, rounded half up), 0-indexed."""
-    return [math.floor((m + 1) * teacher_layers / student_layers + 0.5) - 1 for m in range(student_layers)]
 
 
 def _top(scores: torch.Tensor, fraction: float) -> list[int]:
@@ -171,7 +165,7 @@ class Intermediate(nn.Module):
         with torch.no_grad():
             self.map.weight.zero_()
             self.map.weight[torch.tensor(how["teacher_hidden"]), torch.arange(d_s)] = 1.0
-        self.targets = target_layers(len(teacher.layers), len(student.layers))
+        self.targets = how["teacher_layers"]  # each student layer learns the teacher layer it starts as
         self.heads = how["teacher_heads"]
 
     def forward(self, out, batch) -> torch.Tensor:
@@ -181,7 +175,8 @@ class Intermediate(nn.Module):
         real = batch.attention_mask.bool()
         pairs = [(s["embeddings"], t["embeddings"])] + [(s["layers"][m], t["layers"][g])
                                                          for m, g in enumerate(self.targets)]
-        hidden = sum(((self.map(hs) - ht) ** 2).sum(-1)[real].mean() for hs, ht in pairs) / len(pairs)
+        # TinyBERT's MSE: per element (hidden dims and tokens), then over the layers
+        hidden = sum(((self.map(hs).float() - ht.float()) ** 2).mean(-1)[real].mean() for hs, ht in pairs) / len(pairs)
         keys = real[:, None, None, :] & real[:, None, :, None]  # real query rows x real keys
         attn = []
         for m, g in enumerate(self.targets):
@@ -189,7 +184,9 @@ class Intermediate(nn.Module):
             if ps is None or pt is None:
                 continue
             pt = pt[:, self.heads[m]]
-            diff = (ps - pt) ** 2
+            # log-probabilities: TinyBERT's unnormalised scores up to a shift per query row (the encoder
+            # exposes the softmax's output); on the probabilities themselves (~1/n) the loss would vanish
+            diff = (ps.float().clamp(min=1e-6).log() - pt.float().clamp(min=1e-6).log()) ** 2
             attn.append(diff.masked_select(keys.expand_as(diff)).mean())
         attention = sum(attn) / len(attn) if attn else hidden.new_zeros(())
         return self.s.hidden_weight * hidden + self.s.attention_weight * attention
@@ -216,8 +213,11 @@ class Distill(MethodPlugin):
         "one recipe for every student, TinyBERT's task-specific stages: intermediate distillation (embeddings, "
         "hidden states through W_h, attention maps), then prediction distillation; DistilBERT fine-tunes its "
         "student on GLUE without distillation",
-        "attention maps are compared as probabilities (the encoder exposes the softmax's output) over real query "
-        "rows and keys; TinyBERT fits the unnormalised scores",
+        "attention maps are compared as log-probabilities, TinyBERT's unnormalised scores up to a shift per query "
+        "row (the encoder exposes the softmax's output), over real query rows and keys",
+        "each student layer is distilled from the teacher layer it starts as (DistilBERT's spread: 12 -> 4 keeps "
+        "layers 0, 4, 7, 11), so a narrow student's heads meet the teacher heads they were sliced from; "
+        "TinyBERT maps student layer m to teacher layer m N / M (2, 5, 8, 11); the two agree on the last layer",
         "no data augmentation (TinyBERT augments the task data 20x with BERT and GloVe replacements)",
         "stage budgets of intermediate_epochs and prediction_epochs on the profile's training split (TinyBERT: 10-20 "
         "epochs of stage 1 on the augmented data, 3 of stage 2)",

@@ -145,6 +145,10 @@ class ToPPolicy(Policy):
         return self.host_copy(key, (self.layer_on,), compute)
 
     # ---- hooks ---------------------------------------------------------------------------------
+    def on_forward(self, model) -> None:
+        if self.soft and self.training:
+            self.clamp_()  # after every optimizer step, before the forward that uses the gates (as CoFi's masks)
+
     def needs_attention_probs(self, layer: int) -> bool:
         if self.soft and self.training and layer in self.distill_layers:
             return True
@@ -152,8 +156,7 @@ class ToPPolicy(Policy):
 
     def after_attention(self, layer: int, state: EncoderState) -> None:
         if self.soft and self.training and layer in self.distill_layers and state.attn_probs is not None:
-            state.scratch.setdefault("top_scores", {})[layer] = per_real_row(
-                received_sum(state.attn_probs, state.mask), state.attn_probs.shape[1], state.mask)
+            state.scratch.setdefault("top_scores", {})[layer] = self._present_scores(state)[0]
         if not self._decides()[layer] or state.attn_probs is None:
             return
         d = self.layers.index(layer)
@@ -165,16 +168,23 @@ class ToPPolicy(Policy):
         keep = self.keep_bins[d][bins.clamp(min=0)] | (bins < 0)  # [CLS] (and padding, masked again) stay
         select_tokens(state, keep & state.mask)
 
-    def _soft(self, d: int, state: EncoderState) -> None:
+    @staticmethod
+    def _present_scores(state: EncoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores over the query rows of the tokens still present, in fp32; which tokens are present) in
+        the pruning stage, where dropped tokens are zeroed, not removed: as inference scores them."""
         alive = state.scratch.get("top_alive")
-        if alive is None:
-            alive = state.mask.to(state.hidden.dtype)
-        scores = per_real_row(received_sum(state.attn_probs, state.mask), state.attn_probs.shape[1], state.mask)
-        present = state.mask & (alive > 0)
+        present = state.mask if alive is None else state.mask & (alive > 0)
+        probs = state.attn_probs.float()
+        return per_real_row(received_sum(probs, present), probs.shape[1], present), present
+
+    def _soft(self, d: int, state: EncoderState) -> None:
+        scores, present = self._present_scores(state)
         bins = rank_bins(scores.detach(), present, self.bins)
         z = sample_gate(self.bin_log_alpha[d])  # one draw per step for the batch, as the reference
         g = sample_gate(self.layer_log_alpha[d])
-        g = (g > 0).to(g.dtype) + g - g.detach()  # straight-through: binary forward, continuous gradient
+        # straight-through: exactly 0 or 1 forward (the parentheses: (1 + g) - g is not always 1 in floating
+        # point, which let a closed bin's tokens survive at 6e-8), the continuous gate's gradient backward
+        g = (g > 0).to(g.dtype) + (g - g.detach())
         z_tok = z[bins.clamp(min=0)]
         keep = 1.0 - (1.0 - z_tok) * g
         keep = torch.where(bins < 0, torch.ones_like(keep), keep) * present.to(keep.dtype)
@@ -211,11 +221,12 @@ def ranking_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
     (rel_i - rel_j) log2(1 + exp(-(s_i - s_j))), over top_k^2; the mean over rows."""
     real = mask.clone()
     real[:, 0] = False
-    k = max(1, min(int(top_k), student.shape[1]))
+    k = max(1, int(top_k))
+    width = min(k, student.shape[1])  # a row has at most its width's tokens; k^2 normalises whatever the padding
     t = teacher.detach().masked_fill(~real, -math.inf)
-    order = torch.argsort(t, dim=1, descending=True, stable=True)[:, :k]  # [b, k]
+    order = torch.argsort(t, dim=1, descending=True, stable=True)[:, :width]  # [b, width]
     valid = torch.gather(real, 1, order)
-    rel = (k - torch.arange(k, device=student.device, dtype=student.dtype)).expand(order.shape[0], -1)
+    rel = (k - torch.arange(width, device=student.device, dtype=student.dtype)).expand(order.shape[0], -1)
     rel = torch.where(valid, rel, torch.zeros_like(rel))
     s = torch.gather(student, 1, order)
     diff_rel = rel[:, :, None] - rel[:, None, :]
@@ -293,7 +304,6 @@ def prune_stage(ctx, dense, speedup: float, s: Settings, lr: float, name: str):
         if step % max(1, total // 20) == 0 or step == total:
             trail["sparsity"].append(round(float(sparsity.detach()), 4))
             trail["target"].append(round(t, 4))
-        policy.clamp_()
         return value + lam[0] * gap + lam[1] * gap * gap
 
     log = ctx.finetune(student, cfg=cfg, loss_fn=loss_fn, checkpoint="last",
@@ -303,8 +313,6 @@ def prune_stage(ctx, dense, speedup: float, s: Settings, lr: float, name: str):
                                      {"params": [multipliers], "lr": s.lagrangian_lr}],
                        desc=f"{ctx.task.name}/{ctx.method} prune {name}")
     policy.clamp_()
-    for p in student.embeddings.parameters():
-        p.requires_grad_(True)
     return student, teacher, {"steps": log["steps"], "warmup_steps": warm, "target_sparsity": target, "trail": trail,
                               "multipliers": [float(x) for x in multipliers.detach()],
                               "expected_relative_flops": float(1.0 - trail["sparsity"][-1]) if trail["sparsity"]
@@ -341,6 +349,13 @@ class ToP(MethodPlugin):
         "40 epochs on most GLUE tasks with the target ramped over 10",
         "no label loss on classification (as the reference); a regression task trains on its labels (the "
         "reference's STS-B)",
+        "the model's learning rate follows the profile's schedule (warm-up 0.1, weight decay 0.01; the reference: "
+        "no warm-up, no decay); the Lagrangian reads the expected FLOPs of the batch as a ratio of sums over its "
+        "examples (the reference: the mean of per-example ratios)",
+        "token scores in the pruning stage are computed in fp32 (under bf16 autocast the attention is bf16)",
+        "gates and multipliers at mask_lr and lagrangian_lr, 0.02 by default (the reference's REG_LR grid is "
+        "0.01-0.04 for ~10^4 steps): in a short budget the layer gates may not open in time, and a point is then "
+        "flagged off_target",
     )
 
     def check(self, name: str, settings, settings_of) -> None:
@@ -387,6 +402,8 @@ class ToP(MethodPlugin):
         wanted = 1.0 / float(speedup)
         knobs = {"speedup": float(speedup), "flops_target": wanted, "validation_relative_flops": reached,
                  "off_target": abs(reached - wanted) > s.flops_epsilon}
+        for p in student.embeddings.parameters():
+            p.requires_grad_(True)  # frozen through both stages (as the reference trains)
         ctx.save_model(student.eval(), f"{name}.pt")
         log.update(validation=summary, seconds=round(time.time() - t0, 2), **knobs)
         return [{"name": name + ("_off_target" if knobs["off_target"] else ""), "file": f"{name}.pt", **knobs}], log

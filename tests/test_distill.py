@@ -25,12 +25,6 @@ def test_initial_layers_follow_distilbert():
     assert mod.initial_layers(6, 6) == list(range(6))
 
 
-def test_target_layers_follow_tinybert():
-    assert mod.target_layers(12, 4) == [2, 5, 8, 11]  # g(m) = 3m, 1-indexed
-    assert mod.target_layers(6, 3) == [1, 3, 5]
-    assert mod.target_layers(6, 6) == list(range(6))
-
-
 def test_narrow_student_keeps_the_strongest_units(tiny_model):
     student, how = mod.build_student(tiny_model, 1, 0.5)
     arch, dense = student.arch(), tiny_model.arch()
@@ -62,8 +56,8 @@ def test_intermediate_loss_is_zero_against_itself(tiny_model):
     with torch.no_grad():
         assert loss(student.eval()(ids, mask), batch).item() == pytest.approx(0.0, abs=1e-10)
         with torch.no_grad():
-            student.layers[0].value.weight.mul_(1.5)
-        assert loss(student(ids, mask), batch).item() > 1e-4
+            student.layers[0].query.weight.mul_(3.0)  # other attention maps, other hidden states
+        assert loss(student(ids, mask), batch).item() > 1e-6  # (the tiny random model attends almost uniformly)
 
 
 def test_bad_shapes_are_one_clear_error(tiny_model):

@@ -10,7 +10,7 @@ import torch
 from harness.measure.flops import trace_macs
 from harness.plugin.registry import get_method
 
-from .conftest import random_batch
+from .conftest import hand_state, random_batch
 
 top = get_method("top")
 mod = __import__(type(top).__module__, fromlist=["x"])
@@ -36,6 +36,28 @@ def test_ranking_loss_prefers_the_teachers_order():
     mod.ranking_loss(s, teacher, mask, top_k=3).backward()
     # the teacher's best token (position 1) is pushed up, its third (3) down; beyond top_k nothing moves
     assert s.grad[0, 1] < 0 < s.grad[0, 3] and s.grad[0, 4] == 0 and s.grad[0, 0] == 0
+
+
+def test_a_closed_bin_drops_its_tokens_exactly():
+    """The layer gate is straight-through: exactly 0 or 1 forward, so a closed bin's tokens are exactly
+    gone (not scaled by 6e-8 and ranked again at the next decision)."""
+    policy = mod.ToPPolicy(3, bins=2, prune_from=1).train()
+    with torch.no_grad():
+        policy.bin_log_alpha.fill_(-30.0)  # every bin closed (not clamped: no forward ran on_forward)
+        policy.layer_log_alpha.fill_(0.0)  # the layer gate drawn inside (0, 1) most of the time
+    mask = torch.tensor([[True] * 6 + [False] * 2])
+    probs = torch.softmax(torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0)), -1)
+    outcomes = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        state = hand_state(probs, mask)
+        policy._soft(0, state)
+        weights = state.key_weight[0, 1:6]
+        assert state.key_weight[0, 0] == 1.0  # [CLS]
+        assert torch.all(weights == 0.0) or torch.all(weights == 1.0), weights
+        assert torch.equal(state.scratch["top_alive"][0, 1:6] > 0, weights > 0)
+        outcomes.add(float(weights[0].detach()))
+    assert outcomes == {0.0, 1.0}  # the layer gate was drawn both ways
 
 
 @pytest.mark.parametrize("closed", [[1, 2, 3], [0, 2]])
