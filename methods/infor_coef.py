@@ -99,7 +99,7 @@ def negative_entropy(steps: list[SkimStep]) -> torch.Tensor:
     skimmed, not [CLS]) of p ln p + (1 - p) ln(1 - p): -H(z) of eq. 13."""
     per_layer = []
     for st in steps:
-        p = st.keep_prob.clamp(EPS, 1 - EPS)
+        p = st.keep_prob.float().clamp(EPS, 1 - EPS)
         neg_h = p * p.log() + (1 - p) * (1 - p).log()
         w = (st.alive * st.decides).detach()
         per_layer.append((neg_h * w).sum() / w.sum().clamp(min=1))
@@ -116,7 +116,7 @@ def kept_norm(steps: list[SkimStep], scope: str = "batch") -> torch.Tensor:
     per_layer = []
     for st in steps:
         w = st.keep_prob * st.alive * st.decides  # [b, n]
-        sq = (w.unsqueeze(-1) * st.hidden).pow(2).sum((1, 2))  # [b]
+        sq = (w.unsqueeze(-1) * st.hidden.float()).pow(2).sum((1, 2))  # [b], in fp32 (bf16 autocast)
         norm = sq.sum().clamp(min=1e-12).sqrt() if scope == "batch" else sq.clamp(min=1e-12).sqrt().mean()
         per_layer.append(norm)
     return torch.stack(per_layer).mean()

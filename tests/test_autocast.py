@@ -67,3 +67,15 @@ def test_autocast_without_bf16_units_falls_back_and_says_why(monkeypatch):
     assert ran == "none (no bf16 units (test))"
     with pytest.raises(ValueError, match="unknown train.autocast"):
         autocast_for(TrainConfig(autocast="fp8"), "cpu")
+
+
+def test_a_diverged_loss_stops_training_with_the_fix():
+    from harness.errors import HarnessError
+
+    torch.manual_seed(0)
+    model = BertClassifier(tiny_shape(), num_labels=2)
+    init_weights(model)
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=4, checkpoint_minutes=0)
+    with pytest.raises(HarnessError, match="training loss is nan at step 1") as e:
+        finetune(model, TASK, _data(12, 1), _data(6, 2), cfg, loss_fn=lambda m, out, b: out.logits.sum() * float("nan"))
+    assert "train.autocast: none" in str(e.value)

@@ -108,7 +108,9 @@ class SkimPolicy(Policy):
             return
         first = torch.arange(state.mask.shape[1], device=state.mask.device).unsqueeze(0) == 0
         if soft:
-            logits = self.predictors[str(layer)](state.hidden)
+            # the sample and the probabilities in fp32 whatever the forward's precision (under bf16 autocast
+            # 1 - 1e-6 rounds to 1, and a loss's log(1 - p) turns into NaN)
+            logits = self.predictors[str(layer)](state.hidden).float()
             sample = F.gumbel_softmax(logits, tau=self.temperature, hard=True)[..., KEEP]
             sample = torch.where(first, torch.ones_like(sample), sample)
             real = state.mask.to(sample.dtype)

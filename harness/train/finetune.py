@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from harness.data.encoding import Encoded
 from harness.data.padding import collate
 from harness.data.tasks import TaskSpec
+from harness.errors import HarnessError
 from harness.measure.metrics import primary
 from harness.model.precision import unavailable
 from harness.train.inference import evaluate
@@ -289,6 +290,11 @@ def finetune(
             with amp:
                 out = model(*batch.inputs)
                 loss = loss_fn(model, out, batch)
+            value = loss.item()  # the one read per step (the progress bar shows it)
+            if not math.isfinite(value):
+                raise HarnessError(f"{desc}: the training loss is {value} at step {step + 1}: training diverged",
+                                   "lower the learning rate, or train in fp32 (train.autocast: none) if it ran in "
+                                   f"bf16 (this call: {log_autocast})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -297,7 +303,7 @@ def finetune(
             sched.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
             if checkpoint != "last" and (step % eval_every == 0 or step == total):
                 entry = {"step": step, **_scored(score_fn(model))}
                 log["validation"].append(entry)
