@@ -135,32 +135,36 @@ class ToPPolicy(Policy):
         self.bin_log_alpha.requires_grad_(False)
         self.layer_log_alpha.requires_grad_(False)
 
+    def _soft_active(self) -> bool:
+        """The pruning stage's soft masks: training, before `freeze`."""
+        return self.soft and self.training
+
     def _decides(self) -> list[bool]:
         """Per layer: whether it selects tokens (host copy, read once per change)."""
         def compute():
             on = self.layer_on.tolist()
-            return [d in self.layers and (self.soft and self.training or on[self.layers.index(d)])
+            return [d in self.layers and (self._soft_active() or on[self.layers.index(d)])
                     for d in range(self.num_layers)]
-        key = "decides_soft" if self.soft and self.training else "decides"
+        key = "decides_soft" if self._soft_active() else "decides"
         return self.host_copy(key, (self.layer_on,), compute)
 
     # ---- hooks ---------------------------------------------------------------------------------
     def on_forward(self, model) -> None:
-        if self.soft and self.training:
+        if self._soft_active():
             self.clamp_()  # after every optimizer step, before the forward that uses the gates (as CoFi's masks)
 
     def needs_attention_probs(self, layer: int) -> bool:
-        if self.soft and self.training and layer in self.distill_layers:
+        if self._soft_active() and layer in self.distill_layers:
             return True
         return self._decides()[layer]
 
     def after_attention(self, layer: int, state: EncoderState) -> None:
-        if self.soft and self.training and layer in self.distill_layers and state.attn_probs is not None:
+        if self._soft_active() and layer in self.distill_layers and state.attn_probs is not None:
             state.scratch.setdefault("top_scores", {})[layer] = self._present_scores(state)[0]
         if not self._decides()[layer] or state.attn_probs is None:
             return
         d = self.layers.index(layer)
-        if self.soft and self.training:
+        if self._soft_active():
             self._soft(d, state)
             return
         scores = token_scores(state)

@@ -30,8 +30,8 @@ from harness.measure.timing import (TimingSpec, add_question_times, policy_time_
                                     time_side_by_side)
 from harness.model.precision import FULL, at_precision, resolved
 from harness.run.context import RunContext
-from harness.run.precisions import (TimedPoint, at_precisions, calibration_batches, dense_validation, first_batch,
-                                    lower_precisions, time_at_precisions)
+from harness.run.precisions import (TimedPoint, at_precisions, calibration_batches, dense_kernels_at, dense_validation,
+                                    first_batch, lower_precisions, time_at_precisions)
 from harness.train.inference import evaluate
 from harness.run.points import gather_job, point_job, seed_everything
 from harness.run.records import build_record, wall_clock
@@ -188,9 +188,8 @@ def observed(ctx: RunContext, model, dense, protocol: str, dense_kernels: dict) 
     (`harness.measure.kernels`). Dense's are observed once per job and protocol (`dense_kernels`, keyed by
     (precision, protocol), shared with `harness.run.precisions.time_at_precisions`): every point meets the same dense."""
     one = first_batch(ctx, timing_sample(ctx)[0], protocol)
-    if (FULL, protocol) not in dense_kernels:
-        dense_kernels[(FULL, protocol)] = observed_on(dense, one, ctx.device)
-    return {"point": observed_on(model, one, ctx.device), "dense": dense_kernels[(FULL, protocol)]}
+    return {"point": observed_on(model, one, ctx.device),
+            "dense": dense_kernels_at(dense_kernels, FULL, protocol, dense, one, ctx.device)}
 
 
 def dense_with_kernel(dense, kernel: str):

@@ -100,6 +100,14 @@ def first_batch(ctx, sample, protocol: str):
     return make_batches(sample, protocol, ctx.task.seq_len, ctx.eval_batch_size)[0].to(ctx.device)
 
 
+def dense_kernels_at(cache: dict, precision: str, protocol: str, dense, batch, device) -> dict:
+    """What `dense` (at `precision`) ran on `batch` under `protocol`, observed once per evaluate job: every
+    point meets the same dense, so `cache` ({(precision, protocol): kernels}) keeps it across points and calls."""
+    if (precision, protocol) not in cache:
+        cache[(precision, protocol)] = observed_on(dense, batch, device)
+    return cache[(precision, protocol)]
+
+
 def time_at_precisions(ctx, point_at: dict, dense_at: dict, protocol: str, sample, questions, sizes, spec,
                        dense_validation: dict[str, float], tolerance: float,
                        shared: dict | None = None, dense_kernels: dict | None = None) -> dict[str, dict]:
@@ -121,10 +129,8 @@ def time_at_precisions(ctx, point_at: dict, dense_at: dict, protocol: str, sampl
         models[f"point@{p}"], models[f"dense@{p}"] = point_at[p], dense_at[p]
     one = first_batch(ctx, sample, protocol)
     dense_kernels = {} if dense_kernels is None else dense_kernels
-    for p in precisions:
-        if (p, protocol) not in dense_kernels:
-            dense_kernels[(p, protocol)] = observed_on(dense_at[p], one, ctx.device)
-    kernels = {p: {"point": observed_on(point_at[p], one, ctx.device), "dense": dense_kernels[(p, protocol)]}
+    kernels = {p: {"point": observed_on(point_at[p], one, ctx.device),
+                   "dense": dense_kernels_at(dense_kernels, p, protocol, dense_at[p], one, ctx.device)}
                for p in precisions}
     out: dict[str, dict] = {p: {} for p in precisions}
     pairs = [(f"point@{p}", f"dense@{q}") for p in precisions for q in precisions]
