@@ -35,8 +35,9 @@ def _cfg(tmp_path, *overrides):
 
 
 def test_config_has_a_split_seed_and_a_list_of_training_seeds(tmp_path):
-    cfg = _cfg(tmp_path)  # the smoke profile runs two training seeds
-    assert (cfg["split_seed"], cfg["seeds"]) == (0, [0, 1]) and "seed" not in cfg
+    cfg = _cfg(tmp_path)  # the smoke profile: seed 0, and dense and LTP at a second seed too
+    assert (cfg["split_seed"], cfg["seeds"]) == (0, [0]) and "seed" not in cfg
+    assert cfg["method_seeds"] == {"dense": [0, 1], "ltp": [0, 1]}
     defaults = validate({k: v for k, v in cfg.items() if k not in ("split_seed", "seeds")})
     assert (defaults["split_seed"], defaults["seeds"]) == (0, [0])  # the schema's defaults
     cfg = _cfg(tmp_path, "split_seed=4", "seeds=[0, 1, 2]")
@@ -94,7 +95,7 @@ def test_training_seeds_share_the_splits_and_differ_in_initial_weights(tmp_path)
 def test_the_plan_has_every_train_and_evaluate_job_per_seed_from_the_same_seeds_models(tmp_path):
     from harness.run import plan
 
-    one, two = _cfg(tmp_path, "seeds=[0]"), _cfg(tmp_path, "seeds=[0, 1]")
+    one, two = _cfg(tmp_path, "seeds=[0]", "method_seeds={}"), _cfg(tmp_path, "seeds=[0, 1]", "method_seeds={}")
     m1, m2 = plan.all_manifests(one), plan.all_manifests(two)
     assert len(m2) == 2 * len(m1) and all("/seed0.json" in m for m in m1)
     assert {m.replace("/seed1.json", "/seed0.json") for m in m2} == set(m1)
@@ -157,8 +158,9 @@ def _job_counts(tmp_path, *config) -> dict[str, int]:
 
 
 def test_the_workflow_dry_run_doubles_train_and_evaluate_jobs_with_two_seeds(tmp_path):
-    one = _job_counts(tmp_path, "seeds=[0]")
-    two = _job_counts(tmp_path)  # the smoke profile's own seeds: [0, 1]
+    # (Snakemake merges --config mappings into the profile's: each method_seeds entry is given)
+    one = _job_counts(tmp_path, "seeds=[0]", "method_seeds={dense: [0], ltp: [0]}")
+    two = _job_counts(tmp_path, "seeds=[0, 1]")  # the profile's method_seeds: dense and LTP at [0, 1]
     for rule in ("train", "train_point", "gather_points", "evaluate"):
         assert one[rule] > 0 and two[rule] == 2 * one[rule], (rule, one, two)
     assert two["lengths"] == one["lengths"] and two["report"] == one["report"] == 1

@@ -27,18 +27,19 @@ def _smoke_cfg():
 
 def test_every_method_and_protocol_hasrecords(smoke):
     """Every method the profile runs on a task (all of them on MR, `task_methods` on STS-B), under every
-    protocol, at both training seeds; each record valid and with its provenance."""
-    from harness.run.plan import runs_on
+    protocol, at each of its training seeds (two for dense and LTP); each record valid and with its provenance."""
+    from harness.run.plan import runs_on, seeds
 
     cfg = _smoke_cfg()
     recs = records(smoke)
     tasks = {r["task"] for r in recs}
-    assert "mr" in tasks and cfg["seeds"] == [0, 1]
+    assert "mr" in tasks and seeds(cfg, "dense") == seeds(cfg, "ltp") == [0, 1] and cfg["seeds"] == [0]
     for task in tasks:
         expected = {m for m in method_names() if runs_on(cfg, task, m)}
         assert {r["method"] for r in recs if r["task"] == task} >= expected, task
         for method in {r["method"] for r in recs if r["task"] == task}:
-            for seed in cfg["seeds"]:
+            assert {r["seed"] for r in recs if r["task"] == task and r["method"] == method} == set(seeds(cfg, method))
+            for seed in seeds(cfg, method):
                 protocols = {r["protocol"] for r in recs
                              if r["task"] == task and r["method"] == method and r["seed"] == seed}
                 assert protocols == {"sequence", "batch", "none"}, (task, method, seed)
