@@ -94,7 +94,23 @@ def at_precision(model: torch.nn.Module, precision: str, device, calibration=())
     return _int8(out, list(calibration))
 
 
+def _import_torchao() -> None:
+    """torchao's import loads every kernel library it ships and logs a warning for each that will not load: on
+    a CPU wheel of torch, its CUDA-only ones (mxfp8, CUTLASS), in every evaluate job's log. The int8 path uses
+    none of them, so the import runs with torchao's logger at ERROR."""
+    import logging
+
+    log = logging.getLogger("torchao")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torchao  # noqa: F401
+    finally:
+        log.setLevel(level)
+
+
 def _int8(model: torch.nn.Module, calibration: list) -> tuple[torch.nn.Module, dict]:
+    _import_torchao()
     from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8StaticActivationInt8WeightConfig,
                                       quantize_)
     from torchao.quantization.granularity import PerRow, PerTensor
