@@ -84,7 +84,7 @@ rule evaluate:
     threads: CFG["timing"]["threads"]
     resources:
         # one timed job at a time; a seed that timing.seeds leaves untimed runs beside the others
-        timing_slot=lambda w: int(int(w.seed) in CFG["timing"].get("seeds", [int(w.seed)])),
+        timing_slot=lambda w: int(plan.timed_seed(CFG, int(w.seed))),
         gpu=CFG.get("resources", {}).get("gpu", 0),
     log:
         f"{WORK}/logs/evaluate_{{task}}_{{method}}_seed{{seed}}.log",

@@ -30,6 +30,7 @@ from harness.measure.timing import (TimingSpec, add_question_times, policy_time_
                                     time_side_by_side)
 from harness.model.precision import FULL, at_precision, resolved
 from harness.run.context import RunContext
+from harness.run.plan import timed_seed
 from harness.run.precisions import (TimedPoint, at_precisions, calibration_batches, dense_kernels_at, dense_validation,
                                     first_batch, lower_precisions, time_at_precisions)
 from harness.train.inference import evaluate
@@ -221,7 +222,7 @@ def evaluate_job(cfg: dict, task: str, method: str, seed: int | None = None) -> 
     dense = ctx.load_model(method="dense")  # every cost and speedup is relative to it
     ev = cfg["eval"]
     timed = cfg["timing"].get("protocols", ev["protocols"])
-    if ctx.seed not in cfg["timing"].get("seeds", [ctx.seed]):
+    if not timed_seed(cfg, ctx.seed):
         timed = []  # this training seed's records carry metrics and FLOPs only (timing.seeds)
     prov = provenance(cfg, cfg["timing"]["threads"])
     boot = BootstrapSpec.from_config(cfg)

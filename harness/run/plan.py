@@ -146,6 +146,12 @@ def seeds(cfg: dict, method: str | None = None) -> list[int]:
     return [int(s) for s in (chosen if chosen is not None else cfg["seeds"])]
 
 
+def timed_seed(cfg: dict, seed: int) -> bool:
+    """Whether training seed `seed`'s evaluate job times its points (`timing.seeds`; default: every seed).
+    An untimed job records metrics and FLOPs only and takes no timing slot in the workflow."""
+    return int(seed) in cfg["timing"].get("seeds", [int(seed)])
+
+
 def all_seeds(cfg: dict) -> list[int]:
     """Every training seed some method runs at (a model at any of them may be trained as a requirement)."""
     extra = [s for listed in (cfg.get("method_seeds") or {}).values() for s in listed]
