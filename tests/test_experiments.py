@@ -185,7 +185,10 @@ def test_infor_coef_experiments(tmp_path):
             {"label": "IC-4x", "method": "infor_coef", "knobs": {"sparsity": 0.6}, "padding": "batch",
              "reference": "CoFi-s60"},
             {"label": "IC-4x", "method": "infor_coef", "knobs": {"sparsity": 0.6}, "padding": "sequence",
-             "reference": "CoFi-s60"}]},
+             "reference": "CoFi-s60"},
+            # rows no point matches (a model that missed its target) stay, empty, and say so
+            {"label": "CoFi-s95", "method": "cofi", "knobs": {"target_sparsity": 0.95}},
+            {"label": "IC-16x", "method": "infor_coef", "knobs": {"sparsity": 0.95}, "reference": "CoFi-s95"}]},
         "pad": {"kind": "padding_claim", "methods": ["transkimmer", "infor_coef"], "tolerance": 0.06},
         "cost": {"kind": "policy_cost", "methods": ["infor_coef", "transkimmer"], "protocol": "batch"},
         "fig3": {"kind": "method_tradeoff", "methods": ["infor_coef", "infor_coef_skim"], "protocol": "batch",
@@ -197,7 +200,12 @@ def test_infor_coef_experiments(tmp_path):
     assert set(planned(experiments, methods)) == set(experiments)
     written = run_experiments(df, experiments, methods, root, figures, ("sequence", "batch", "none"))
     t2 = pd.read_csv(root / "tables" / "t2.csv").set_index(["label", "padding"])
-    assert list(t2.index.get_level_values(0)) == ["dense", "Transkimmer", "CoFi-s60", "IC-4x", "IC-4x"]
+    assert list(t2.index.get_level_values(0)) == ["dense", "Transkimmer", "CoFi-s60", "IC-4x", "IC-4x", "CoFi-s95",
+                                                  "IC-16x"]
+    missing = t2.loc[("CoFi-s95", "none")]
+    assert missing["operating_point"] == "no point with target_sparsity=0.95" and not missing["met"]
+    assert np.isnan(missing["speedup"]) and np.isnan(missing["value"])
+    assert t2.loc[("IC-16x", "none")]["reference"] == "dense (CoFi-s95 has no point)"
     cofi, ic = t2.loc[("CoFi-s60", "none")], t2.loc[("IC-4x", "batch")]
     assert not cofi["met"] and cofi["reference"] == "dense"  # 5 points below dense on validation
     # within 1 point of CoFi-s60's 0.85: the light point (the strong one is cheaper but 5 points worse)

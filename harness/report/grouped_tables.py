@@ -33,7 +33,8 @@ from harness.report.timings import wall_columns
 GROUPED_NOTE = (
     "Each row: the fewest-FLOPs point (protocol none) among its method's points matching its knobs whose "
     "validation metric is within {tol} (absolute) of its reference's validation metric (dense, or the row named "
-    "in `reference`); met=False: none qualified, the most accurate is shown. speedup = dense FLOPs / point FLOPs "
+    "in `reference`); met=False: none qualified, the most accurate is shown; operating_point 'no point': none "
+    "matches the row's knobs (e.g. a CoFi model more than 0.01 off its target sparsity), its values empty. speedup = dense FLOPs / point FLOPs "
     "under the row's padding; speedup_<protocol> under each protocol. params = encoder parameters kept "
     "(embeddings excluded). value = eval metric x100 under the row's padding."
 )
@@ -86,15 +87,24 @@ def grouped_points_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd
             ref_label = entry.get("reference", DENSE)
             if entry["method"] == DENSE:
                 ref_val = base["val_primary_value"]
-            elif ref_label == DENSE or ref_label not in chosen_val:
-                ref_label, ref_val = DENSE, base["val_primary_value"]
+            elif ref_label == DENSE:
+                ref_val = base["val_primary_value"]
+            elif ref_label not in chosen_val:
+                ref_label, ref_val = f"{DENSE} ({ref_label} has no point)", base["val_primary_value"]
             else:
                 ref_val = chosen_val[ref_label]
             chosen, met = fastest_of(points, ref_val, tol)
+            padding = entry.get("padding", "none")
             if chosen is None:
+                # a declared row stays in the table when no point matches it (a CoFi model that missed its
+                # target sparsity: off_target), so the gap shows instead of a row quietly missing
+                if entry["method"] != DENSE:
+                    wanted = ", ".join(f"{k}={v}" for k, v in (entry.get("knobs") or {}).items())
+                    rows.append({"task": task, "label": entry["label"], "method": entry["method"],
+                                 "operating_point": f"no point{' with ' + wanted if wanted else ''}",
+                                 "reference": ref_label, "met": False, "padding": padding})
                 continue
             chosen_val.setdefault(entry["label"], chosen["val_primary_value"])
-            padding = entry.get("padding", "none")
             rec = same_point(df, chosen, padding)
             if rec is None:
                 continue
