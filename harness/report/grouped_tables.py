@@ -34,9 +34,9 @@ GROUPED_NOTE = (
     "Each row: the fewest-FLOPs point (protocol none) among its method's points matching its knobs whose "
     "validation metric is within {tol} (absolute) of its reference's validation metric (dense, or the row named "
     "in `reference`); met=False: none qualified, the most accurate is shown; operating_point 'no point': none "
-    "matches the row's knobs (e.g. a CoFi model more than 0.01 off its target sparsity), its values empty. speedup = dense FLOPs / point FLOPs "
-    "under the row's padding; speedup_<protocol> under each protocol. params = encoder parameters kept "
-    "(embeddings excluded). value = eval metric x100 under the row's padding."
+    "matches the row's knobs (e.g. a CoFi model more than 0.01 off its target sparsity), its values empty. "
+    "speedup = dense FLOPs / point FLOPs under the row's padding; speedup_<protocol> under each protocol. "
+    "params = encoder parameters kept (embeddings excluded). value = eval metric x100 under the row's padding."
 )
 PADDING_NOTE = (
     "Point = the fewest-FLOPs point whose validation metric is within {tol} of dense (protocol none; met=False: "
@@ -85,9 +85,7 @@ def grouped_points_table(df: pd.DataFrame, methods: list[str], spec: dict) -> pd
             points = none[(none.task == task) & (none.method == entry["method"])]
             points = points[[knobs_match(r, entry.get("knobs")) for _, r in points.iterrows()]]
             ref_label = entry.get("reference", DENSE)
-            if entry["method"] == DENSE:
-                ref_val = base["val_primary_value"]
-            elif ref_label == DENSE:
+            if entry["method"] == DENSE or ref_label == DENSE:
                 ref_val = base["val_primary_value"]
             elif ref_label not in chosen_val:
                 ref_label, ref_val = f"{DENSE} ({ref_label} has no point)", base["val_primary_value"]
